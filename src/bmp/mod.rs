@@ -1,0 +1,1 @@
+//! BMP control and simulation (placeholder).

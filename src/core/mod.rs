@@ -1,0 +1,23 @@
+//! The core: a pure, deterministic state machine of job queue, board allocator and pack tree.
+//!
+//! Everything that decides who gets which boards lives here, and nothing here does I/O or
+//! reads a clock. The shape follows quinn-proto: inputs are [`Event`]s, each carrying the time
+//! (`now_us`, microseconds since the Unix epoch, taken once by the caller and journaled with
+//! the event); outputs wait in queues until the caller drains them with [`Core::poll_effect`].
+//! The caller persists each event *before* handing it to [`Core::handle`] and releases the
+//! effects only afterwards (raft-rs's "persist the Ready, then advance"), so replaying the
+//! journal through `handle` rebuilds exactly the same state.
+//!
+//! Determinism rules: no `HashMap` iteration reaches an outcome (all maps are `BTreeMap`s or
+//! vectors), no randomness, and time comes only from events.
+
+pub mod allocator;
+pub mod area_to_rect;
+pub mod coordinates;
+pub mod pack_tree;
+pub mod queue;
+mod state;
+pub mod types;
+
+pub use state::Core;
+pub use types::*;

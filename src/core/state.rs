@@ -1,0 +1,3 @@
+//! placeholder
+/// The core state machine.
+pub struct Core;

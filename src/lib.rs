@@ -1,0 +1,20 @@
+//! spalloc-server: the SpiNNaker partitioning server, rebuilt as an event-sourced program.
+//!
+//! The crate is split the way the data flows:
+//!
+//! * [`core`] is the pure, deterministic state machine (job queue, board allocator, pack
+//!   tree). It takes [`core::Event`]s, each carrying the time, and the caller drains its
+//!   outputs (notifications, BMP requests, log lines). It does no I/O and never reads a clock.
+//! * [`config`] reads and validates the JSON configuration into plain data the core folds.
+//! * [`protocol`] turns JSON lines from clients into typed commands and typed replies back into
+//!   JSON exactly as the original Python server wrote them.
+//! * [`bmp`] drives the boards' management processors (SCP over UDP), one thread per BMP,
+//!   and contains a faithful BMP simulator.
+//! * [`server`] is the `polling` loop that ties sockets, journal, core and BMP threads together.
+#![warn(missing_docs)]
+
+pub mod bmp;
+pub mod config;
+pub mod core;
+pub mod protocol;
+pub mod server;
