@@ -128,7 +128,9 @@ impl Allocator {
             Shape::AnyBoard => return self.live_board_count() > 0,
             Shape::Board(x, y, z) => {
                 return self.in_range(x, y, z)
-                    && !self.dead_boards.contains(&Board::new(x as u32, y as u32, z as u32))
+                    && !self
+                        .dead_boards
+                        .contains(&Board::new(x as u32, y as u32, z as u32))
                     && self.live_board_count() > 0;
             }
             Shape::Triads(w, h) => {
@@ -141,7 +143,9 @@ impl Allocator {
                 (w as u32, h as u32)
             }
             Shape::Boards(n) => {
-                let Some(triads) = boards_to_triads(n) else { return false };
+                let Some(triads) = boards_to_triads(n) else {
+                    return false;
+                };
                 if req.require_torus && triads != self.width as u64 * self.height as u64 {
                     return false;
                 }
@@ -200,9 +204,9 @@ impl Allocator {
                     req,
                     None,
                 );
-                let placed = self
-                    .pack_tree
-                    .alloc(w as u32, h as u32, &mut |x, y, w, h| filter.check(x, y, w, h));
+                let placed = self.pack_tree.alloc(w as u32, h as u32, &mut |x, y, w, h| {
+                    filter.check(x, y, w, h)
+                });
                 let (x, y) = placed?;
                 Some(filter.into_allocation(AllocHandle::Triads { x, y }))
             }
@@ -219,9 +223,11 @@ impl Allocator {
                     req,
                     Some(n),
                 );
-                let placed = self.pack_tree.alloc_area(triads, req.min_ratio, &mut |x, y, w, h| {
-                    filter.check(x, y, w, h)
-                });
+                let placed = self
+                    .pack_tree
+                    .alloc_area(triads, req.min_ratio, &mut |x, y, w, h| {
+                        filter.check(x, y, w, h)
+                    });
                 let (x, y, _, _) = placed?;
                 Some(filter.into_allocation(AllocHandle::Triads { x, y }))
             }
@@ -229,7 +235,9 @@ impl Allocator {
     }
 
     fn in_range(&self, x: i64, y: i64, z: i64) -> bool {
-        (0..self.width as i64).contains(&x) && (0..self.height as i64).contains(&y) && (0..3).contains(&z)
+        (0..self.width as i64).contains(&x)
+            && (0..self.height as i64).contains(&y)
+            && (0..3).contains(&z)
     }
 
     fn live_board_count(&self) -> u64 {
@@ -237,7 +245,9 @@ impl Allocator {
     }
 
     fn live_zs(&self, x: u32, y: u32) -> BTreeSet<u32> {
-        (0..3).filter(|&z| !self.dead_boards.contains(&Board::new(x, y, z))).collect()
+        (0..3)
+            .filter(|&z| !self.dead_boards.contains(&Board::new(x, y, z)))
+            .collect()
     }
 
     /// One board, from a triad already taken for single boards if possible, else from a new
@@ -301,7 +311,8 @@ impl Allocator {
 
     /// Hand an allocation back; it becomes available again `seconds_before_free` after `now_us`.
     pub fn free(&mut self, handle: AllocHandle, now_us: TimeUs) {
-        self.to_free.push_back((now_us.saturating_add(self.seconds_before_free_us), handle));
+        self.to_free
+            .push_back((now_us.saturating_add(self.seconds_before_free_us), handle));
     }
 
     /// Release every freed allocation whose hold-back has passed. Returns true if any was.
@@ -377,8 +388,11 @@ impl Allocator {
     /// boards of allocated triad blocks, and the taken boards of single-board triads.
     pub fn boards_in_use(&self) -> BTreeSet<Board> {
         let mut used = BTreeSet::new();
-        let single: BTreeMap<(u32, u32), &BTreeSet<u32>> =
-            self.single_board_triads.iter().map(|(xy, zs)| (*xy, zs)).collect();
+        let single: BTreeMap<(u32, u32), &BTreeSet<u32>> = self
+            .single_board_triads
+            .iter()
+            .map(|(xy, zs)| (*xy, zs))
+            .collect();
         for (x, y, w, h) in self.pack_tree.allocations() {
             for tx in x..x + w {
                 for ty in y..y + h {
@@ -406,7 +420,9 @@ impl Allocator {
             .collect();
         for ((x, y), zs) in &self.single_board_triads {
             if !allocated.contains(&(*x, *y)) {
-                return Err(format!("single-board triad ({x}, {y}) not allocated in the tree"));
+                return Err(format!(
+                    "single-board triad ({x}, {y}) not allocated in the tree"
+                ));
             }
             if zs.is_empty() || !zs.is_subset(&self.live_zs(*x, *y)) {
                 return Err(format!("single-board triad ({x}, {y}) has free set {zs:?}"));
@@ -420,7 +436,12 @@ impl Allocator {
                 return Err(format!("full single-board triad ({x}, {y}) not allocated"));
             }
         }
-        if self.to_free.iter().zip(self.to_free.iter().skip(1)).any(|(a, b)| a.0 > b.0) {
+        if self
+            .to_free
+            .iter()
+            .zip(self.to_free.iter().skip(1))
+            .any(|(a, b)| a.0 > b.0)
+        {
             return Err("to_free is not in release order".into());
         }
         Ok(())
@@ -538,7 +559,12 @@ impl<'a> CandidateFilter<'a> {
 
     fn into_allocation(self, handle: AllocHandle) -> Allocation {
         let (boards, periphery, torus) = self.accepted.expect("an accepted candidate");
-        Allocation { handle, boards, periphery, torus }
+        Allocation {
+            handle,
+            boards,
+            periphery,
+            torus,
+        }
     }
 }
 
@@ -556,12 +582,20 @@ mod tests {
         }
     }
 
-    fn allocator(w: u32, h: u32, dead: &[(u32, u32, u32)], links: &[(u32, u32, u32, Link)]) -> Allocator {
+    fn allocator(
+        w: u32,
+        h: u32,
+        dead: &[(u32, u32, u32)],
+        links: &[(u32, u32, u32, Link)],
+    ) -> Allocator {
         Allocator::new(
             w,
             h,
             dead.iter().map(|&(x, y, z)| Board::new(x, y, z)).collect(),
-            links.iter().map(|&(x, y, z, l)| (Board::new(x, y, z), l)).collect(),
+            links
+                .iter()
+                .map(|&(x, y, z, l)| (Board::new(x, y, z), l))
+                .collect(),
             0,
         )
     }
@@ -708,7 +742,11 @@ mod tests {
         // Distilled case 14 (test_call_too_many_dead_links), on a 10x9 machine.
         for require_torus in [false, true] {
             for dead_on_torus in [false, true] {
-                let link = if dead_on_torus { Link::West } else { Link::North };
+                let link = if dead_on_torus {
+                    Link::West
+                } else {
+                    Link::North
+                };
                 let a = allocator(10, 9, &[], &[(0, 0, 0, link)]);
                 let mut r = req(Shape::Triads(1, 1));
                 r.max_dead_boards = Some(0);
@@ -717,7 +755,11 @@ mod tests {
                 let mut cf = CandidateFilter::new(10, 9, &a.dead_boards, &a.dead_links, &r, None);
                 let (w, h) = if require_torus { (10, 9) } else { (1, 1) };
                 let expected = !require_torus && dead_on_torus;
-                assert_eq!(cf.check(0, 0, w, h), expected, "{require_torus} {dead_on_torus}");
+                assert_eq!(
+                    cf.check(0, 0, w, h),
+                    expected,
+                    "{require_torus} {dead_on_torus}"
+                );
             }
         }
     }
@@ -754,7 +796,13 @@ mod tests {
     #[test]
     fn invalid_shapes_are_impossible() {
         let a = allocator(2, 2, &[], &[]);
-        for s in [Shape::Boards(0), Shape::Boards(-3), Shape::Triads(0, 1), Shape::Triads(3, 1), Shape::Boards(13)] {
+        for s in [
+            Shape::Boards(0),
+            Shape::Boards(-3),
+            Shape::Triads(0, 1),
+            Shape::Triads(3, 1),
+            Shape::Boards(13),
+        ] {
             assert!(!a.alloc_possible(&req(s)), "{s:?}");
         }
     }

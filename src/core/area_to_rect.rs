@@ -33,7 +33,11 @@ pub fn area_to_rect(area: u64, bw: u64, bh: u64, min_ratio: f64) -> Option<(u64,
     if area > bw.saturating_mul(bh) {
         return None;
     }
-    let min_ratio = if min_ratio > 1.0 { 1.0 / min_ratio } else { min_ratio };
+    let min_ratio = if min_ratio > 1.0 {
+        1.0 / min_ratio
+    } else {
+        min_ratio
+    };
 
     let (mut w, mut h) = squarest_rectangle(area);
     if (h as f64) / (w as f64) < min_ratio {
@@ -113,7 +117,11 @@ mod tests {
             ((12, 4, 3, 0.0), Some((4, 3))),
         ];
         for ((a, bw, bh, r), want) in cases {
-            assert_eq!(area_to_rect(a, bw, bh, r), want, "area_to_rect({a}, {bw}, {bh}, {r})");
+            assert_eq!(
+                area_to_rect(a, bw, bh, r),
+                want,
+                "area_to_rect({a}, {bw}, {bh}, {r})"
+            );
         }
     }
 

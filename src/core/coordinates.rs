@@ -93,7 +93,9 @@ impl Link {
 }
 
 /// Which machine edges a link (or an allocation) wraps around.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct WrapAround {
     /// Wraps around the left/right edge.
     pub x: bool,
@@ -109,7 +111,10 @@ impl WrapAround {
 
     /// The union of two wrap-arounds.
     pub fn union(self, other: WrapAround) -> WrapAround {
-        WrapAround { x: self.x || other.x, y: self.y || other.y }
+        WrapAround {
+            x: self.x || other.x,
+            y: self.y || other.y,
+        }
     }
 
     /// True if either axis wraps.
@@ -121,11 +126,32 @@ impl WrapAround {
 /// `(dx, dy, dz)` of each link, indexed by `[z][link]` (the original's `link_to_vector`).
 const LINK_VECTORS: [[(i32, i32, i32); 6]; 3] = [
     // z = 0: E, NE, N, W, SW, S
-    [(0, -1, 2), (0, 0, 1), (0, 0, 2), (-1, 0, 1), (-1, -1, 2), (-1, -1, 1)],
+    [
+        (0, -1, 2),
+        (0, 0, 1),
+        (0, 0, 2),
+        (-1, 0, 1),
+        (-1, -1, 2),
+        (-1, -1, 1),
+    ],
     // z = 1
-    [(1, 0, -1), (1, 0, 1), (1, 1, -1), (0, 0, 1), (0, 0, -1), (0, -1, 1)],
+    [
+        (1, 0, -1),
+        (1, 0, 1),
+        (1, 1, -1),
+        (0, 0, 1),
+        (0, 0, -1),
+        (0, -1, 1),
+    ],
     // z = 2
-    [(0, 0, -1), (1, 1, -2), (0, 1, -1), (0, 1, -2), (-1, 0, -1), (0, 0, -2)],
+    [
+        (0, 0, -1),
+        (1, 1, -2),
+        (0, 1, -1),
+        (0, 1, -2),
+        (-1, 0, -1),
+        (0, 0, -2),
+    ],
 ];
 
 /// The vector a link moves along from a board with the given z.
@@ -141,7 +167,10 @@ pub fn board_down_link(board: Board, link: Link, width: u32, height: u32) -> (Bo
     let x = board.x as i64 + dx as i64;
     let y = board.y as i64 + dy as i64;
     let (w, h) = (width as i64, height as i64);
-    let wrap = WrapAround { x: x < 0 || x >= w, y: y < 0 || y >= h };
+    let wrap = WrapAround {
+        x: x < 0 || x >= w,
+        y: y < 0 || y >= h,
+    };
     let target = Board {
         x: x.rem_euclid(w) as u32,
         y: y.rem_euclid(h) as u32,
@@ -172,7 +201,10 @@ pub fn board_offset_to_chip(dx: i64, dy: i64, dz: i64) -> (i64, i64) {
 
 /// Size in chips of a block of `w`x`h` triads: wrapped axes need no extra half-board edge.
 pub fn triad_dimensions_to_chips(w: u32, h: u32, torus: WrapAround) -> (u32, u32) {
-    (12 * w + if torus.x { 0 } else { 4 }, 12 * h + if torus.y { 0 } else { 4 })
+    (
+        12 * w + if torus.x { 0 } else { 4 },
+        12 * h + if torus.y { 0 } else { 4 },
+    )
 }
 
 /// Which board (0, 1 or 2) of a triad owns each chip of the triad's 12x12 area, by `[y][x]`,
@@ -231,7 +263,11 @@ pub fn chip_to_board(cx: i64, cy: i64, w_chips: i64, h_chips: i64) -> Board {
         (8, 4) => 1,
         _ => 2,
     };
-    Board { x: (ex / 12) as u32, y: (ey / 12) as u32, z }
+    Board {
+        x: (ex / 12) as u32,
+        y: (ey / 12) as u32,
+        z,
+    }
 }
 
 #[cfg(test)]
@@ -276,7 +312,13 @@ mod tests {
         let cases = [
             ((9, 8, 1), Link::NorthEast, (10, 10), (0, 8, 2), x),
             ((8, 9, 2), Link::NorthEast, (10, 10), (9, 0, 0), y),
-            ((9, 9, 2), Link::NorthEast, (10, 10), (0, 0, 0), WrapAround::BOTH),
+            (
+                (9, 9, 2),
+                Link::NorthEast,
+                (10, 10),
+                (0, 0, 0),
+                WrapAround::BOTH,
+            ),
             ((0, 0, 0), Link::South, (1, 1), (0, 0, 1), WrapAround::BOTH),
             ((0, 0, 0), Link::East, (4, 2), (0, 1, 2), y),
             ((0, 0, 0), Link::West, (4, 2), (3, 0, 1), x),
@@ -320,7 +362,10 @@ mod tests {
                 *counts.entry(b).or_insert(0) += 1;
                 let (lx, ly) = local_chip_coordinate(cx, cy);
                 let (ex, ey) = board_to_chip(b);
-                assert_eq!(((ex + lx) % (12 * w as i64), (ey + ly) % (12 * h as i64)), (cx, cy));
+                assert_eq!(
+                    ((ex + lx) % (12 * w as i64), (ey + ly) % (12 * h as i64)),
+                    (cx, cy)
+                );
             }
         }
         assert_eq!(counts.len(), (w * h * 3) as usize);

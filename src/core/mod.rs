@@ -16,8 +16,9 @@ pub mod area_to_rect;
 pub mod coordinates;
 pub mod pack_tree;
 pub mod queue;
+pub mod sim;
 mod state;
 pub mod types;
 
-pub use state::Core;
+pub use state::{Core, MACHINE_REMOVED, NO_SUITABLE_MACHINE, TIMED_OUT};
 pub use types::*;

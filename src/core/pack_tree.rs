@@ -45,7 +45,14 @@ impl std::fmt::Display for FreeError {
 impl PackTree {
     /// A free tree covering `w`x`h` cells from `(x, y)`.
     pub fn new(x: u32, y: u32, w: u32, h: u32) -> PackTree {
-        PackTree { x, y, w, h, allocated: false, children: None }
+        PackTree {
+            x,
+            y,
+            w,
+            h,
+            allocated: false,
+            children: None,
+        }
     }
 
     fn area(&self) -> u64 {
@@ -100,7 +107,9 @@ impl PackTree {
         }
         if let Some(children) = self.children.as_mut() {
             let order = Self::child_order(children);
-            return order.into_iter().find_map(|i| children[i].alloc(w, h, filter));
+            return order
+                .into_iter()
+                .find_map(|i| children[i].alloc(w, h, filter));
         }
         let (x0, y0) = (self.x, self.y);
         let (x1, y1) = (self.x + self.w - w, self.y + self.h - h);
@@ -177,7 +186,9 @@ impl PackTree {
         }
         if let Some(children) = self.children.as_mut() {
             let order = Self::child_order(children);
-            return order.into_iter().find_map(|i| children[i].alloc_area(area, min_ratio, filter));
+            return order
+                .into_iter()
+                .find_map(|i| children[i].alloc_area(area, min_ratio, filter));
         }
         let (w, h) =
             super::area_to_rect::area_to_rect(area, self.w as u64, self.h as u64, min_ratio)?;
@@ -192,7 +203,9 @@ impl PackTree {
             return None;
         }
         if let Some(children) = self.children.as_mut() {
-            return children[0].request(x, y).or_else(|| children[1].request(x, y));
+            return children[0]
+                .request(x, y)
+                .or_else(|| children[1].request(x, y));
         }
         if self.allocated {
             return None;
@@ -228,7 +241,10 @@ impl PackTree {
             }
             return Err(FreeError { x, y });
         };
-        let child = children.iter_mut().find(|c| c.contains(x, y)).ok_or(FreeError { x, y })?;
+        let child = children
+            .iter_mut()
+            .find(|c| c.contains(x, y))
+            .ok_or(FreeError { x, y })?;
         child.free(x, y)?;
         if children.iter().all(PackTree::is_free_leaf) {
             self.children = None;
@@ -266,16 +282,25 @@ impl PackTree {
             return Ok(());
         };
         if self.allocated {
-            return Err(format!("inner node at ({}, {}) is marked allocated", self.x, self.y));
+            return Err(format!(
+                "inner node at ({}, {}) is marked allocated",
+                self.x, self.y
+            ));
         }
         if c[0].area() + c[1].area() != self.area()
             || !self.contains(c[0].x, c[0].y)
             || !self.contains(c[1].x, c[1].y)
         {
-            return Err(format!("children of ({}, {}) do not tile it", self.x, self.y));
+            return Err(format!(
+                "children of ({}, {}) do not tile it",
+                self.x, self.y
+            ));
         }
         if c.iter().all(PackTree::is_free_leaf) {
-            return Err(format!("node ({}, {}) has two free leaves unmerged", self.x, self.y));
+            return Err(format!(
+                "node ({}, {}) has two free leaves unmerged",
+                self.x, self.y
+            ));
         }
         c[0].check_invariants()?;
         c[1].check_invariants()
@@ -350,7 +375,10 @@ mod tests {
         assert_eq!(t.alloc(4, 2, &mut filter), None);
         assert_eq!(seen, vec![(0, 0), (0, 1)]);
         // The top-right corner is accepted when it is the only one allowed.
-        assert_eq!(t.alloc(2, 2, &mut |x, y, _, _| (x, y) == (2, 1)), Some((2, 1)));
+        assert_eq!(
+            t.alloc(2, 2, &mut |x, y, _, _| (x, y) == (2, 1)),
+            Some((2, 1))
+        );
         t.check_invariants().unwrap();
     }
 

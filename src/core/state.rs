@@ -1,3 +1,1187 @@
-//! placeholder
-/// The core state machine.
-pub struct Core;
+//! The controller: jobs, their hardware work, and the machines, folded from events.
+//!
+//! This is the original's `Controller` as a pure state machine. It owns the job queue (which
+//! owns the allocators), every live job, the reasons of retired jobs, and the BMP requests
+//! still outstanding. Destroyed jobs whose power-off has not finished are kept apart
+//! ("draining") so their boards are released only once the hardware is done with them — and
+//! independently of the bounded retired-job history, which fixes the original's leak when
+//! `max_retired_jobs` is small.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use super::allocator::{AllocHandle, Allocation, Allocator};
+use super::coordinates::{
+    board_offset_to_chip, board_to_chip, chip_to_board, local_chip_coordinate,
+    triad_dimensions_to_chips, Board, Link, WrapAround,
+};
+use super::queue::{JobQueue, PendingJob, QueueMachine, QueueOutcome};
+use super::types::*;
+use crate::config::{Config, MachineConfig};
+
+/// The reason given to jobs that fit no machine.
+pub const NO_SUITABLE_MACHINE: &str = "No suitable machines available.";
+/// The reason given to jobs whose keepalive expired.
+pub const TIMED_OUT: &str = "Job timed out.";
+/// The reason given to jobs on a machine removed or majorly changed by a new configuration.
+pub const MACHINE_REMOVED: &str = "Machine removed.";
+
+/// A machine's static description plus the lookups the controller needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Machine {
+    uid: u64,
+    config: MachineConfig,
+    /// Logical board → (cabinet, frame, board).
+    locations: BTreeMap<Board, [u32; 3]>,
+    /// Logical board → Ethernet IP.
+    ips: BTreeMap<Board, String>,
+    /// (cabinet, frame) → BMP address.
+    bmps: BTreeMap<(u32, u32), String>,
+}
+
+impl Machine {
+    fn new(uid: u64, config: MachineConfig) -> Machine {
+        let locations = config
+            .boards
+            .iter()
+            .map(|b| (b.logical, [b.cabinet, b.frame, b.board]))
+            .collect();
+        let ips = config
+            .boards
+            .iter()
+            .map(|b| (b.logical, b.ip.clone()))
+            .collect();
+        let bmps = config
+            .bmps
+            .iter()
+            .map(|b| ((b.cabinet, b.frame), b.address.clone()))
+            .collect();
+        Machine {
+            uid,
+            config,
+            locations,
+            ips,
+            bmps,
+        }
+    }
+
+    fn allocator(&self, seconds_before_free_us: u64) -> Allocator {
+        Allocator::new(
+            self.config.width,
+            self.config.height,
+            self.config.dead_boards.iter().copied().collect(),
+            self.config.dead_links.iter().copied().collect(),
+            seconds_before_free_us,
+        )
+    }
+
+    /// True if a change from `self` to `new` needs the machine rebuilt (jobs destroyed):
+    /// anything but tags, dead boards and dead links.
+    fn is_major_change(old: &MachineConfig, new: &MachineConfig) -> bool {
+        old.width != new.width
+            || old.height != new.height
+            || old.bmps != new.bmps
+            || old.boards != new.boards
+    }
+}
+
+/// What a job holds once allocated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct JobAllocation {
+    machine: String,
+    machine_uid: u64,
+    handle: AllocHandle,
+    boards: Vec<Board>,
+    periphery: Vec<(Board, Link)>,
+    torus: WrapAround,
+    width: u32,
+    height: u32,
+    connections: Vec<((i64, i64), String)>,
+}
+
+/// A live (queued or allocated) job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Job {
+    id: JobId,
+    owner: String,
+    start_time_us: TimeUs,
+    keepalive_s: Option<f64>,
+    keepalive_until_us: Option<TimeUs>,
+    lasthost: Option<String>,
+    state: JobState,
+    power: Option<bool>,
+    args_json: String,
+    kwargs_json: String,
+    allocation: Option<JobAllocation>,
+    /// BMP requests issued for this job and not yet completed.
+    bmp_outstanding: u32,
+}
+
+/// A destroyed job whose boards wait for the hardware before they are released.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Draining {
+    allocation: JobAllocation,
+    bmp_outstanding: u32,
+}
+
+/// The whole server state. See the module docs of [`crate::core`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Core {
+    config: Config,
+    now_us: TimeUs,
+    queue: JobQueue,
+    machines: BTreeMap<String, Machine>,
+    jobs: BTreeMap<JobId, Job>,
+    retired: VecDeque<JobId>,
+    retired_reasons: BTreeMap<JobId, Option<String>>,
+    draining: BTreeMap<JobId, Draining>,
+    outstanding: BTreeMap<BmpRequestId, BmpRequest>,
+    next_job_id: JobId,
+    next_request_id: BmpRequestId,
+    next_machine_uid: u64,
+    /// Outputs not yet drained (transient: always empty in a snapshot taken between passes).
+    #[serde(skip)]
+    effects: VecDeque<Effect>,
+    #[serde(skip)]
+    changed_jobs: BTreeSet<JobId>,
+    #[serde(skip)]
+    changed_machines: BTreeSet<String>,
+}
+
+impl Default for Core {
+    fn default() -> Self {
+        Core::new()
+    }
+}
+
+fn us_to_s(us: TimeUs) -> f64 {
+    us as f64 / 1e6
+}
+
+/// `now + keepalive` in microseconds, saturating at the ends of the range.
+fn deadline_us(now_us: TimeUs, keepalive_s: f64) -> TimeUs {
+    let t = now_us as f64 + keepalive_s * 1e6;
+    if t.is_nan() {
+        TimeUs::MAX
+    } else {
+        t as TimeUs // `as` saturates: negative → 0, huge → MAX
+    }
+}
+
+impl Core {
+    /// An empty core with no machines (the state before the first configuration event).
+    pub fn new() -> Core {
+        Core {
+            config: Config::default(),
+            now_us: 0,
+            queue: JobQueue::default(),
+            machines: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            retired: VecDeque::new(),
+            retired_reasons: BTreeMap::new(),
+            draining: BTreeMap::new(),
+            outstanding: BTreeMap::new(),
+            next_job_id: 1,
+            next_request_id: 1,
+            next_machine_uid: 1,
+            effects: VecDeque::new(),
+            changed_jobs: BTreeSet::new(),
+            changed_machines: BTreeSet::new(),
+        }
+    }
+
+    // ----- inputs -----------------------------------------------------------------------
+
+    /// Fold one event. Returns the reply for a command event.
+    pub fn handle(&mut self, event: &Event) -> Option<Response> {
+        // Time never runs backwards inside the core, even if the wall clock does.
+        self.now_us = self.now_us.max(event.now_us());
+        let now = self.now_us;
+        match event {
+            Event::Command { peer, command, .. } => Some(self.handle_command(now, peer, command)),
+            Event::BmpDone {
+                request_id,
+                failure,
+                ..
+            } => {
+                self.handle_bmp_done(now, *request_id, failure.as_deref());
+                None
+            }
+            Event::Tick { .. } => {
+                self.handle_tick(now);
+                None
+            }
+            Event::Configure { config, .. } => {
+                self.handle_configure(now, config);
+                None
+            }
+            Event::Restarted { .. } => {
+                self.handle_restarted(now);
+                None
+            }
+        }
+    }
+
+    fn handle_command(&mut self, now: TimeUs, peer: &str, command: &Command) -> Response {
+        match command {
+            Command::CreateJob(c) => Response::JobId(self.create_job(now, peer, c)),
+            Command::JobKeepalive { job_id } => {
+                self.touch(*job_id, Some(peer), now);
+                Response::Null
+            }
+            Command::GetJobState { job_id } => {
+                self.touch(*job_id, Some(peer), now);
+                Response::JobState(self.job_state(*job_id))
+            }
+            Command::GetJobMachineInfo { job_id } => {
+                self.touch(*job_id, Some(peer), now);
+                Response::MachineInfo(self.job_machine_info(*job_id))
+            }
+            Command::PowerOnJobBoards { job_id } => {
+                self.touch(*job_id, Some(peer), now);
+                if self
+                    .jobs
+                    .get(job_id)
+                    .is_some_and(|j| j.allocation.is_some())
+                {
+                    self.set_power(*job_id, true);
+                }
+                Response::Null
+            }
+            Command::PowerOffJobBoards { job_id } => {
+                self.touch(*job_id, Some(peer), now);
+                if self
+                    .jobs
+                    .get(job_id)
+                    .is_some_and(|j| j.allocation.is_some())
+                {
+                    self.set_power(*job_id, false);
+                }
+                Response::Null
+            }
+            Command::DestroyJob { job_id, reason } => {
+                if self.jobs.contains_key(job_id) {
+                    self.log(format!(
+                        "job {job_id}: destroy requested from {peer}{}",
+                        reason
+                            .as_deref()
+                            .map(|r| format!(" ({r})"))
+                            .unwrap_or_default()
+                    ));
+                }
+                self.destroy_job(now, *job_id, reason.clone());
+                Response::Null
+            }
+            read_only => self.query(read_only),
+        }
+    }
+
+    /// Answer a read-only command (one for which [`Command::is_read_only`] is true). Other
+    /// commands answer `null` here: they must go through [`Core::handle`].
+    pub fn query(&self, command: &Command) -> Response {
+        match command {
+            Command::ListJobs => Response::Jobs(self.list_jobs()),
+            Command::ListMachines => Response::Machines(self.list_machines()),
+            Command::GetBoardPosition { machine, x, y, z } => {
+                Response::Triple(self.board_position(machine, *x, *y, *z))
+            }
+            Command::GetBoardAtPosition {
+                machine,
+                cabinet,
+                frame,
+                board,
+            } => Response::Triple(self.board_at_position(machine, *cabinet, *frame, *board)),
+            Command::WhereIs(w) => Response::WhereIs(self.where_is(w)),
+            _ => {
+                debug_assert!(false, "query() given a state-changing command");
+                Response::Null
+            }
+        }
+    }
+
+    fn handle_tick(&mut self, now: TimeUs) {
+        let expired: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|j| j.keepalive_until_us.is_some_and(|t| t < now))
+            .map(|j| j.id)
+            .collect();
+        for id in expired {
+            self.log(format!("job {id}: keepalive expired"));
+            self.destroy_job(now, id, Some(TIMED_OUT.to_string()));
+        }
+        let mut out = Vec::new();
+        self.queue.check_free(now, &mut out);
+        self.apply_outcomes(now, out);
+    }
+
+    fn handle_restarted(&mut self, now: TimeUs) {
+        for job in self.jobs.values_mut() {
+            if let Some(k) = job.keepalive_s {
+                job.keepalive_until_us = Some(deadline_us(now, k));
+            }
+        }
+        self.log(format!(
+            "restarted: {} live jobs, {} BMP requests to re-issue",
+            self.jobs.len(),
+            self.outstanding.len()
+        ));
+    }
+
+    fn handle_bmp_done(&mut self, now: TimeUs, request_id: BmpRequestId, failure: Option<&str>) {
+        let Some(req) = self.outstanding.remove(&request_id) else {
+            self.log(format!(
+                "BMP request {request_id}: completion for an unknown request ignored"
+            ));
+            return;
+        };
+        let job_id = req.job_id;
+        if let Some(reason) = failure {
+            let what = match req.action {
+                BmpAction::PowerOn { .. } => "power-on",
+                BmpAction::PowerOff { .. } => "power-off",
+            };
+            self.log(format!(
+                "job {job_id}: {what} on BMP {} (cabinet {}, frame {}) failed: {reason}",
+                req.address, req.cabinet, req.frame
+            ));
+            if self.jobs.contains_key(&job_id) {
+                self.destroy_job(
+                    now,
+                    job_id,
+                    Some(format!("Machine configuration failed. Error: {reason}")),
+                );
+            }
+        }
+        if let Some(job) = self.jobs.get_mut(&job_id) {
+            debug_assert!(job.bmp_outstanding > 0);
+            job.bmp_outstanding = job.bmp_outstanding.saturating_sub(1);
+            if job.bmp_outstanding == 0 {
+                job.state = JobState::Ready;
+                self.changed_jobs.insert(job_id);
+                let power = if job.power == Some(true) { "on" } else { "off" };
+                self.log(format!("job {job_id}: ready (power {power})"));
+            }
+        } else if let Some(d) = self.draining.get_mut(&job_id) {
+            debug_assert!(d.bmp_outstanding > 0);
+            d.bmp_outstanding = d.bmp_outstanding.saturating_sub(1);
+            if d.bmp_outstanding == 0 {
+                let d = self.draining.remove(&job_id).expect("present");
+                let mut out = Vec::new();
+                self.queue
+                    .free(d.allocation.machine_uid, d.allocation.handle, now, &mut out);
+                self.apply_outcomes(now, out);
+            }
+        }
+    }
+
+    fn handle_configure(&mut self, now: TimeUs, new: &Config) {
+        let old_names: Vec<String> = self.queue.machines.iter().map(|m| m.name.clone()).collect();
+        self.config.ip = new.ip.clone();
+        self.config.port = new.port;
+        self.config.timeout_check_interval_s = new.timeout_check_interval_s;
+        self.config.bmp = new.bmp.clone();
+        self.config.max_retired_jobs = new.max_retired_jobs;
+        self.trim_retired();
+        self.config.seconds_before_free_s = new.seconds_before_free_s;
+
+        let new_by_name: BTreeMap<&str, &MachineConfig> =
+            new.machines.iter().map(|m| (m.name.as_str(), m)).collect();
+        let mut removed = Vec::new();
+        let mut changed = Vec::new();
+        for name in &old_names {
+            let old = &self.machines[name].config;
+            match new_by_name.get(name.as_str()) {
+                None => removed.push(name.clone()),
+                Some(n) if *n == old => {}
+                Some(n) if Machine::is_major_change(old, n) => removed.push(name.clone()),
+                Some(_) => changed.push(name.clone()),
+            }
+        }
+        let added: Vec<&MachineConfig> = new
+            .machines
+            .iter()
+            .filter(|m| !self.machines.contains_key(&m.name) || removed.contains(&m.name))
+            .collect();
+
+        // Remove machines (destroying their jobs), as the original does inside its
+        // "postponed" job-queue context: no queue processing until the end.
+        for name in &removed {
+            let victims: Vec<JobId> = self
+                .jobs
+                .values()
+                .filter(|j| j.allocation.as_ref().is_some_and(|a| a.machine == *name))
+                .map(|j| j.id)
+                .collect();
+            for id in victims {
+                self.log(format!(
+                    "job {id}: destroyed because machine {name} was removed or changed"
+                ));
+                self.teardown(id, Some(MACHINE_REMOVED.to_string()));
+            }
+            self.queue.machines.retain(|m| m.name != *name);
+            self.machines.remove(name);
+        }
+        for name in &changed {
+            let n = new_by_name[name.as_str()];
+            let qm = self
+                .queue
+                .machine_mut(name)
+                .expect("changed machine exists");
+            qm.tags = n.tags.iter().cloned().collect();
+            qm.allocator.set_dead(
+                n.dead_boards.iter().copied().collect(),
+                n.dead_links.iter().copied().collect(),
+            );
+            let m = self.machines.get_mut(name).expect("changed machine exists");
+            m.config = n.clone();
+        }
+        let free_us = (self.config.seconds_before_free_s.max(0.0) * 1e6) as u64;
+        for n in &added {
+            let uid = self.next_machine_uid;
+            self.next_machine_uid += 1;
+            let m = Machine::new(uid, (*n).clone());
+            self.queue.machines.push(QueueMachine {
+                uid,
+                name: n.name.clone(),
+                tags: n.tags.iter().cloned().collect(),
+                allocator: m.allocator(free_us),
+                queue: VecDeque::new(),
+            });
+            self.machines.insert(n.name.clone(), m);
+        }
+        // Priority follows the new configuration's order.
+        let order: BTreeMap<&str, usize> = new
+            .machines
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.name.as_str(), i))
+            .collect();
+        self.queue.machines.sort_by_key(|m| order[m.name.as_str()]);
+        self.config.machines = new.machines.clone();
+
+        for name in removed
+            .iter()
+            .chain(&changed)
+            .chain(added.iter().map(|m| &m.name))
+        {
+            self.changed_machines.insert(name.clone());
+        }
+        if !(removed.is_empty() && changed.is_empty() && added.is_empty()) {
+            let added_names: Vec<&str> = added.iter().map(|m| m.name.as_str()).collect();
+            self.log(format!(
+                "configuration applied: {} machines; added {:?}, changed {:?}, removed {:?}",
+                self.queue.machines.len(),
+                added_names,
+                changed,
+                removed
+                    .iter()
+                    .filter(|r| !added_names.contains(&r.as_str()))
+                    .collect::<Vec<_>>()
+            ));
+        }
+        let mut out = Vec::new();
+        self.queue.regenerate(now, &mut out);
+        self.apply_outcomes(now, out);
+    }
+
+    // ----- job life -----------------------------------------------------------------------
+
+    fn create_job(&mut self, now: TimeUs, peer: &str, c: &CreateJob) -> JobId {
+        let id = self.next_job_id;
+        self.next_job_id += 1;
+        self.jobs.insert(
+            id,
+            Job {
+                id,
+                owner: c.owner.clone(),
+                start_time_us: now,
+                keepalive_s: c.keepalive_s,
+                keepalive_until_us: c.keepalive_s.map(|k| deadline_us(now, k)),
+                lasthost: Some(peer.to_string()),
+                state: JobState::Queued,
+                power: None,
+                args_json: c.args_json.clone(),
+                kwargs_json: c.kwargs_json.clone(),
+                allocation: None,
+                bmp_outstanding: 0,
+            },
+        );
+        self.changed_jobs.insert(id);
+        self.log(format!(
+            "job {id}: created by {} from {peer}: create_job({}, {})",
+            c.owner, c.args_json, c.kwargs_json
+        ));
+        let mut out = Vec::new();
+        self.queue
+            .create_job(id, PendingJob::from_create(c), now, &mut out);
+        self.apply_outcomes(now, out);
+        if self
+            .jobs
+            .get(&id)
+            .is_some_and(|j| j.state == JobState::Queued)
+        {
+            self.log(format!("job {id}: queued"));
+        }
+        id
+    }
+
+    /// Reset a job's keepalive timer and remember who did it (`None`: keep the last host).
+    fn touch(&mut self, job_id: JobId, host: Option<&str>, now: TimeUs) {
+        if let Some(job) = self.jobs.get_mut(&job_id) {
+            if let Some(h) = host {
+                if job.lasthost.as_deref() != Some(h) {
+                    job.lasthost = Some(h.to_string());
+                }
+            }
+            if let Some(k) = job.keepalive_s {
+                job.keepalive_until_us = Some(deadline_us(now, k));
+            }
+        }
+    }
+
+    fn apply_outcomes(&mut self, now: TimeUs, outcomes: Vec<QueueOutcome>) {
+        for o in outcomes {
+            match o {
+                QueueOutcome::Allocated {
+                    job_id,
+                    machine,
+                    allocation,
+                } => self.on_allocate(now, job_id, &machine, allocation),
+                QueueOutcome::NoSuitableMachine(id) => {
+                    self.log(format!("job {id}: cancelled, no suitable machine"));
+                    self.teardown(id, Some(format!("Cancelled: {NO_SUITABLE_MACHINE}")));
+                }
+            }
+        }
+    }
+
+    fn on_allocate(&mut self, now: TimeUs, job_id: JobId, machine_name: &str, a: Allocation) {
+        let machine = &self.machines[machine_name];
+        let (width, height) = if a.boards.len() == 1 {
+            (8, 8)
+        } else {
+            // The original took the lexicographic max of the boards as the top-right corner,
+            // which is wrong when the top-right triad is dead (§B.6); take each axis's max.
+            let (ox, oy) = (a.boards[0].x, a.boards[0].y);
+            let bx = a.boards.iter().map(|b| b.x).max().expect("boards");
+            let by = a.boards.iter().map(|b| b.y).max().expect("boards");
+            triad_dimensions_to_chips(bx - ox + 1, by - oy + 1, a.torus)
+        };
+        let origin = a.boards[0]; // the lexicographic minimum
+        let connections = a
+            .boards
+            .iter()
+            .map(|b| {
+                let chip = board_offset_to_chip(
+                    b.x as i64 - origin.x as i64,
+                    b.y as i64 - origin.y as i64,
+                    b.z as i64 - origin.z as i64,
+                );
+                (chip, machine.ips.get(b).cloned().unwrap_or_default())
+            })
+            .collect();
+        let allocation = JobAllocation {
+            machine: machine_name.to_string(),
+            machine_uid: machine.uid,
+            handle: a.handle,
+            boards: a.boards,
+            periphery: a.periphery,
+            torus: a.torus,
+            width,
+            height,
+            connections,
+        };
+        self.log(format!(
+            "job {job_id}: allocated {} boards on {machine_name} from {} ({width}x{height} chips)",
+            allocation.boards.len(),
+            allocation.boards[0],
+        ));
+        let job = self.jobs.get_mut(&job_id).expect("allocated job is live");
+        job.allocation = Some(allocation);
+        self.changed_jobs.insert(job_id);
+        self.changed_machines.insert(machine_name.to_string());
+        // As the original, allocation powers the boards on through power_on_job_boards, which
+        // also counts as a keepalive from the job's last host.
+        self.touch(job_id, None, now);
+        self.set_power(job_id, true);
+    }
+
+    /// Issue the BMP requests that power a job's boards on (stopping its periphery links) or
+    /// off: one request per frame, frames in (cabinet, frame) order.
+    fn set_power(&mut self, job_id: JobId, on: bool) {
+        let job = self.jobs.get(&job_id).expect("live job");
+        let alloc = job.allocation.clone().expect("allocated job");
+        let requests = self.power_requests(job_id, &alloc, on);
+        let n = requests.len() as u32;
+        for r in requests {
+            self.outstanding.insert(r.id, r.clone());
+            self.effects.push_back(Effect::Bmp(r));
+        }
+        let job = self.jobs.get_mut(&job_id).expect("live job");
+        job.bmp_outstanding += n;
+        job.state = if job.bmp_outstanding > 0 {
+            JobState::Power
+        } else {
+            JobState::Ready
+        };
+        job.power = Some(on);
+        self.changed_jobs.insert(job_id);
+    }
+
+    fn power_requests(
+        &mut self,
+        job_id: JobId,
+        alloc: &JobAllocation,
+        on: bool,
+    ) -> Vec<BmpRequest> {
+        let Some(machine) = self
+            .machines
+            .get(&alloc.machine)
+            .filter(|m| m.uid == alloc.machine_uid)
+        else {
+            return Vec::new();
+        };
+        let mut frames: BTreeMap<(u32, u32), (Vec<u32>, Vec<(u32, Link)>)> = BTreeMap::new();
+        for b in &alloc.boards {
+            if let Some(&[c, f, n]) = machine.locations.get(b) {
+                frames.entry((c, f)).or_default().0.push(n);
+            }
+        }
+        if on {
+            for (b, link) in &alloc.periphery {
+                if let Some(&[c, f, n]) = machine.locations.get(b) {
+                    frames.entry((c, f)).or_default().1.push((n, *link));
+                }
+            }
+        }
+        let mut requests = Vec::new();
+        for ((cabinet, frame), (mut boards, stop_links)) in frames {
+            boards.sort_unstable();
+            let id = self.next_request_id;
+            self.next_request_id += 1;
+            let action = if on {
+                BmpAction::PowerOn { boards, stop_links }
+            } else {
+                BmpAction::PowerOff { boards }
+            };
+            requests.push(BmpRequest {
+                id,
+                job_id,
+                machine: alloc.machine.clone(),
+                cabinet,
+                frame,
+                address: machine
+                    .bmps
+                    .get(&(cabinet, frame))
+                    .cloned()
+                    .unwrap_or_default(),
+                action,
+            });
+        }
+        requests
+    }
+
+    fn destroy_job(&mut self, now: TimeUs, job_id: JobId, reason: Option<String>) {
+        let Some(job) = self.jobs.get(&job_id) else {
+            return;
+        };
+        if job.allocation.is_none() {
+            self.queue.cancel(job_id);
+            self.teardown(
+                job_id,
+                Some(format!("Cancelled: {}", reason.unwrap_or_default())),
+            );
+        } else {
+            self.teardown(job_id, reason);
+        }
+        let mut out = Vec::new();
+        self.queue.process(now, &mut out);
+        self.apply_outcomes(now, out);
+    }
+
+    /// Retire a live job: record its reason, power its boards off, and keep its allocation
+    /// until the hardware is done.
+    fn teardown(&mut self, job_id: JobId, reason: Option<String>) {
+        let Some(job) = self.jobs.remove(&job_id) else {
+            return;
+        };
+        self.log(format!(
+            "job {job_id}: destroyed: {}",
+            reason.as_deref().unwrap_or("(no reason)")
+        ));
+        self.retire(job_id, reason);
+        self.changed_jobs.insert(job_id);
+        if let Some(alloc) = job.allocation {
+            self.changed_machines.insert(alloc.machine.clone());
+            let requests = self.power_requests(job_id, &alloc, false);
+            let outstanding = job.bmp_outstanding + requests.len() as u32;
+            for r in requests {
+                self.outstanding.insert(r.id, r.clone());
+                self.effects.push_back(Effect::Bmp(r));
+            }
+            if outstanding > 0 {
+                self.draining.insert(
+                    job_id,
+                    Draining {
+                        allocation: alloc,
+                        bmp_outstanding: outstanding,
+                    },
+                );
+            } else {
+                // No hardware to wait for (the machine is gone): release at once.
+                let mut out = Vec::new();
+                self.queue
+                    .free(alloc.machine_uid, alloc.handle, self.now_us, &mut out);
+                self.apply_outcomes(self.now_us, out);
+            }
+        }
+    }
+
+    fn retire(&mut self, job_id: JobId, reason: Option<String>) {
+        self.retired.push_back(job_id);
+        self.retired_reasons.insert(job_id, reason);
+        self.trim_retired();
+    }
+
+    fn trim_retired(&mut self) {
+        while self.retired.len() > self.config.max_retired_jobs {
+            let old = self.retired.pop_front().expect("non-empty");
+            self.retired_reasons.remove(&old);
+        }
+    }
+
+    fn log(&mut self, line: String) {
+        self.effects.push_back(Effect::Log(line));
+    }
+
+    // ----- outputs ------------------------------------------------------------------------
+
+    /// The next output for the caller: BMP requests and log lines in the order they arose,
+    /// then the batched `jobs_changed` and `machines_changed` notifications.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        if let Some(e) = self.effects.pop_front() {
+            return Some(e);
+        }
+        if !self.changed_jobs.is_empty() {
+            return Some(Effect::JobsChanged(
+                std::mem::take(&mut self.changed_jobs).into_iter().collect(),
+            ));
+        }
+        if !self.changed_machines.is_empty() {
+            return Some(Effect::MachinesChanged(
+                std::mem::take(&mut self.changed_machines)
+                    .into_iter()
+                    .collect(),
+            ));
+        }
+        None
+    }
+
+    /// Drop every pending output (used when replaying a journal: the effects already happened).
+    pub fn discard_effects(&mut self) {
+        self.effects.clear();
+        self.changed_jobs.clear();
+        self.changed_machines.clear();
+    }
+
+    /// When the core next needs a [`Event::Tick`]: the earliest keepalive expiry or release of
+    /// held-back boards.
+    pub fn poll_deadline(&self) -> Option<TimeUs> {
+        let keepalive = self
+            .jobs
+            .values()
+            .filter_map(|j| j.keepalive_until_us)
+            .min()
+            .map(|t| t.saturating_add(1)); // expiry is `until < now`
+        [keepalive, self.queue.next_release_us()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// True if a tick at `now_us` would change anything (so it is worth journaling).
+    pub fn tick_due(&self, now_us: TimeUs) -> bool {
+        self.poll_deadline().is_some_and(|d| d <= now_us)
+    }
+
+    /// Every BMP request issued and not yet completed, by id: what a restarted server must
+    /// re-issue.
+    pub fn outstanding_bmp_requests(&self) -> impl Iterator<Item = &BmpRequest> {
+        self.outstanding.values()
+    }
+
+    /// The configuration currently applied.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The time of the last event folded.
+    pub fn now_us(&self) -> TimeUs {
+        self.now_us
+    }
+
+    /// The id the next job will get.
+    pub fn next_job_id(&self) -> JobId {
+        self.next_job_id
+    }
+
+    // ----- queries ------------------------------------------------------------------------
+
+    /// `get_job_state` without the keepalive side effect.
+    pub fn job_state(&self, job_id: JobId) -> JobStateReply {
+        if let Some(job) = self.jobs.get(&job_id) {
+            JobStateReply {
+                state: job.state.number(),
+                power: job.power,
+                keepalive: job.keepalive_s,
+                reason: None,
+                start_time: Some(us_to_s(job.start_time_us)),
+                keepalivehost: job.lasthost.clone(),
+            }
+        } else if let Some(reason) = self.retired_reasons.get(&job_id) {
+            JobStateReply {
+                state: JobState::Destroyed.number(),
+                power: None,
+                keepalive: None,
+                reason: reason.clone(),
+                start_time: None,
+                keepalivehost: None,
+            }
+        } else {
+            JobStateReply {
+                state: JobState::Unknown.number(),
+                power: None,
+                keepalive: None,
+                reason: None,
+                start_time: None,
+                keepalivehost: None,
+            }
+        }
+    }
+
+    /// `get_job_machine_info` without the keepalive side effect.
+    pub fn job_machine_info(&self, job_id: JobId) -> MachineInfoReply {
+        match self.jobs.get(&job_id).and_then(|j| j.allocation.as_ref()) {
+            Some(a) => MachineInfoReply {
+                width: Some(a.width),
+                height: Some(a.height),
+                connections: Some(a.connections.clone()),
+                machine_name: Some(a.machine.clone()),
+                boards: Some(a.boards.iter().map(|&b| board_triple(b)).collect()),
+            },
+            None => MachineInfoReply {
+                width: None,
+                height: None,
+                connections: None,
+                machine_name: None,
+                boards: None,
+            },
+        }
+    }
+
+    /// `list_jobs`: live jobs in creation order.
+    pub fn list_jobs(&self) -> Vec<JobSummary> {
+        self.jobs
+            .values()
+            .map(|j| JobSummary {
+                job_id: j.id,
+                owner: j.owner.clone(),
+                start_time: us_to_s(j.start_time_us),
+                keepalive: j.keepalive_s,
+                state: j.state.number(),
+                power: j.power,
+                args_json: j.args_json.clone(),
+                kwargs_json: j.kwargs_json.clone(),
+                allocated_machine_name: j.allocation.as_ref().map(|a| a.machine.clone()),
+                boards: j
+                    .allocation
+                    .as_ref()
+                    .map(|a| a.boards.iter().map(|&b| board_triple(b)).collect()),
+                keepalivehost: j.lasthost.clone().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// `list_machines`: machines in priority order.
+    pub fn list_machines(&self) -> Vec<MachineSummary> {
+        self.queue
+            .machines
+            .iter()
+            .map(|qm| {
+                let c = &self.machines[&qm.name].config;
+                MachineSummary {
+                    name: c.name.clone(),
+                    tags: qm.tags.iter().cloned().collect(),
+                    width: c.width,
+                    height: c.height,
+                    dead_boards: c.dead_boards.iter().map(|&b| board_triple(b)).collect(),
+                    dead_links: c
+                        .dead_links
+                        .iter()
+                        .map(|(b, l)| [b.x, b.y, b.z, l.number()])
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    fn board_position(&self, machine: &str, x: i64, y: i64, z: i64) -> Option<[u32; 3]> {
+        let m = self.machines.get(machine)?;
+        let b = Board::new(
+            u32::try_from(x).ok()?,
+            u32::try_from(y).ok()?,
+            u32::try_from(z).ok()?,
+        );
+        m.locations.get(&b).copied()
+    }
+
+    fn board_at_position(&self, machine: &str, c: i64, f: i64, b: i64) -> Option<[u32; 3]> {
+        let m = self.machines.get(machine)?;
+        m.locations
+            .iter()
+            .find(|(_, loc)| [loc[0] as i64, loc[1] as i64, loc[2] as i64] == [c, f, b])
+            .map(|(board, _)| board_triple(*board))
+    }
+
+    /// The live job holding a board of a machine.
+    fn job_at(&self, machine: &str, board: Board) -> Option<&Job> {
+        self.jobs.values().find(|j| {
+            j.allocation
+                .as_ref()
+                .is_some_and(|a| a.machine == machine && a.boards.binary_search(&board).is_ok())
+        })
+    }
+
+    /// `where_is` in all four forms (behaviour.md §C).
+    pub fn where_is(&self, w: &WhereIs) -> Option<WhereIsReply> {
+        let (machine_name, chip, want_job) = match w {
+            WhereIs::Logical { machine, x, y, z } => {
+                (machine.as_str(), board_offset_to_chip(*x, *y, *z), None)
+            }
+            WhereIs::Physical {
+                machine,
+                cabinet,
+                frame,
+                board,
+            } => {
+                let [x, y, z] = self.board_at_position(machine, *cabinet, *frame, *board)?;
+                (machine.as_str(), board_to_chip(Board::new(x, y, z)), None)
+            }
+            WhereIs::MachineChip {
+                machine,
+                chip_x,
+                chip_y,
+            } => (machine.as_str(), (*chip_x, *chip_y), None),
+            WhereIs::JobChip {
+                job_id,
+                chip_x,
+                chip_y,
+            } => {
+                let a = self.jobs.get(job_id)?.allocation.as_ref()?;
+                let (jx, jy, jz) = job_min(&a.boards);
+                let (dx, dy) = board_offset_to_chip(jx as i64, jy as i64, jz as i64);
+                (
+                    a.machine.as_str(),
+                    (chip_x.saturating_add(dx), chip_y.saturating_add(dy)),
+                    Some(*job_id),
+                )
+            }
+        };
+        let m = self.machines.get(machine_name)?;
+        let (w_chips, h_chips) =
+            triad_dimensions_to_chips(m.config.width, m.config.height, WrapAround::BOTH);
+        let (w_chips, h_chips) = (w_chips as i64, h_chips as i64);
+        let chip = (chip.0.rem_euclid(w_chips), chip.1.rem_euclid(h_chips));
+        let board_chip = local_chip_coordinate(chip.0, chip.1);
+        let board = chip_to_board(chip.0, chip.1, w_chips, h_chips);
+        let physical = *m.locations.get(&board)?;
+        let job = self.job_at(machine_name, board);
+        if want_job.is_some() && job.map(|j| j.id) != want_job {
+            return None;
+        }
+        let job_chip = job.and_then(|j| j.allocation.as_ref()).map(|a| {
+            let (jx, jy, jz) = job_min(&a.boards);
+            let (cx, cy) = board_offset_to_chip(
+                board.x as i64 - jx as i64,
+                board.y as i64 - jy as i64,
+                board.z as i64 - jz as i64,
+            );
+            [
+                (cx + board_chip.0).rem_euclid(a.width as i64),
+                (cy + board_chip.1).rem_euclid(a.height as i64),
+            ]
+        });
+        Some(WhereIsReply {
+            machine: machine_name.to_string(),
+            logical: board_triple(board),
+            physical,
+            chip: [chip.0, chip.1],
+            board_chip: [board_chip.0, board_chip.1],
+            job_id: job.map(|j| j.id),
+            job_chip,
+        })
+    }
+
+    // ----- invariants ---------------------------------------------------------------------
+
+    /// Check every invariant of the state; `Err` names the first one broken. Runs after every
+    /// event under `debug_assertions` in the server, and in tests and `spalloc-replay --verify`.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        // One owner per board: live and draining allocations never overlap on a machine.
+        let mut owner: BTreeMap<(u64, Board), JobId> = BTreeMap::new();
+        let held = self
+            .jobs
+            .values()
+            .filter_map(|j| j.allocation.as_ref().map(|a| (j.id, a)))
+            .chain(self.draining.iter().map(|(id, d)| (*id, &d.allocation)));
+        for (id, a) in held {
+            for b in &a.boards {
+                if let Some(other) = owner.insert((a.machine_uid, *b), id) {
+                    return Err(format!(
+                        "board {b} of {} held by jobs {other} and {id}",
+                        a.machine
+                    ));
+                }
+            }
+            if let Some(qm) = self.queue.machines.iter().find(|m| m.uid == a.machine_uid) {
+                let in_use = qm.allocator.boards_in_use();
+                if let Some(b) = a.boards.iter().find(|b| !in_use.contains(b)) {
+                    return Err(format!(
+                        "job {id} holds board {b} the allocator thinks is free"
+                    ));
+                }
+            }
+        }
+        // Power state matches job state, and the BMP work is accounted for.
+        let mut per_job: BTreeMap<JobId, u32> = BTreeMap::new();
+        for r in self.outstanding.values() {
+            *per_job.entry(r.job_id).or_default() += 1;
+        }
+        for j in self.jobs.values() {
+            let issued = per_job.get(&j.id).copied().unwrap_or(0);
+            if issued != j.bmp_outstanding {
+                return Err(format!(
+                    "job {}: {} requests outstanding, counter {}",
+                    j.id, issued, j.bmp_outstanding
+                ));
+            }
+            let ok = match j.state {
+                JobState::Queued => {
+                    j.allocation.is_none()
+                        && j.power.is_none()
+                        && self.queue.pending.contains_key(&j.id)
+                }
+                JobState::Power => {
+                    j.allocation.is_some() && j.power.is_some() && j.bmp_outstanding > 0
+                }
+                JobState::Ready => {
+                    j.allocation.is_some() && j.power.is_some() && j.bmp_outstanding == 0
+                }
+                JobState::Unknown | JobState::Destroyed => false,
+            };
+            if !ok {
+                return Err(format!(
+                    "job {} in state {:?} with power {:?}",
+                    j.id, j.state, j.power
+                ));
+            }
+            if self.retired_reasons.contains_key(&j.id) {
+                return Err(format!("job {} is both live and retired", j.id));
+            }
+            if j.id >= self.next_job_id {
+                return Err(format!("job {} at or beyond the next id", j.id));
+            }
+        }
+        for (id, d) in &self.draining {
+            let issued = per_job.get(id).copied().unwrap_or(0);
+            if d.bmp_outstanding == 0 || issued != d.bmp_outstanding || self.jobs.contains_key(id) {
+                return Err(format!(
+                    "draining job {id}: counter {} vs {issued} outstanding",
+                    d.bmp_outstanding
+                ));
+            }
+        }
+        if let Some(r) = self
+            .outstanding
+            .values()
+            .find(|r| !self.jobs.contains_key(&r.job_id) && !self.draining.contains_key(&r.job_id))
+        {
+            return Err(format!(
+                "BMP request {} for job {} that is neither live nor draining",
+                r.id, r.job_id
+            ));
+        }
+        if let Some(id) = self
+            .queue
+            .pending
+            .keys()
+            .find(|id| !self.jobs.contains_key(id))
+        {
+            return Err(format!("pending job {id} is not live"));
+        }
+        if self.retired.len() > self.config.max_retired_jobs
+            || self.retired.len() != self.retired_reasons.len()
+        {
+            return Err("retired-job history out of bounds".into());
+        }
+        for qm in &self.queue.machines {
+            qm.allocator
+                .check_invariants()
+                .map_err(|e| format!("machine {}: {e}", qm.name))?;
+            if self.machines.get(&qm.name).map(|m| m.uid) != Some(qm.uid) {
+                return Err(format!("machine {} known to the queue only", qm.name));
+            }
+        }
+        if self.machines.len() != self.queue.machines.len() {
+            return Err("machine tables disagree".into());
+        }
+        Ok(())
+    }
+
+    /// Per machine (priority order): name, boards in use by live and draining jobs, and each
+    /// live allocation's boards by job (for the replay tool's maps and summaries).
+    pub fn board_owners(&self) -> Vec<(String, BTreeMap<Board, JobId>)> {
+        self.queue
+            .machines
+            .iter()
+            .map(|qm| {
+                let mut owners = BTreeMap::new();
+                for j in self.jobs.values() {
+                    if let Some(a) = j.allocation.as_ref().filter(|a| a.machine_uid == qm.uid) {
+                        owners.extend(a.boards.iter().map(|b| (*b, j.id)));
+                    }
+                }
+                for (id, d) in &self.draining {
+                    if d.allocation.machine_uid == qm.uid {
+                        owners.extend(d.allocation.boards.iter().map(|b| (*b, *id)));
+                    }
+                }
+                (qm.name.clone(), owners)
+            })
+            .collect()
+    }
+
+    /// True if no job is live or draining and every machine's boards are free again.
+    pub fn is_idle(&self) -> bool {
+        self.jobs.is_empty()
+            && self.draining.is_empty()
+            && self.outstanding.is_empty()
+            && self.queue.machines.iter().all(|m| m.allocator.is_idle())
+    }
+
+    /// Ids of the live jobs, in creation order.
+    pub fn live_job_ids(&self) -> Vec<JobId> {
+        self.jobs.keys().copied().collect()
+    }
+}
+
+/// Per-coordinate minimum of a job's boards (the original's `map(min, zip(*boards))`).
+fn job_min(boards: &[Board]) -> (u32, u32, u32) {
+    (
+        boards.iter().map(|b| b.x).min().unwrap_or(0),
+        boards.iter().map(|b| b.y).min().unwrap_or(0),
+        boards.iter().map(|b| b.z).min().unwrap_or(0),
+    )
+}
