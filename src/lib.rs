@@ -18,3 +18,4 @@ pub mod config;
 pub mod core;
 pub mod protocol;
 pub mod server;
+pub mod timefmt;

@@ -1,0 +1,221 @@
+//! One client connection: its socket, its input buffer cut into lines, its bounded output
+//! buffer, and its notification watches.
+//!
+//! Reading and writing never block: the socket is non-blocking and the loop re-arms interest
+//! (`polling`'s oneshot mode) after each event. A line longer than
+//! [`crate::protocol::MAX_LINE_BYTES`] and an output buffer longer than [`MAX_OUTPUT_BYTES`]
+//! are both bounded: the first gets an error and the connection closed, the second closes
+//! the connection of a client that has stopped reading.
+
+use std::collections::BTreeSet;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use crate::core::JobId;
+
+/// The most output a client may leave unread before it is disconnected. Generous: a
+/// `list_jobs` of a thousand jobs is about 300 KiB.
+pub const MAX_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
+
+/// How much is read from one client in one loop pass, so that one fast sender cannot starve
+/// the others.
+pub const READ_PER_PASS_BYTES: usize = 256 * 1024;
+
+/// Which notifications a client asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Watch<T: Ord> {
+    /// None.
+    #[default]
+    Nothing,
+    /// Every job (or machine).
+    All,
+    /// These.
+    Some(BTreeSet<T>),
+}
+
+impl<T: Ord + Clone> Watch<T> {
+    /// `notify_*(id)`: watch `id`, or everything for `None`. Adding one while watching all
+    /// changes nothing.
+    pub fn add(&mut self, id: Option<T>) {
+        match (id, &mut *self) {
+            (None, _) => *self = Watch::All,
+            (Some(_), Watch::All) => {}
+            (Some(id), Watch::Some(set)) => {
+                set.insert(id);
+            }
+            (Some(id), Watch::Nothing) => *self = Watch::Some(BTreeSet::from([id])),
+        }
+    }
+
+    /// `no_notify_*(id)`: stop watching `id`, or everything for `None`. Removing one while
+    /// watching all does nothing; removing the last one clears the watch.
+    pub fn remove(&mut self, id: Option<T>) {
+        match (id, &mut *self) {
+            (None, _) => *self = Watch::Nothing,
+            (Some(_), Watch::All | Watch::Nothing) => {}
+            (Some(id), Watch::Some(set)) => {
+                set.remove(&id);
+                if set.is_empty() {
+                    *self = Watch::Nothing;
+                }
+            }
+        }
+    }
+
+    /// The changed items this watch selects, in the order given.
+    pub fn select<'a>(&self, changed: &'a [T]) -> Vec<&'a T> {
+        match self {
+            Watch::Nothing => Vec::new(),
+            Watch::All => changed.iter().collect(),
+            Watch::Some(set) => changed.iter().filter(|c| set.contains(c)).collect(),
+        }
+    }
+}
+
+/// What reading from a client produced.
+pub enum ReadOutcome {
+    /// Some bytes (maybe no complete line yet); the socket may have more.
+    Open,
+    /// The peer closed its end, or the connection failed.
+    Closed,
+}
+
+/// A connected client.
+pub struct Client {
+    /// The socket.
+    pub stream: TcpStream,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The peer's IP as text (the `keepalivehost` of jobs it touches).
+    pub peer_ip: String,
+    /// Bytes received and not yet cut into lines.
+    input: Vec<u8>,
+    /// Bytes waiting to be sent.
+    output: Vec<u8>,
+    /// Offset of the first unsent byte of `output`.
+    output_sent: usize,
+    /// Close once the output is flushed (after a fatal protocol error).
+    pub closing: bool,
+    /// Job notifications wanted.
+    pub jobs: Watch<JobId>,
+    /// Machine notifications wanted.
+    pub machines: Watch<String>,
+}
+
+impl Client {
+    /// Wrap an accepted, non-blocking stream.
+    pub fn new(stream: TcpStream, peer: SocketAddr) -> Client {
+        Client {
+            stream,
+            peer,
+            peer_ip: peer.ip().to_string(),
+            input: Vec::new(),
+            output: Vec::new(),
+            output_sent: 0,
+            closing: false,
+            jobs: Watch::Nothing,
+            machines: Watch::Nothing,
+        }
+    }
+
+    /// Read what is available (up to [`READ_PER_PASS_BYTES`]).
+    pub fn read(&mut self) -> ReadOutcome {
+        let mut buf = [0u8; 16 * 1024];
+        let mut total = 0;
+        while total < READ_PER_PASS_BYTES {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return ReadOutcome::Closed,
+                Ok(n) => {
+                    self.input.extend_from_slice(&buf[..n]);
+                    total += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return ReadOutcome::Closed,
+            }
+        }
+        ReadOutcome::Open
+    }
+
+    /// Take the next complete line (without its `\n` or a trailing `\r`). `Err(len)` if the
+    /// unfinished line already exceeds `max_bytes`.
+    pub fn next_line(&mut self, max_bytes: usize) -> Option<Result<Vec<u8>, usize>> {
+        match self.input.iter().position(|&b| b == b'\n') {
+            Some(i) if i > max_bytes => {
+                self.input.drain(..=i);
+                Some(Err(i))
+            }
+            Some(i) => {
+                let mut line: Vec<u8> = self.input.drain(..=i).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                Some(Ok(line))
+            }
+            None if self.input.len() > max_bytes => {
+                let n = self.input.len();
+                self.input.clear();
+                Some(Err(n))
+            }
+            None => None,
+        }
+    }
+
+    /// Queue bytes to send. Returns false if the output bound is now exceeded.
+    pub fn queue(&mut self, bytes: &[u8]) -> bool {
+        self.output.extend_from_slice(bytes);
+        self.pending_output() <= MAX_OUTPUT_BYTES
+    }
+
+    /// Bytes queued and not yet sent.
+    pub fn pending_output(&self) -> usize {
+        self.output.len() - self.output_sent
+    }
+
+    /// Send as much queued output as the socket takes. `Err` if the connection failed.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while self.output_sent < self.output.len() {
+            match self.stream.write(&self.output[self.output_sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.output_sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.output_sent == self.output.len() {
+            self.output.clear();
+            self.output_sent = 0;
+        } else if self.output_sent > 64 * 1024 {
+            // Keep the buffer from growing forever under a slow reader.
+            self.output.drain(..self.output_sent);
+            self.output_sent = 0;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_rules() {
+        let mut w: Watch<u64> = Watch::Nothing;
+        w.add(Some(3));
+        w.add(Some(5));
+        assert_eq!(w.select(&[1, 3, 5]), vec![&3, &5]);
+        w.remove(Some(3));
+        w.remove(Some(5));
+        assert_eq!(w, Watch::Nothing);
+        w.add(None);
+        w.add(Some(7));
+        assert_eq!(w, Watch::All);
+        w.remove(Some(7));
+        assert_eq!(w, Watch::All);
+        assert_eq!(w.select(&[1, 2]).len(), 2);
+        w.remove(None);
+        assert_eq!(w, Watch::Nothing);
+    }
+}

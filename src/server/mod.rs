@@ -1,0 +1,680 @@
+//! The `spalloc-server` process: a `polling` loop over the listening socket and every client,
+//! the journal, the core, and the BMP threads.
+//!
+//! Each pass of the loop follows raft-rs's "persist the Ready, then advance":
+//!
+//! 1. gather inputs: lines from readable clients (cut into commands), BMP completions, a
+//!    configuration reload after SIGHUP, and a tick if the core has a deadline due;
+//! 2. append every state-changing event of the pass to the journal as one batch with one
+//!    fsync (group commit: all clients of a pass share it);
+//! 3. fold the events into the core in arrival order, answering read-only commands in the
+//!    same order so each client sees its own earlier commands' effects;
+//! 4. only then release the outputs: replies (per client, in command order), the batched
+//!    notifications, and BMP requests to the BMP threads.
+//!
+//! A reply therefore never leaves before its event is durable. If the journal cannot be
+//! written, state-changing commands are refused with an error and nothing is applied.
+
+pub mod client;
+mod recovery;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use polling::{Event as PollEvent, Events, Poller};
+
+use crate::bmp::{BmpCompletion, BmpRuntime};
+use crate::config::{self, Config};
+use crate::core::{Command, Core, Effect, Event, Response, TimeUs};
+use crate::protocol::{self, Parsed};
+use crate::timefmt::now_us;
+use client::{Client, ReadOutcome};
+
+/// What the command line asked for (see `spalloc-server --help`).
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Journal directory.
+    pub journal: PathBuf,
+    /// Configuration file.
+    pub config: Option<PathBuf>,
+    /// Port override.
+    pub port: Option<u16>,
+    /// Listen address override.
+    pub ip: Option<String>,
+    /// Start from an empty state, keeping the old journal aside.
+    pub cold_start: bool,
+    /// No log lines except errors.
+    pub quiet: bool,
+    /// Run a BMP simulator at every configured (loopback) BMP address.
+    pub simulate_bmps: bool,
+}
+
+/// At most this many clients are connected at once; more are told so and disconnected.
+pub const MAX_CLIENTS: usize = 20_000;
+/// A snapshot is written after this many journaled events, so a restart replays at most
+/// this many.
+pub const SNAPSHOT_EVERY_EVENTS: u64 = 100_000;
+/// The loop wakes at least this often even when idle (to notice signals promptly).
+const MAX_WAIT: Duration = Duration::from_secs(1);
+/// At most this many connections are accepted in one pass, so a connect storm cannot starve
+/// the clients already connected.
+const ACCEPTS_PER_PASS: usize = 1024;
+
+const LISTENER_KEY: usize = usize::MAX;
+
+/// Something to do for one client, in arrival order, after the pass's events are durable.
+enum Action {
+    /// Fold event `index` of the pass and send the reply (if any) to `client`.
+    Event { client: Option<usize>, index: usize },
+    /// Answer a read-only command from the state as it is at this point of the pass.
+    Query { client: usize, command: Command },
+    /// Send these bytes.
+    Send { client: usize, bytes: Vec<u8> },
+    /// Close the client once its output is flushed.
+    Close { client: usize },
+}
+
+/// Log sink: timestamped lines on stderr, suppressed (except errors) by `--quiet`.
+#[derive(Clone)]
+pub struct Logger {
+    quiet: bool,
+}
+
+impl Logger {
+    /// A logger; `quiet` keeps only errors.
+    pub fn new(quiet: bool) -> Logger {
+        Logger { quiet }
+    }
+
+    /// An informational line.
+    pub fn info(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("{} {msg}", crate::timefmt::format_iso(now_us() / 1_000_000 * 1_000_000));
+        }
+    }
+
+    /// An error line (always printed).
+    pub fn error(&self, msg: &str) {
+        eprintln!("{} ERROR {msg}", crate::timefmt::format_iso(now_us() / 1_000_000 * 1_000_000));
+    }
+}
+
+/// Signals noticed by the signal thread, consumed by the loop.
+#[derive(Default)]
+struct SignalFlags {
+    reload: AtomicBool,
+    stop: AtomicBool,
+}
+
+/// The running server.
+struct Server {
+    opts: Options,
+    log: Logger,
+    poller: Arc<Poller>,
+    listener: TcpListener,
+    clients: BTreeMap<usize, Client>,
+    next_client_key: usize,
+    core: Core,
+    journal: spalloc_journal::Journal,
+    last_snapshot_seq: u64,
+    bmp: BmpRuntime,
+    completions: crossbeam::channel::Receiver<BmpCompletion>,
+    /// Completions that could not be journaled yet (journal trouble): retried next pass.
+    unjournaled_completions: VecDeque<BmpCompletion>,
+    signals: Arc<SignalFlags>,
+    accept_paused_until_us: TimeUs,
+    _simulator: Option<crate::bmp::Simulator>,
+}
+
+/// Run the server until SIGINT or SIGTERM. Errors are start-up failures, worded for an admin.
+pub fn run(opts: Options) -> Result<(), String> {
+    let log = Logger::new(opts.quiet);
+    let mut server = Server::start(opts, log)?;
+    server.serve()?;
+    server.shut_down()
+}
+
+impl Server {
+    fn start(opts: Options, log: Logger) -> Result<Server, String> {
+        let config = match &opts.config {
+            Some(path) => Some(config::load(path).map_err(|e| {
+                format!("configuration file {} is not valid:\n{e}", path.display())
+            })?),
+            None => None,
+        };
+        if opts.cold_start {
+            recovery::set_journal_aside(&opts.journal, &log)?;
+        }
+        let recovered = recovery::open_and_replay(&opts.journal, &log)?;
+        let mut core = recovered.core;
+        let mut journal = recovered.journal;
+        let now = now_us();
+
+        // The start-up batch: a warm start resets keepalives; a configuration that differs
+        // from the journal's is applied as a diff.
+        let mut startup = Vec::new();
+        if recovered.warm {
+            startup.push(Event::Restarted { now_us: now });
+        }
+        match (&config, recovered.configured) {
+            (Some(c), configured) if !configured || c != core.config() => {
+                startup.push(Event::Configure { now_us: now, config: c.clone() })
+            }
+            (Some(_), _) => {}
+            (None, true) => log.info("no --config given: resuming with the configuration in the journal"),
+            (None, false) => {
+                return Err(format!(
+                    "no configuration: the journal in {} holds none, so give one with --config FILE",
+                    opts.journal.display()
+                ))
+            }
+        }
+        if !startup.is_empty() {
+            let encoded: Vec<Vec<u8>> = startup.iter().map(encode_event).collect();
+            journal
+                .append_batch(encoded.iter().map(|e| e.as_slice()))
+                .map_err(|e| format!("cannot write the journal in {}: {e}", opts.journal.display()))?;
+            for e in &startup {
+                core.handle(e);
+            }
+        }
+        let config = core.config().clone();
+
+        // BMPs: a simulator first if asked, then the threads that talk to them.
+        let simulator = if opts.simulate_bmps { Some(start_simulator(&config, &log)?) } else { None };
+        let poller = Arc::new(Poller::new().map_err(|e| format!("cannot create a poller: {e}"))?);
+        let (tx, completions) = crossbeam::channel::unbounded();
+        let waker_poller = Arc::clone(&poller);
+        let bmp_log = log.clone();
+        let bmp = BmpRuntime::new(
+            config.bmp.clone(),
+            tx,
+            Arc::new(move || {
+                let _ = waker_poller.notify();
+            }),
+            Arc::new(move |line: String| bmp_log.info(&line)),
+        );
+
+        let ip = opts.ip.clone().unwrap_or_else(|| config.ip.clone());
+        let port = opts.port.unwrap_or(config.port);
+        let ip_addr: IpAddr = if ip.is_empty() { IpAddr::from([0, 0, 0, 0]) } else {
+            ip.parse().map_err(|_| format!("listen address {ip:?} is not an IP address"))?
+        };
+        let listener = TcpListener::bind(SocketAddr::new(ip_addr, port))
+            .map_err(|e| format!("cannot listen on {ip_addr}:{port}: {e}"))?;
+        listener.set_nonblocking(true).map_err(|e| format!("cannot configure the listener: {e}"))?;
+        // SAFETY: the listener is deleted from the poller before it is dropped (shut_down).
+        unsafe { poller.add(&listener, PollEvent::readable(LISTENER_KEY)) }
+            .map_err(|e| format!("cannot watch the listener: {e}"))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        log.info(&format!(
+            "spalloc-server {} listening on {local} with {} machines, journal {}",
+            env!("CARGO_PKG_VERSION"),
+            config.machines.len(),
+            opts.journal.display()
+        ));
+        // Tests and scripts that ask for port 0 learn the real port from this line.
+        if port == 0 {
+            eprintln!("listening on {local}");
+        }
+
+        let signals = Arc::new(SignalFlags::default());
+        start_signal_thread(Arc::clone(&signals), Arc::clone(&poller))?;
+
+        let last_snapshot_seq = recovered.snapshot_seq;
+        let mut server = Server {
+            opts,
+            log,
+            poller,
+            listener,
+            clients: BTreeMap::new(),
+            next_client_key: 0,
+            core,
+            journal,
+            last_snapshot_seq,
+            bmp,
+            completions,
+            unjournaled_completions: VecDeque::new(),
+            signals,
+            accept_paused_until_us: 0,
+            _simulator: simulator,
+        };
+        // Log what the start-up batch did, then re-issue every BMP request in flight (those
+        // interrupted by the restart and those just issued) in issue order.
+        while let Some(effect) = server.core.poll_effect() {
+            if let Effect::Log(line) = effect {
+                server.log.info(&line);
+            }
+        }
+        let resumed: Vec<_> = server.core.outstanding_bmp_requests().cloned().collect();
+        if !resumed.is_empty() {
+            server.log.info(&format!("re-issuing {} BMP requests that were in flight", resumed.len()));
+        }
+        for r in resumed {
+            server.bmp.submit(r);
+        }
+        Ok(server)
+    }
+
+    fn serve(&mut self) -> Result<(), String> {
+        let mut events = Events::new();
+        loop {
+            let now = now_us();
+            let wait = self
+                .core
+                .poll_deadline()
+                .map(|d| Duration::from_micros(d.saturating_sub(now)))
+                .map_or(MAX_WAIT, |d| d.min(MAX_WAIT));
+            events.clear();
+            match self.poller.wait(&mut events, Some(wait)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("polling failed: {e}")),
+            }
+            let stopping = self.signals.stop.load(Ordering::SeqCst);
+            let ready: Vec<(usize, bool, bool)> =
+                events.iter().map(|e| (e.key, e.readable, e.writable)).collect();
+            self.pass(&ready, stopping);
+            if stopping {
+                self.log.info("stopping: signal received");
+                return Ok(());
+            }
+        }
+    }
+
+    /// One pass of the loop (see the module docs).
+    fn pass(&mut self, ready: &[(usize, bool, bool)], stopping: bool) {
+        let now = now_us();
+        let mut events: Vec<Event> = Vec::new();
+        let mut actions: Vec<Action> = Vec::new();
+        let mut touched: BTreeSet<usize> = BTreeSet::new();
+
+        if self.signals.reload.swap(false, Ordering::SeqCst) {
+            if let Some(config) = self.reload_config() {
+                actions.push(Action::Event { client: None, index: events.len() });
+                events.push(Event::Configure { now_us: now, config });
+            }
+        }
+        let completions: Vec<BmpCompletion> =
+            self.unjournaled_completions.drain(..).chain(self.completions.try_iter()).collect();
+        for c in completions {
+            actions.push(Action::Event { client: None, index: events.len() });
+            events.push(Event::BmpDone { now_us: now, request_id: c.request_id, failure: c.failure });
+        }
+        for &(key, readable, writable) in ready {
+            if key == LISTENER_KEY {
+                if !stopping {
+                    self.accept(now, &mut touched);
+                }
+                continue;
+            }
+            touched.insert(key);
+            if writable {
+                self.flush_client(key);
+            }
+            if readable && !stopping {
+                self.read_client(key, now, &mut events, &mut actions);
+            }
+        }
+        if self.core.tick_due(now) {
+            actions.push(Action::Event { client: None, index: events.len() });
+            events.push(Event::Tick { now_us: now });
+        }
+
+        // Persist, then apply, then release.
+        let durable = self.commit(&events);
+        for action in actions {
+            match action {
+                Action::Event { client, index } => {
+                    let event = &events[index];
+                    if let Err(why) = &durable {
+                        if let Event::BmpDone { request_id, failure, .. } = event {
+                            self.unjournaled_completions
+                                .push_back(BmpCompletion { request_id: *request_id, failure: failure.clone() });
+                        }
+                        if let Some(c) = client {
+                            let msg = format!("the server could not record this command, so it was not carried out: {why}");
+                            self.send(c, &protocol::render_exception(&msg), &mut touched);
+                        }
+                        continue;
+                    }
+                    let reply = self.core.handle(event);
+                    #[cfg(debug_assertions)]
+                    if let Err(e) = self.core.check_invariants() {
+                        panic!("core invariant broken after {event:?}: {e}");
+                    }
+                    if let (Some(c), Some(r)) = (client, reply) {
+                        self.send(c, &protocol::render_response(&r), &mut touched);
+                    }
+                }
+                Action::Query { client, command } => {
+                    let r = self.core.query(&command);
+                    self.send(client, &protocol::render_response(&r), &mut touched);
+                }
+                Action::Send { client, bytes } => self.send(client, &bytes, &mut touched),
+                Action::Close { client } => {
+                    if let Some(c) = self.clients.get_mut(&client) {
+                        c.closing = true;
+                        touched.insert(client);
+                    }
+                }
+            }
+        }
+        self.release_effects(&mut touched);
+        for key in touched {
+            self.rearm(key);
+        }
+        self.maybe_snapshot();
+    }
+
+    /// Journal the pass's events as one batch (one fsync).
+    fn commit(&mut self, events: &[Event]) -> Result<(), String> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let encoded: Vec<Vec<u8>> = events.iter().map(encode_event).collect();
+        self.journal.append_batch(encoded.iter().map(|e| e.as_slice())).map(|_| ()).map_err(|e| {
+            let msg = format!("journal write failed ({e}); changes are refused until it can be written");
+            self.log.error(&msg);
+            msg
+        })
+    }
+
+    fn accept(&mut self, now: TimeUs, touched: &mut BTreeSet<usize>) {
+        if now < self.accept_paused_until_us {
+            return;
+        }
+        for _ in 0..ACCEPTS_PER_PASS {
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    if self.clients.len() >= MAX_CLIENTS {
+                        let mut s = stream;
+                        let msg = format!("server is full ({MAX_CLIENTS} clients); try again later");
+                        let _ = io::Write::write_all(&mut s, &protocol::render_exception(&msg));
+                        continue;
+                    }
+                    if stream.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let key = self.next_client_key;
+                    self.next_client_key += 1;
+                    // SAFETY: the stream is deleted from the poller before it is dropped
+                    // (`close_client`).
+                    if unsafe { self.poller.add(&stream, PollEvent::readable(key)) }.is_err() {
+                        continue;
+                    }
+                    self.clients.insert(key, Client::new(stream, peer));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of file descriptors, most likely: back off briefly rather than spin.
+                    self.log.error(&format!("cannot accept a connection: {e}"));
+                    self.accept_paused_until_us = now + 100_000;
+                    break;
+                }
+            }
+        }
+        let _ = touched;
+        let _ = self.poller.modify(&self.listener, PollEvent::readable(LISTENER_KEY));
+    }
+
+    fn read_client(&mut self, key: usize, now: TimeUs, events: &mut Vec<Event>, actions: &mut Vec<Action>) {
+        let Some(client) = self.clients.get_mut(&key) else { return };
+        if client.closing {
+            return;
+        }
+        let outcome = client.read();
+        loop {
+            let Some(line) = client.next_line(protocol::MAX_LINE_BYTES) else { break };
+            let line = match line {
+                Ok(line) => line,
+                Err(len) => {
+                    let msg = format!(
+                        "line too long ({len} bytes; the limit is {} bytes); closing the connection",
+                        protocol::MAX_LINE_BYTES
+                    );
+                    actions.push(Action::Send { client: key, bytes: protocol::render_exception(&msg) });
+                    actions.push(Action::Close { client: key });
+                    break;
+                }
+            };
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue; // blank lines are skipped, as by the original
+            }
+            match protocol::parse_line(&line) {
+                Parsed::Version => actions.push(Action::Send {
+                    client: key,
+                    bytes: protocol::render_version(protocol::VERSION),
+                }),
+                Parsed::NotifyJob(id) => {
+                    client.jobs.add(id);
+                    actions.push(Action::Send { client: key, bytes: protocol::render_response(&Response::Null) });
+                }
+                Parsed::NoNotifyJob(id) => {
+                    client.jobs.remove(id);
+                    actions.push(Action::Send { client: key, bytes: protocol::render_response(&Response::Null) });
+                }
+                Parsed::NotifyMachine(name) => {
+                    client.machines.add(name);
+                    actions.push(Action::Send { client: key, bytes: protocol::render_response(&Response::Null) });
+                }
+                Parsed::NoNotifyMachine(name) => {
+                    client.machines.remove(name);
+                    actions.push(Action::Send { client: key, bytes: protocol::render_response(&Response::Null) });
+                }
+                Parsed::Core(command) if command.is_read_only() => {
+                    actions.push(Action::Query { client: key, command })
+                }
+                Parsed::Core(command) => {
+                    actions.push(Action::Event { client: Some(key), index: events.len() });
+                    events.push(Event::Command { now_us: now, peer: client.peer_ip.clone(), command });
+                }
+                Parsed::Exception(msg) => {
+                    actions.push(Action::Send { client: key, bytes: protocol::render_exception(&msg) })
+                }
+                Parsed::Fatal(msg) => {
+                    actions.push(Action::Send { client: key, bytes: protocol::render_exception(&msg) });
+                    actions.push(Action::Close { client: key });
+                    break;
+                }
+            }
+        }
+        if let ReadOutcome::Closed = outcome {
+            // Answer what it sent before hanging up (it may only have shut down its write
+            // half), then close.
+            actions.push(Action::Close { client: key });
+        }
+    }
+
+    fn send(&mut self, key: usize, bytes: &[u8], touched: &mut BTreeSet<usize>) {
+        let Some(client) = self.clients.get_mut(&key) else { return };
+        touched.insert(key);
+        if !client.queue(bytes) {
+            self.log.info(&format!(
+                "client {} disconnected: it left more than {} bytes unread",
+                client.peer,
+                client::MAX_OUTPUT_BYTES
+            ));
+            self.close_client(key);
+        }
+    }
+
+    fn flush_client(&mut self, key: usize) {
+        if let Some(c) = self.clients.get_mut(&key) {
+            if c.flush().is_err() {
+                self.close_client(key);
+            }
+        }
+    }
+
+    /// Send queued output and re-arm the client's interest (oneshot mode), or close it.
+    fn rearm(&mut self, key: usize) {
+        let Some(c) = self.clients.get_mut(&key) else { return };
+        if c.flush().is_err() || (c.closing && c.pending_output() == 0) {
+            self.close_client(key);
+            return;
+        }
+        let interest = match (c.closing, c.pending_output() > 0) {
+            (false, false) => PollEvent::readable(key),
+            (false, true) => PollEvent::all(key),
+            (true, _) => PollEvent::writable(key),
+        };
+        if self.poller.modify(&c.stream, interest).is_err() {
+            self.close_client(key);
+        }
+    }
+
+    fn close_client(&mut self, key: usize) {
+        if let Some(c) = self.clients.remove(&key) {
+            let _ = self.poller.delete(&c.stream);
+        }
+    }
+
+    /// Hand the core's outputs to the world: BMP requests, log lines, notifications.
+    fn release_effects(&mut self, touched: &mut BTreeSet<usize>) {
+        while let Some(effect) = self.core.poll_effect() {
+            match effect {
+                Effect::Bmp(r) => self.bmp.submit(r),
+                Effect::Log(line) => self.log.info(&line),
+                Effect::JobsChanged(ids) => {
+                    let keys: Vec<usize> = self.clients.keys().copied().collect();
+                    for key in keys {
+                        let selected: Vec<_> = self.clients[&key].jobs.select(&ids).into_iter().copied().collect();
+                        if !selected.is_empty() {
+                            self.send(key, &protocol::render_jobs_changed(&selected), touched);
+                        }
+                    }
+                }
+                Effect::MachinesChanged(names) => {
+                    let keys: Vec<usize> = self.clients.keys().copied().collect();
+                    for key in keys {
+                        let selected: Vec<String> =
+                            self.clients[&key].machines.select(&names).into_iter().cloned().collect();
+                        if !selected.is_empty() {
+                            self.send(key, &protocol::render_machines_changed(&selected), touched);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn reload_config(&mut self) -> Option<Config> {
+        let Some(path) = self.opts.config.clone() else {
+            self.log.error("SIGHUP: no --config file was given, so there is nothing to re-read");
+            return None;
+        };
+        match config::load(&path) {
+            Ok(c) if c == *self.core.config() => {
+                self.log.info(&format!("SIGHUP: {} unchanged", path.display()));
+                None
+            }
+            Ok(c) => {
+                self.log.info(&format!("SIGHUP: applying {}", path.display()));
+                if c.ip != self.core.config().ip || c.port != self.core.config().port {
+                    self.log.info("the listen address or port changed: that takes effect at the next restart");
+                }
+                self.bmp.set_timings(c.bmp.clone());
+                Some(c)
+            }
+            Err(e) => {
+                self.log.error(&format!(
+                    "SIGHUP: {} is not valid, keeping the current configuration:\n{e}",
+                    path.display()
+                ));
+                None
+            }
+        }
+    }
+
+    fn maybe_snapshot(&mut self) {
+        let last = self.journal.next_seq().saturating_sub(1);
+        if last >= self.last_snapshot_seq + SNAPSHOT_EVERY_EVENTS {
+            self.snapshot();
+        }
+    }
+
+    fn snapshot(&mut self) {
+        let last = self.journal.next_seq().saturating_sub(1);
+        if last == self.last_snapshot_seq {
+            return;
+        }
+        match rmp_serde::to_vec_named(&self.core) {
+            Ok(bytes) => match self.journal.write_snapshot(last, &bytes) {
+                Ok(()) => self.last_snapshot_seq = last,
+                Err(e) => self.log.error(&format!("cannot write a snapshot: {e}")),
+            },
+            Err(e) => self.log.error(&format!("cannot encode a snapshot: {e}")),
+        }
+    }
+
+    fn shut_down(mut self) -> Result<(), String> {
+        let _ = self.poller.delete(&self.listener);
+        let keys: Vec<usize> = self.clients.keys().copied().collect();
+        for key in keys {
+            self.close_client(key);
+        }
+        self.snapshot();
+        self.bmp.shutdown();
+        self.log.info("stopped; powered boards are left on");
+        Ok(())
+    }
+}
+
+/// Encode an event for the journal.
+pub fn encode_event(e: &Event) -> Vec<u8> {
+    rmp_serde::to_vec_named(e).expect("events always encode")
+}
+
+/// Decode a journaled event.
+pub fn decode_event(bytes: &[u8]) -> Result<Event, String> {
+    rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+fn start_signal_thread(flags: Arc<SignalFlags>, poller: Arc<Poller>) -> Result<(), String> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if sig == SIGHUP {
+                    flags.reload.store(true, Ordering::SeqCst);
+                } else {
+                    flags.stop.store(true, Ordering::SeqCst);
+                }
+                let _ = poller.notify();
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(())
+}
+
+fn start_simulator(config: &Config, log: &Logger) -> Result<crate::bmp::Simulator, String> {
+    let mut addrs = Vec::new();
+    for m in &config.machines {
+        for b in &m.bmps {
+            let addr = crate::bmp::resolve_bmp_address(&b.address)
+                .map_err(|e| format!("machine {}: BMP address {}: {e}", m.name, b.address))?;
+            if !addr.ip().is_loopback() {
+                return Err(format!(
+                    "--simulate-bmps needs loopback BMP addresses, but machine {} has BMP {} (cabinet {}, frame {})",
+                    m.name, b.address, b.cabinet, b.frame
+                ));
+            }
+            addrs.push(addr);
+        }
+    }
+    let sim = crate::bmp::Simulator::start(&addrs, crate::bmp::SimOptions::default())
+        .map_err(|e| format!("cannot start the BMP simulator: {e}"))?;
+    log.info(&format!("simulating {} BMPs in-process", addrs.len()));
+    Ok(sim)
+}
