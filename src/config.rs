@@ -1,13 +1,27 @@
 //! The server's configuration: the JSON file format of `config-format.md`, validated into plain
 //! data that the core folds and the journal records.
 //!
-//! Parsing happens in two stages (as ripgrep separates low-level from high-level arguments):
-//! the raw serde structures mirror the file and only check types and unknown keys; validation
-//! then builds a [`Config`] whose every machine is complete and consistent, or reports every
-//! problem with its path (`machines[2].boards[5].x: outside the machine`).
+//! [`load`] reads a file and [`parse`] a string. Parsing happens in two stages (as ripgrep
+//! separates low-level from high-level arguments):
+//!
+//! 1. *Raw*: the JSON is walked by hand (not derived), so that every unknown key, duplicate
+//!    key, wrong type and out-of-range number is reported with its path
+//!    (`machines[2].boardz: unknown field`) rather than only the first one serde meets.
+//!    Shorthand forms (`single_board`, `standard_ips`, `spinner_csv`) are read here too.
+//! 2. *Validated*: shorthands are expanded exactly as the original's `Machine.single_board`,
+//!    `Machine.with_standard_ips` and `board_locations_from_spinner` did, and each machine is
+//!    checked alone (size, positions, duplicates, BMPs) and against the others (unique names,
+//!    BMP addresses and board IPs), e.g.
+//!    `machines[0].boards[5]: board (3, 0, 0) lies outside the 2x2 machine`.
+//!
+//! A machine with a stage-1 problem is left out of stage 2 so that one mistake does not
+//! cascade into a page of follow-on errors; everything else is reported in one go, and the
+//! whole file is rejected if anything is wrong ([`ConfigError`] lists one problem per line).
 //!
 //! A validated [`Config`] is the value carried by the core's configuration event, so it is
-//! deliberately plain: vectors in a canonical (sorted) order, no maps keyed by tuples.
+//! deliberately plain: vectors in a canonical (sorted) order, no maps keyed by tuples, so that
+//! equal configurations compare equal whatever order the file listed things in.
+//! [`Config::to_json`] writes it back in the explicit form.
 
 use serde::{Deserialize, Serialize};
 
@@ -1889,12 +1903,19 @@ mod tests {
         assert_eq!(errs(json!({"machines": [m]})), e);
         let c = ok(json!({"machines": [m1("m", 0)]}));
         assert_eq!((c.machines[0].width, c.machines[0].height), (1, 1));
-        // A dead board alone can widen the machine.
+        // A dead board counts as a board of the rectangle; the working ones are the others.
         let mut m = m1("m", 0);
         m["boards"].as_array_mut().expect("array").pop();
         m["dead_boards"] = json!([[0, 0, 2]]);
         let c = ok(json!({"machines": [m]}));
-        assert_eq!((c.machines[0].width, c.machines[0].height, c.machines[0].boards.len()), (1, 1, 2));
+        assert_eq!(
+            (
+                c.machines[0].width,
+                c.machines[0].height,
+                c.machines[0].boards.len()
+            ),
+            (1, 1, 2)
+        );
     }
 
     #[test]
