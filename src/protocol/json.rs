@@ -188,7 +188,21 @@ pub(crate) fn py_float_repr(x: f64) -> String {
     if x == 0.0 {
         return if x.is_sign_negative() { "-0.0" } else { "0.0" }.to_owned();
     }
-    let sci = format!("{x:e}");
+    // Rust's shortest digits round-trip, but when two strings of that length both do, Rust
+    // may pick the farther one where Python picks the one closest to the exact value (e.g.
+    // ...618.25 prints as ...618.3 in Rust, ...618.2 in Python). The correctly rounded string
+    // with the same number of digits is Python's choice whenever it round-trips.
+    let shortest = format!("{x:e}");
+    let digit_count = shortest
+        .split('e')
+        .next()
+        .map_or(1, |m| m.chars().filter(char::is_ascii_digit).count());
+    let rounded = format!("{x:.prec$e}", prec = digit_count.saturating_sub(1));
+    let sci = if rounded.parse::<f64>() == Ok(x) {
+        rounded
+    } else {
+        shortest
+    };
     let (mantissa, exponent) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
     let exponent: i32 = exponent.parse().unwrap_or(0);
     let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
@@ -323,12 +337,44 @@ pub(crate) fn py_repr_str(s: &str) -> String {
                 out.push('\\');
                 out.push(c);
             }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f || (0x80..0xa0).contains(&(c as u32)) => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
+            c if !py_printable(c) => {
+                let code = c as u32;
+                let _ = match code {
+                    0..=0xff => write!(out, "\\x{code:02x}"),
+                    0x100..=0xffff => write!(out, "\\u{code:04x}"),
+                    _ => write!(out, "\\U{code:08x}"),
+                };
             }
             c => out.push(c),
         }
     }
     out.push(quote);
     out
+}
+
+/// An approximation of Python's `str.isprintable()` for one character: false for control
+/// characters, separators other than the space, the common format characters and private
+/// use. (Python also escapes unassigned code points, which would need Unicode tables.)
+fn py_printable(c: char) -> bool {
+    let code = c as u32;
+    !(c.is_control()
+        || matches!(
+            code,
+            0xa0 | 0xad
+                | 0x600..=0x605
+                | 0x61c
+                | 0x6dd
+                | 0x70f
+                | 0x1680
+                | 0x180e
+                | 0x2000..=0x200f
+                | 0x2028..=0x202f
+                | 0x205f..=0x2064
+                | 0x2066..=0x206f
+                | 0x3000
+                | 0xe000..=0xf8ff
+                | 0xfeff
+                | 0xfff9..=0xfffb
+                | 0xf0000..=0x10ffff
+        ))
 }

@@ -1153,6 +1153,8 @@ fn protocol_python_float_repr() {
         (0.333, "0.333"),
         (f64::MAX, "1.7976931348623157e+308"),
         (5e-324, "5e-324"),
+        // An exact tie between two shortest strings: Python takes the even one.
+        (f64::from_bits(14056971409238181993), "-1435142960558618.2"),
     ] {
         assert_eq!(py_float_repr(x), python, "{x:e}");
     }
@@ -1169,6 +1171,10 @@ fn protocol_python_repr() {
     assert_eq!(py_repr_str("a\"b'"), "'a\"b\\''");
     assert_eq!(py_repr_str("\u{1}"), "'\\x01'");
     assert_eq!(py_repr_str("\u{e9}"), "'\u{e9}'");
+    assert_eq!(
+        py_repr_str("\u{a0}\u{85}\u{200b}\u{f0000}\u{2603}\u{e9}\u{7f}"),
+        "'\\xa0\\x85\\u200b\\U000f0000\u{2603}\u{e9}\\x7f'"
+    );
     assert_eq!(
         py_repr(&json::parse(r#"[1, "a", null, true, 2.5, {"k": "v"}]"#).unwrap()),
         "[1, 'a', None, True, 2.5, {'k': 'v'}]"
