@@ -505,7 +505,7 @@ fn create_job(args: &[Json], kwargs: &Kwargs) -> Result<CreateJob, String> {
                 .map(|item| match item {
                     Json::Str(s) => Ok(s.clone()),
                     other => Err(format!(
-                        "tags must be a list of strings, but it contains a '{}'",
+                        "tags must be a list of strings, not a list containing '{}'",
                         other.py_type()
                     )),
                 })

@@ -853,7 +853,7 @@ fn protocol_create_job_errors_consume_no_id() {
     );
     assert_eq!(
         err("[]", r#","tags":["a", 1]"#),
-        "tags must be a list of strings, but it contains a 'int'"
+        "tags must be a list of strings, not a list containing 'int'"
     );
     assert_eq!(
         err("[]", r#","machine":3"#),
