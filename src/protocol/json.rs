@@ -1,0 +1,380 @@
+//! A small JSON value type that keeps what Python's `json` module keeps, and a writer that
+//! produces exactly the bytes of Python's `json.dumps` with default settings.
+//!
+//! `serde_json::Value` is not used because, without its `preserve_order` feature (which this
+//! workspace does not enable), objects come back with their keys sorted, while Python keeps the
+//! client's order; `list_jobs` echoes a job's keyword arguments, so the order is visible on the
+//! wire. Parsing still goes through `serde_json`'s deserializer, so its recursion limit (128
+//! levels) protects the stack on hostile input.
+
+use std::fmt::Write as _;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// A parsed JSON value, as Python's `json.loads` would see it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Json {
+    /// `null` (`None`).
+    Null,
+    /// `true` / `false`.
+    Bool(bool),
+    /// An integer literal that fits in 64 bits (signed or unsigned). Larger integer literals
+    /// arrive as [`Json::Float`] (serde_json's behaviour without `arbitrary_precision`).
+    Int(i128),
+    /// A number with a fraction or exponent (always finite: serde_json rejects overflow).
+    Float(f64),
+    /// A string.
+    Str(String),
+    /// An array.
+    Array(Vec<Json>),
+    /// An object, in the order the keys first appeared; a repeated key keeps its first position
+    /// and its last value, as a Python `dict` built by `json.loads` does.
+    Object(Vec<(String, Json)>),
+}
+
+impl Json {
+    /// The name of the Python type this value becomes, for `TypeError`-style messages.
+    pub(crate) fn py_type(&self) -> &'static str {
+        match self {
+            Json::Null => "NoneType",
+            Json::Bool(_) => "bool",
+            Json::Int(_) => "int",
+            Json::Float(_) => "float",
+            Json::Str(_) => "str",
+            Json::Array(_) => "list",
+            Json::Object(_) => "dict",
+        }
+    }
+
+    /// Python-style JSON text (see [`write_json`]).
+    pub(crate) fn to_python_json(&self) -> String {
+        let mut out = String::new();
+        write_json(&mut out, self);
+        out
+    }
+}
+
+/// Parses one JSON text. Errors (syntax, nesting deeper than serde_json's limit of 128, numbers
+/// out of range, lone surrogates) come back as serde_json's message.
+pub(crate) fn parse(text: &str) -> Result<Json, String> {
+    serde_json::from_str::<Json>(text).map_err(|e| e.to_string())
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
+        Ok(Json::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+        Ok(Json::Int(i128::from(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+        Ok(Json::Int(i128::from(v)))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
+        Ok(Json::Float(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+        Ok(Json::Str(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Json, E> {
+        Ok(Json::Str(v))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Json>()? {
+            items.push(item);
+        }
+        Ok(Json::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut entries: Vec<(String, Json)> = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value::<Json>()?;
+            // Python's dict keeps the first position and the last value of a repeated key.
+            match entries.iter_mut().find(|(k, _)| *k == key) {
+                Some(entry) => entry.1 = value,
+                None => entries.push((key, value)),
+            }
+        }
+        Ok(Json::Object(entries))
+    }
+}
+
+/// Appends `value` as Python's `json.dumps(value)` writes it: `", "` and `": "` separators,
+/// `ensure_ascii`, floats as Python's `repr`, `NaN`/`Infinity` for non-finite floats.
+pub(crate) fn write_json(out: &mut String, value: &Json) {
+    match value {
+        Json::Null => out.push_str("null"),
+        Json::Bool(true) => out.push_str("true"),
+        Json::Bool(false) => out.push_str("false"),
+        Json::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Json::Float(f) => write_float(out, *f),
+        Json::Str(s) => write_str(out, s),
+        Json::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_json(out, item);
+            }
+            out.push(']');
+        }
+        Json::Object(entries) => {
+            out.push('{');
+            for (i, (key, item)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_str(out, key);
+                out.push_str(": ");
+                write_json(out, item);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// A float as `json.dumps` writes it (`float.__repr__`, except for the non-finite values).
+pub(crate) fn write_float(out: &mut String, x: f64) {
+    if x.is_nan() {
+        out.push_str("NaN");
+    } else if x.is_infinite() {
+        out.push_str(if x > 0.0 { "Infinity" } else { "-Infinity" });
+    } else {
+        out.push_str(&py_float_repr(x));
+    }
+}
+
+/// Python's `repr(float)` for a finite float.
+///
+/// Both Rust's `{:e}` and Python's `repr` print the shortest digit string that round-trips, so
+/// only the layout differs. Python's rule (`format_float_short`, mode `'r'`): with the value
+/// written as `0.DIGITS × 10^decpt`, use positional notation when `-4 < decpt <= 16` (always
+/// with a fractional part, `60.0`), otherwise scientific notation with a signed exponent of at
+/// least two digits (`1e+16`, `1e-05`, `1.2345678901234568e+20`).
+pub(crate) fn py_float_repr(x: f64) -> String {
+    if x == 0.0 {
+        return if x.is_sign_negative() { "-0.0" } else { "0.0" }.to_owned();
+    }
+    // Rust's shortest digits round-trip, but when two strings of that length both do, Rust
+    // may pick the farther one where Python picks the one closest to the exact value (e.g.
+    // ...618.25 prints as ...618.3 in Rust, ...618.2 in Python). The correctly rounded string
+    // with the same number of digits is Python's choice whenever it round-trips.
+    let shortest = format!("{x:e}");
+    let digit_count = shortest
+        .split('e')
+        .next()
+        .map_or(1, |m| m.chars().filter(char::is_ascii_digit).count());
+    let rounded = format!("{x:.prec$e}", prec = digit_count.saturating_sub(1));
+    let sci = if rounded.parse::<f64>() == Ok(x) {
+        rounded
+    } else {
+        shortest
+    };
+    let (mantissa, exponent) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let sign = if x < 0.0 { "-" } else { "" };
+    let decpt = exponent + 1;
+    let n = digits.len() as i32;
+    if -4 < decpt && decpt <= 16 {
+        if decpt <= 0 {
+            format!("{sign}0.{}{digits}", "0".repeat((-decpt) as usize))
+        } else if decpt >= n {
+            format!("{sign}{digits}{}.0", "0".repeat((decpt - n) as usize))
+        } else {
+            let (int_part, frac_part) = digits.split_at(decpt as usize);
+            format!("{sign}{int_part}.{frac_part}")
+        }
+    } else {
+        let (first, rest) = digits.split_at(1.min(digits.len()));
+        let dot = if rest.is_empty() { "" } else { "." };
+        let exp_sign = if exponent < 0 { '-' } else { '+' };
+        format!(
+            "{sign}{first}{dot}{rest}e{exp_sign}{:02}",
+            exponent.unsigned_abs()
+        )
+    }
+}
+
+/// A string as `json.dumps` writes it with `ensure_ascii=True`: every character outside
+/// printable ASCII (space to `~`) is escaped, as `\uXXXX` with lowercase hex (a surrogate pair
+/// above U+FFFF) unless it has a short escape.
+pub(crate) fn write_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            ' '..='~' => out.push(c),
+            _ => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+        }
+    }
+    out.push('"');
+}
+
+/// Python's `repr()` of the value `json.loads` would have produced (`None`, `True`, `'text'`,
+/// `[1, 'a']`, `{'k': 2.0}`), used where the original put client data into a message or
+/// through `str()`.
+pub(crate) fn py_repr(value: &Json) -> String {
+    let mut out = String::new();
+    write_py_repr(&mut out, value);
+    out
+}
+
+/// Python's `str()` of a value: strings as they are, everything else as [`py_repr`].
+pub(crate) fn py_str(value: &Json) -> String {
+    match value {
+        Json::Str(s) => s.clone(),
+        other => py_repr(other),
+    }
+}
+
+fn write_py_repr(out: &mut String, value: &Json) {
+    match value {
+        Json::Null => out.push_str("None"),
+        Json::Bool(true) => out.push_str("True"),
+        Json::Bool(false) => out.push_str("False"),
+        Json::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Json::Float(f) => {
+            if f.is_nan() {
+                out.push_str("nan");
+            } else if f.is_infinite() {
+                out.push_str(if *f > 0.0 { "inf" } else { "-inf" });
+            } else {
+                out.push_str(&py_float_repr(*f));
+            }
+        }
+        Json::Str(s) => out.push_str(&py_repr_str(s)),
+        Json::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_py_repr(out, item);
+            }
+            out.push(']');
+        }
+        Json::Object(entries) => {
+            out.push('{');
+            for (i, (key, item)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&py_repr_str(key));
+                out.push_str(": ");
+                write_py_repr(out, item);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// Python's `repr(str)`: single quotes unless the text contains a single quote and no double
+/// quote; backslash escapes for the quote, backslash, `\n`, `\r`, `\t` and other control
+/// characters. (Python also escapes some non-printable non-ASCII characters; this handles the
+/// control ones, which is all a message could reasonably contain.)
+pub(crate) fn py_repr_str(s: &str) -> String {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if !py_printable(c) => {
+                let code = c as u32;
+                let _ = match code {
+                    0..=0xff => write!(out, "\\x{code:02x}"),
+                    0x100..=0xffff => write!(out, "\\u{code:04x}"),
+                    _ => write!(out, "\\U{code:08x}"),
+                };
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+/// An approximation of Python's `str.isprintable()` for one character: false for control
+/// characters, separators other than the space, the common format characters and private
+/// use. (Python also escapes unassigned code points, which would need Unicode tables.)
+fn py_printable(c: char) -> bool {
+    let code = c as u32;
+    !(c.is_control()
+        || matches!(
+            code,
+            0xa0 | 0xad
+                | 0x600..=0x605
+                | 0x61c
+                | 0x6dd
+                | 0x70f
+                | 0x1680
+                | 0x180e
+                | 0x2000..=0x200f
+                | 0x2028..=0x202f
+                | 0x205f..=0x2064
+                | 0x2066..=0x206f
+                | 0x3000
+                | 0xe000..=0xf8ff
+                | 0xfeff
+                | 0xfff9..=0xfffb
+                | 0xf0000..=0x10ffff
+        ))
+}

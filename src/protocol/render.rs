@@ -1,0 +1,191 @@
+//! Replies and notifications to wire bytes, key for key as the original built its dicts.
+
+use super::json::{self, Json};
+use crate::core::types::{
+    JobId, JobStateReply, JobSummary, MachineInfoReply, MachineSummary, Response, WhereIsReply,
+};
+
+/// `{"<key>": <value>}\n` in Python's `json.dumps` format.
+fn line(key: &str, value: &Json) -> Vec<u8> {
+    let mut out = String::from("{");
+    json::write_str(&mut out, key);
+    out.push_str(": ");
+    json::write_json(&mut out, value);
+    out.push_str("}\n");
+    out.into_bytes()
+}
+
+pub(super) fn response(r: &Response) -> Vec<u8> {
+    line("return", &response_value(r))
+}
+
+pub(super) fn exception(msg: &str) -> Vec<u8> {
+    line("exception", &Json::Str(msg.to_owned()))
+}
+
+pub(super) fn jobs_changed(ids: &[JobId]) -> Vec<u8> {
+    line(
+        "jobs_changed",
+        &Json::Array(ids.iter().map(|&id| uint(id)).collect()),
+    )
+}
+
+pub(super) fn machines_changed(names: &[String]) -> Vec<u8> {
+    line(
+        "machines_changed",
+        &Json::Array(names.iter().map(|n| string(n)).collect()),
+    )
+}
+
+pub(super) fn version(v: &str) -> Vec<u8> {
+    line("return", &string(v))
+}
+
+fn response_value(r: &Response) -> Json {
+    match r {
+        Response::Null => Json::Null,
+        Response::JobId(id) => uint(*id),
+        Response::JobState(s) => job_state(s),
+        Response::MachineInfo(m) => machine_info(m),
+        Response::Jobs(jobs) => Json::Array(jobs.iter().map(job_summary).collect()),
+        Response::Machines(machines) => Json::Array(machines.iter().map(machine_summary).collect()),
+        Response::Triple(t) => opt(t.as_ref(), |t| uints(t)),
+        Response::WhereIs(w) => opt(w.as_ref(), where_is),
+    }
+}
+
+/// `get_job_state`: the original's `JobStateTuple._asdict()` order.
+fn job_state(s: &JobStateReply) -> Json {
+    object([
+        ("state", uint(u64::from(s.state))),
+        ("power", opt(s.power.as_ref(), |&b| Json::Bool(b))),
+        ("keepalive", opt(s.keepalive.as_ref(), |&f| Json::Float(f))),
+        ("reason", opt(s.reason.as_deref(), string)),
+        (
+            "start_time",
+            opt(s.start_time.as_ref(), |&f| Json::Float(f)),
+        ),
+        ("keepalivehost", opt(s.keepalivehost.as_deref(), string)),
+    ])
+}
+
+/// `get_job_machine_info`: the dict literal's order in the original.
+fn machine_info(m: &MachineInfoReply) -> Json {
+    object([
+        ("width", opt(m.width.as_ref(), |&w| uint(u64::from(w)))),
+        ("height", opt(m.height.as_ref(), |&h| uint(u64::from(h)))),
+        (
+            "connections",
+            opt(m.connections.as_ref(), |conns| {
+                Json::Array(
+                    conns
+                        .iter()
+                        .map(|((x, y), host)| {
+                            Json::Array(vec![Json::Array(vec![int(*x), int(*y)]), string(host)])
+                        })
+                        .collect(),
+                )
+            }),
+        ),
+        ("machine_name", opt(m.machine_name.as_deref(), string)),
+        ("boards", opt(m.boards.as_ref(), |b| boards(b))),
+    ])
+}
+
+/// One `list_jobs` entry: the original's `JobTuple._asdict()` order.
+fn job_summary(j: &JobSummary) -> Json {
+    object([
+        ("job_id", uint(j.job_id)),
+        ("owner", string(&j.owner)),
+        ("start_time", Json::Float(j.start_time)),
+        ("keepalive", opt(j.keepalive.as_ref(), |&f| Json::Float(f))),
+        ("state", uint(u64::from(j.state))),
+        ("power", opt(j.power.as_ref(), |&b| Json::Bool(b))),
+        ("args", embedded(&j.args_json, || Json::Array(Vec::new()))),
+        (
+            "kwargs",
+            embedded(&j.kwargs_json, || Json::Object(Vec::new())),
+        ),
+        (
+            "allocated_machine_name",
+            opt(j.allocated_machine_name.as_deref(), string),
+        ),
+        ("boards", opt(j.boards.as_ref(), |b| boards(b))),
+        ("keepalivehost", string(&j.keepalivehost)),
+    ])
+}
+
+/// One `list_machines` entry: the original's `MachineTuple._asdict()` order.
+fn machine_summary(m: &MachineSummary) -> Json {
+    object([
+        ("name", string(&m.name)),
+        (
+            "tags",
+            Json::Array(m.tags.iter().map(|t| string(t)).collect()),
+        ),
+        ("width", uint(u64::from(m.width))),
+        ("height", uint(u64::from(m.height))),
+        ("dead_boards", boards(&m.dead_boards)),
+        (
+            "dead_links",
+            Json::Array(m.dead_links.iter().map(|l| uints(l)).collect()),
+        ),
+    ])
+}
+
+/// `where_is`: the dict literal's order in the original controller.
+fn where_is(w: &WhereIsReply) -> Json {
+    object([
+        ("machine", string(&w.machine)),
+        ("logical", uints(&w.logical)),
+        ("physical", uints(&w.physical)),
+        ("chip", ints(&w.chip)),
+        ("board_chip", ints(&w.board_chip)),
+        ("job_id", opt(w.job_id.as_ref(), |&id| uint(id))),
+        ("job_chip", opt(w.job_chip.as_ref(), |c| ints(c))),
+    ])
+}
+
+/// JSON text stored by the parser (`args_json`/`kwargs_json`), re-rendered so its layout is
+/// Python's whatever wrote it. Text that does not parse (never produced by this module) falls
+/// back to an empty value rather than corrupting the reply line.
+fn embedded(text: &str, fallback: impl FnOnce() -> Json) -> Json {
+    json::parse(text).unwrap_or_else(|_| fallback())
+}
+
+fn object<const N: usize>(entries: [(&str, Json); N]) -> Json {
+    Json::Object(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    )
+}
+
+fn opt<T: ?Sized>(value: Option<&T>, f: impl FnOnce(&T) -> Json) -> Json {
+    value.map_or(Json::Null, f)
+}
+
+fn string(s: &str) -> Json {
+    Json::Str(s.to_owned())
+}
+
+fn uint(n: u64) -> Json {
+    Json::Int(i128::from(n))
+}
+
+fn int(n: i64) -> Json {
+    Json::Int(i128::from(n))
+}
+
+fn uints(ns: &[u32]) -> Json {
+    Json::Array(ns.iter().map(|&n| uint(u64::from(n))).collect())
+}
+
+fn ints(ns: &[i64]) -> Json {
+    Json::Array(ns.iter().map(|&n| int(n)).collect())
+}
+
+fn boards(bs: &[[u32; 3]]) -> Json {
+    Json::Array(bs.iter().map(|b| uints(b)).collect())
+}
