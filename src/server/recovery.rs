@@ -1,0 +1,86 @@
+//! Start-up: opening the journal and rebuilding the core from it.
+//!
+//! The state is the newest valid snapshot plus every record after it, folded through the
+//! same [`Core::handle`] the live server uses, with the effects discarded (they happened
+//! before the restart; BMP work still outstanding is re-issued by the caller from the core's
+//! own record of it).
+
+use std::path::Path;
+
+use spalloc_journal::Journal;
+
+use super::{decode_event, Logger};
+use crate::core::{Core, Event};
+
+/// What start-up recovered.
+pub struct Recovered {
+    /// The open journal, ready for appending.
+    pub journal: Journal,
+    /// The state after every journaled event.
+    pub core: Core,
+    /// True if the journal held anything (a warm start).
+    pub warm: bool,
+    /// True if a configuration was ever applied.
+    pub configured: bool,
+    /// The sequence number the newest snapshot covers (0 if none).
+    pub snapshot_seq: u64,
+}
+
+/// Open (creating if needed) the journal in `dir` and fold it into a core.
+pub fn open_and_replay(dir: &Path, log: &Logger) -> Result<Recovered, String> {
+    let opened = Journal::open(dir).map_err(|e| format!("cannot open the journal: {e}"))?;
+    if let Some(r) = &opened.repaired {
+        log.info(&format!(
+            "journal: cut a torn tail of {} bytes at offset {} of {} ({}): the last write before a crash",
+            r.bytes_cut,
+            r.offset,
+            r.file.display(),
+            r.what
+        ));
+    }
+    for p in &opened.discarded_snapshots {
+        log.error(&format!("journal: ignored a damaged snapshot: {p}"));
+    }
+    let (mut core, snapshot_seq) = match &opened.snapshot {
+        Some(s) => {
+            let core: Core = rmp_serde::from_slice(&s.data).map_err(|e| {
+                format!("the snapshot of record {} in {} cannot be read: {e}", s.covered_seq, dir.display())
+            })?;
+            (core, s.covered_seq)
+        }
+        None => (Core::new(), 0),
+    };
+    let mut configured = opened.snapshot.is_some();
+    let warm = opened.snapshot.is_some() || !opened.records_after_snapshot.is_empty();
+    for (seq, bytes) in &opened.records_after_snapshot {
+        let event = decode_event(bytes)
+            .map_err(|e| format!("journal record {seq} in {} cannot be decoded: {e}", dir.display()))?;
+        configured |= matches!(event, Event::Configure { .. });
+        core.handle(&event);
+        core.discard_effects();
+    }
+    if warm {
+        log.info(&format!(
+            "journal: recovered {} events after the snapshot of record {snapshot_seq}; {} live jobs",
+            opened.records_after_snapshot.len(),
+            core.live_job_ids().len()
+        ));
+    }
+    Ok(Recovered { journal: opened.journal, core, warm, configured, snapshot_seq })
+}
+
+/// `--cold-start`: rename an existing journal directory aside (never delete it) so the
+/// server starts from nothing.
+pub fn set_journal_aside(dir: &Path, log: &Logger) -> Result<(), String> {
+    let non_empty = std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if !non_empty {
+        return Ok(());
+    }
+    let stamp = crate::timefmt::format_iso(crate::timefmt::now_us() / 1_000_000 * 1_000_000).replace(':', "");
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "journal".into());
+    let aside = dir.with_file_name(format!("{name}.before-cold-start-{stamp}"));
+    std::fs::rename(dir, &aside)
+        .map_err(|e| format!("--cold-start: cannot move {} aside to {}: {e}", dir.display(), aside.display()))?;
+    log.info(&format!("--cold-start: kept the old journal as {}", aside.display()));
+    Ok(())
+}
