@@ -1,0 +1,270 @@
+//! Test harness: run the real `spalloc-server` binary on a private journal directory, a
+//! private port and private loopback BMP addresses, and talk to it over real TCP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh scratch directory under the system temp dir.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let d = std::env::temp_dir().join(format!("spalloc-test-{}-{tag}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A loopback /24 of our own for this test's BMPs: 127.<a>.<b>.x.
+pub fn bmp_net() -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst) + std::process::id() % 200 * 37;
+    format!("127.{}.{}", 100 + (n / 250) % 150, n % 250)
+}
+
+/// A config with a 1x2 machine "m" (two frames: triad y in frame y) and fast timings.
+pub fn simple_config(net: &str, extra: Value) -> Value {
+    let mut boards = Vec::new();
+    for y in 0..2 {
+        for z in 0..3 {
+            boards.push(json!({"x": 0, "y": y, "z": z, "cabinet": 0, "frame": y, "board": z,
+                               "ip": format!("11.0.{y}.{z}")}));
+        }
+    }
+    let mut cfg = json!({
+        "ip": "127.0.0.1",
+        "port": 0,
+        "timeout_check_interval": 0.1,
+        "seconds_before_free": 0.2,
+        "bmp": {"post_power_on_delay": 0.0, "power_on_timeout": 1.0, "command_timeout": 0.2,
+                "command_retries": 1, "request_attempts": 2, "retry_delay": 0.05, "fpga_attempts": 2},
+        "machines": [{
+            "name": "m", "width": 1, "height": 2,
+            "bmps": [{"cabinet": 0, "frame": 0, "address": format!("{net}.1")},
+                     {"cabinet": 0, "frame": 1, "address": format!("{net}.2")}],
+            "boards": boards
+        }]
+    });
+    if let Value::Object(extra) = extra {
+        for (k, v) in extra {
+            cfg[k] = v;
+        }
+    }
+    cfg
+}
+
+/// A running server process.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub journal: PathBuf,
+    pub config: PathBuf,
+    pub log: Arc<Mutex<Vec<String>>>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Start the server on `journal` with `config` written to a file beside it.
+    pub fn start(dir: &PathBuf, config: &Value, extra_args: &[&str]) -> Server {
+        let cfg_path = dir.join("machines.json");
+        std::fs::write(&cfg_path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
+        Server::start_with(dir, Some(&cfg_path), extra_args)
+    }
+
+    /// Start with an explicit config path (or none).
+    pub fn start_with(dir: &PathBuf, config: Option<&PathBuf>, extra_args: &[&str]) -> Server {
+        let journal = dir.join("journal");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spalloc-server"));
+        cmd.arg("--journal").arg(&journal).arg("--simulate-bmps");
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.args(extra_args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn spalloc-server");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, lines) = mpsc::channel();
+        let log2 = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log2.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let mut server = Server {
+            child,
+            port: 0,
+            journal,
+            config: config.cloned().unwrap_or_default(),
+            log,
+            lines,
+        };
+        let line = server
+            .wait_for_log("listening on ", Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("server did not start; log:\n{}", server.log_text()));
+        server.port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+        server
+    }
+
+    /// Wait (bounded) for a log line containing `needle`.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        if let Some(l) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            return Some(l.clone());
+        }
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.checked_duration_since(Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return Some(l),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.port)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// SIGKILL and wait.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit (bounded).
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < end, "server did not stop; log:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A protocol client: one JSON object per line, replies matched in order, notifications kept.
+pub struct Client {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    pub notifications: Vec<Value>,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Client { stream, reader, notifications: Vec::new() }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// The next line the server sends, parsed (None on EOF).
+    pub fn read_line(&mut self) -> Option<Value> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"))),
+        }
+    }
+
+    /// The next reply (a line with "return" or "exception"), keeping notifications aside.
+    pub fn reply(&mut self) -> Option<Value> {
+        loop {
+            let v = self.read_line()?;
+            if v.get("return").is_some() || v.get("exception").is_some() {
+                return Some(v);
+            }
+            self.notifications.push(v);
+        }
+    }
+
+    /// Call a command and return its whole reply object.
+    pub fn call_raw(&mut self, command: &str, args: Value, kwargs: Value) -> Value {
+        let line = json!({"command": command, "args": args, "kwargs": kwargs}).to_string() + "\n";
+        self.send_raw(line.as_bytes());
+        self.reply().expect("a reply")
+    }
+
+    /// Call a command and return its "return" value (panics on an exception).
+    pub fn call(&mut self, command: &str, args: Value, kwargs: Value) -> Value {
+        let r = self.call_raw(command, args, kwargs);
+        match r.get("return") {
+            Some(v) => v.clone(),
+            None => panic!("{command} raised {r}"),
+        }
+    }
+
+    pub fn create(&mut self, args: Value, kwargs: Value) -> u64 {
+        let mut kw = json!({"owner": "me"});
+        if let Value::Object(extra) = kwargs {
+            for (k, v) in extra {
+                kw[k] = v;
+            }
+        }
+        self.call("create_job", args, kw).as_u64().expect("job id")
+    }
+
+    pub fn state(&mut self, id: u64) -> Value {
+        self.call("get_job_state", json!([id]), json!({}))
+    }
+
+    /// Poll get_job_state until `state` (bounded by `timeout`).
+    pub fn wait_state(&mut self, id: u64, state: u64, timeout: Duration) -> Value {
+        let end = Instant::now() + timeout;
+        loop {
+            let s = self.state(id);
+            if s["state"] == state {
+                return s;
+            }
+            assert!(Instant::now() < end, "job {id} never reached state {state}: {s}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Wait (bounded) for a notification satisfying `pred`.
+    pub fn wait_notification(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.notifications.iter().position(&pred) {
+            return self.notifications.remove(i);
+        }
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+        loop {
+            let v = self.read_line().expect("notification before timeout");
+            if pred(&v) {
+                self.stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                return v;
+            }
+            self.notifications.push(v);
+        }
+    }
+}
