@@ -78,7 +78,7 @@ fn return_codes() {
     });
     let s = raw(addr);
     let mut port = ScpRequest::version(0).encode(1);
-    port[4] = (1 << 5) | 0;
+    port[4] = 1 << 5; // Port 1, board 0.
     assert_eq!(rc(&exchange(&s, &port)), ReturnCode::PORT.0);
     assert_eq!(
         rc(&exchange(&s, &ScpRequest::version(5).encode(2))),

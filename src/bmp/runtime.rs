@@ -530,6 +530,12 @@ mod tests {
     }
 
     #[test]
+    fn runtime_can_be_shared_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<BmpRuntime>();
+    }
+
+    #[test]
     fn masks() {
         assert_eq!(board_mask(&[0, 1, 2]).ok(), Some(7));
         assert!(board_mask(&[24]).is_err());

@@ -183,9 +183,10 @@ impl Fault {
     }
 
     fn matches(&self, endpoint: SocketAddr, board: u32, cmd: Option<u16>) -> bool {
-        self.endpoint.map_or(true, |e| e == endpoint)
-            && self.board.map_or(true, |b| b == board)
-            && (cmd.is_none() || self.cmd.map_or(true, |c| Some(c) == cmd))
+        // Written out rather than with `Option::is_none_or`, which is newer than our MSRV.
+        (self.endpoint.is_none() || self.endpoint == Some(endpoint))
+            && (self.board.is_none() || self.board == Some(board))
+            && (cmd.is_none() || self.cmd.is_none() || self.cmd == cmd)
     }
 }
 
