@@ -662,7 +662,7 @@ fn start_simulator(config: &Config, log: &Logger) -> Result<crate::bmp::Simulato
     let mut addrs = Vec::new();
     for m in &config.machines {
         for b in &m.bmps {
-            let addr = crate::bmp::resolve_bmp_address(&b.address)
+            let addr = crate::bmp::scp::resolve_address(&b.address)
                 .map_err(|e| format!("machine {}: BMP address {}: {e}", m.name, b.address))?;
             if !addr.ip().is_loopback() {
                 return Err(format!(
