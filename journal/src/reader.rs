@@ -27,7 +27,10 @@ pub struct Reader {
     segments: Vec<(u64, PathBuf)>,
     snapshots: Vec<SnapshotInfo>,
     first_seq: u64,
+    /// The last record before the end or the damage of the last segment.
     last_seq: u64,
+    /// The last segment has a bad record followed by good ones.
+    last_segment_damaged: bool,
 }
 
 /// What [`Reader::verify`] found.
@@ -70,11 +73,17 @@ impl Reader {
             read_and_check_header(path, *seq)?;
         }
         let buf = fs::read(&last_path).map_err(Error::io(&last_path))?;
-        let count = if check_last_header(&buf, &last_path, last_first_seq)? {
-            scan_frames(&buf, &last_path, true, |_| {})?.count
-        } else {
-            0
-        };
+        // Damage in the last segment does not stop the open, so that
+        // `verify` can report it; iteration still runs into it and errors.
+        let mut damaged = false;
+        let mut count = 0;
+        if check_last_header(&buf, &last_path, last_first_seq)? {
+            let result = scan_frames(&buf, &last_path, true, |_| count += 1);
+            damaged = matches!(result, Err(Error::Corrupt { .. }));
+            if !damaged {
+                result?;
+            }
+        }
         let mut snapshots = Vec::new();
         for (covered_seq, path) in listing.snapshots {
             // A snapshot deleted by retention since the listing is just gone.
@@ -90,6 +99,7 @@ impl Reader {
             dir: dir.to_path_buf(),
             first_seq: listing.segments[0].0,
             last_seq: last_first_seq + count - 1,
+            last_segment_damaged: damaged,
             segments: listing.segments,
             snapshots,
         })
@@ -117,7 +127,9 @@ impl Reader {
     }
 
     /// The newest complete record's sequence number (`first_seq() - 1` if
-    /// there are none).
+    /// there are none). If the last segment is damaged (a bad record followed
+    /// by valid ones), the last record before the damage; iterating then
+    /// ends with the error, and [`Reader::verify`] reports it.
     pub fn last_seq(&self) -> u64 {
         self.last_seq
     }
@@ -147,8 +159,13 @@ impl Reader {
             pos: 0,
             next_seq: self.segments[index].0,
             start_seq: seq,
-            end_seq: self.last_seq,
-            done: seq > self.last_seq,
+            // With damage, read on into it so the caller gets the error.
+            end_seq: if self.last_segment_damaged {
+                u64::MAX
+            } else {
+                self.last_seq
+            },
+            done: seq > self.last_seq && !self.last_segment_damaged,
         })
     }
 
