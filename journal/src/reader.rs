@@ -236,6 +236,8 @@ impl Reader {
             }
         }
         report.last_seq = expected_seq - 1;
+        let reaches_first = |covered_seq: u64| covered_seq + 1 >= self.first_seq;
+        let mut usable_snapshot = self.first_seq == 1;
         for info in &self.snapshots {
             match self.read_snapshot(info) {
                 Ok(_) if info.covered_seq > report.last_seq => {
@@ -249,10 +251,24 @@ impl Reader {
                     );
                     note(&mut report, &e, &info.file);
                 }
-                Ok(_) => report.snapshots_ok += 1,
+                Ok(_) => {
+                    report.snapshots_ok += 1;
+                    usable_snapshot |= reaches_first(info.covered_seq);
+                }
                 Err(e @ Error::Io { .. }) => return Err(e),
                 Err(e) => note(&mut report, &e, &info.file),
             }
+        }
+        if !usable_snapshot {
+            let e = Error::corrupt(
+                &self.segments[0].1,
+                0,
+                format!(
+                    "the oldest segment starts at record {} and no valid snapshot covers the records before it",
+                    self.first_seq
+                ),
+            );
+            note(&mut report, &e, &self.segments[0].1);
         }
         Ok(report)
     }

@@ -130,11 +130,14 @@ impl Journal {
         let listing = list_dir(dir)?;
 
         // Temp files are interrupted creates; the final names were never
-        // made, so nothing refers to them.
-        for tmp in &listing.temps {
-            fs::remove_file(tmp).map_err(Error::io(tmp))?;
-        }
-        let segments = listing.segments;
+        // made, so nothing refers to them. Deleted once the checks passed.
+        let remove_temps = || -> Result<(), Error> {
+            for tmp in &listing.temps {
+                fs::remove_file(tmp).map_err(Error::io(tmp))?;
+            }
+            Ok(())
+        };
+        let segments = listing.segments.clone();
         if segments.is_empty() {
             if let Some((_, snap)) = listing.snapshots.last() {
                 return Err(Error::corrupt(
@@ -143,6 +146,7 @@ impl Journal {
                     "snapshot files exist but no segment files: the records after the snapshot are missing",
                 ));
             }
+            remove_temps()?;
             let mut journal = Journal::new(dir, options, lock, segments, Vec::new(), 1)?;
             journal.rotate()?;
             return Ok(Opened {
@@ -291,6 +295,7 @@ impl Journal {
         drop(last_buf);
 
         // All checks passed; only now modify anything.
+        remove_temps()?;
         let mut snapshots = Vec::new();
         for (covered_seq, path) in &listing.snapshots {
             if discarded.iter().any(|p| &p.file == path) {

@@ -58,7 +58,7 @@ fn every_bit_flip_in_last_segment_is_refused_or_cut_as_tail() {
             let msg = e.to_string();
             let (file, offset) = corrupt_fields(e);
             assert_eq!(file, seg, "byte {i}");
-            let frame_start = *offsets.iter().filter(|&&o| o <= i).last().unwrap();
+            let frame_start = *offsets.iter().rfind(|&&o| o <= i).unwrap();
             assert_eq!(offset as usize, frame_start, "byte {i}: {msg}");
             assert!(
                 msg.contains(&*seg_name.to_string_lossy())

@@ -53,3 +53,20 @@ fn empty_and_missing_directories() {
     assert_eq!((reader.first_seq(), reader.last_seq()), (1, 0));
     assert_eq!(reader.records_from(1).unwrap().count(), 0);
 }
+
+#[test]
+fn reader_sees_a_consistent_prefix_while_the_writer_appends() {
+    let t = TestDir::new("concurrent");
+    let dir = t.path();
+    let mut writer = Journal::open(dir).unwrap().journal;
+    append(&mut writer, 1, 3);
+    let reader = Reader::open(dir).unwrap();
+    let mut it = reader.records_from(2).unwrap();
+    assert_eq!(it.next().unwrap().unwrap(), (2, payload(2)));
+    // Appended after the reader opened: not yielded (the reader's view ends
+    // at its last_seq), but a fresh reader sees it.
+    append(&mut writer, 4, 2);
+    let rest: Vec<_> = it.collect::<Result<_, _>>().unwrap();
+    assert_eq!(rest, expected(3..=3));
+    assert_eq!(read_all(dir, 1), expected(1..=5));
+}

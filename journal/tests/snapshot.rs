@@ -155,11 +155,19 @@ fn damaged_snapshot_without_its_records_is_refused() {
     for s in snapshots(t.path()) {
         flip_bit(&s, 33, 1);
     }
+    fs::write(
+        t.path().join("snapshot-00000000000000000020.snap.tmp"),
+        b"partial",
+    )
+    .unwrap();
     let before = dir_contents(t.path());
     let e = Journal::open(t.path()).unwrap_err();
     assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
     assert!(e.to_string().contains("no usable snapshot"), "{e}");
     assert_eq!(dir_contents(t.path()), before, "refusal modifies nothing");
+    let report = Reader::open(t.path()).unwrap().verify().unwrap();
+    assert_eq!(report.snapshots_ok, 0);
+    assert!(report.first_bad.is_some());
 }
 
 #[test]
