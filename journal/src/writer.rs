@@ -1,0 +1,703 @@
+//! The writer: recovery on open, group commit, snapshots, rotation and
+//! retention. See the crate docs for the recovery case table.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::files::{create_atomically, list_dir, lock_dir, sync_dir};
+use crate::format::{
+    encode_frame, encode_segment_header, segment_file_name, CORRUPT_SUFFIX, RECORD_BYTES_MAX,
+    SEGMENT_HEADER_BYTES, SNAPSHOT_BYTES_MAX,
+};
+use crate::segment::{check_last_header, read_and_check_header, scan_frames};
+use crate::snapshot::{read_snapshot_file, write_snapshot_file, Snapshot, SnapshotInfo};
+use crate::{Error, Problem};
+
+/// Default size at which the writer starts a new segment (64 MiB). Bounds
+/// the work of scanning the last segment on open and the memory used to read
+/// one segment.
+pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 64 << 20;
+/// How many snapshots retention keeps. Two, so that a damaged newest snapshot
+/// can fall back to the previous one and the records after it.
+pub const SNAPSHOTS_KEPT: usize = 2;
+
+/// Tuning for [`Journal::open_with`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Once the current segment reaches this size, the next batch goes to a
+    /// new segment. Segments can exceed it by one batch.
+    pub segment_bytes_max: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT,
+        }
+    }
+}
+
+/// A torn tail cut off when opening.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailRepair {
+    /// The segment that was cut.
+    pub file: PathBuf,
+    /// Its new length: the offset at which the cut was made.
+    pub offset: u64,
+    /// How many bytes were removed.
+    pub bytes_cut: u64,
+    /// What the first removed bytes were (e.g. "partial record").
+    pub what: String,
+}
+
+/// The result of [`Journal::open`]: the writer, plus what the server folds to
+/// rebuild its state (the snapshot, then the records after it).
+#[derive(Debug)]
+pub struct Opened {
+    /// The writer, holding the lock.
+    pub journal: Journal,
+    /// The newest valid snapshot, if any.
+    pub snapshot: Option<Snapshot>,
+    /// Every record after the snapshot (or every record, without one), in
+    /// order, as `(seq, payload)`.
+    pub records_after_snapshot: Vec<(u64, Vec<u8>)>,
+    /// The torn tail cut off, if there was one; the server should log it.
+    pub repaired: Option<TailRepair>,
+    /// Snapshots found damaged and skipped (renamed to `*.corrupt`); the
+    /// server should log them.
+    pub discarded_snapshots: Vec<Problem>,
+}
+
+/// The journal writer. Holds the directory's exclusive lock until dropped.
+///
+/// # After an I/O error
+///
+/// If [`Journal::append_batch`] fails, the batch is not durable and
+/// [`Journal::next_seq`] is unchanged; the caller must not apply or
+/// acknowledge it. The segment may hold part or all of the failed batch, so
+/// the journal marks itself as needing repair: the next `append_batch` or
+/// `write_snapshot` first truncates the segment back to the last durable
+/// length and fsyncs that, and only then writes. If the repair fails too,
+/// that call returns the error and writes nothing, so retrying is always
+/// safe. (If the process dies before a repair succeeds, the failed batch's
+/// bytes may survive: a partial copy is cut as a torn tail on open, a
+/// complete one is replayed. That is the usual "outcome unknown" of a failed
+/// commit; it is never the other way round, a reported success that is lost.)
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+    options: Options,
+    /// Held for its lock; never read.
+    _lock: File,
+    /// `(first_seq, path)` of every retained segment; the last is current.
+    segments: Vec<(u64, PathBuf)>,
+    /// The current segment, positioned at `durable_len_bytes` when healthy.
+    file: File,
+    /// Length of the current segment known to be on disk.
+    durable_len_bytes: u64,
+    /// Sequence number the next appended record gets.
+    next_seq: u64,
+    /// Snapshots not known to be bad, oldest first.
+    snapshots: Vec<SnapshotInfo>,
+    /// A write or fsync failed: truncate to `durable_len_bytes` first.
+    needs_truncate: bool,
+    /// A directory fsync after creating the current segment failed: redo it
+    /// before any record goes into that segment.
+    dir_sync_pending: bool,
+    /// Reused batch buffer, so a batch costs one allocation at most.
+    buf: Vec<u8>,
+    /// Test hook: fail this many upcoming writes (after writing half).
+    #[cfg(any(test, feature = "fault-injection"))]
+    fail_writes: u32,
+    /// Test hook: fail this many upcoming fsyncs of batches.
+    #[cfg(any(test, feature = "fault-injection"))]
+    fail_syncs: u32,
+}
+
+impl Journal {
+    /// Opens (creating if missing) the journal in `dir` for writing, with
+    /// default options. Recovers from a crash as described in the crate docs.
+    pub fn open(dir: &Path) -> Result<Opened, Error> {
+        Journal::open_with(dir, Options::default())
+    }
+
+    /// Opens the journal in `dir` for writing with the given options.
+    pub fn open_with(dir: &Path, options: Options) -> Result<Opened, Error> {
+        assert!(options.segment_bytes_max > 0);
+        fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        let lock = lock_dir(dir)?;
+        let listing = list_dir(dir)?;
+
+        // Temp files are interrupted creates; the final names were never
+        // made, so nothing refers to them. Deleted once the checks passed.
+        let remove_temps = || -> Result<(), Error> {
+            for tmp in &listing.temps {
+                fs::remove_file(tmp).map_err(Error::io(tmp))?;
+            }
+            Ok(())
+        };
+        let segments = listing.segments.clone();
+        if segments.is_empty() {
+            if let Some((_, snap)) = listing.snapshots.last() {
+                return Err(Error::corrupt(
+                    snap,
+                    0,
+                    "snapshot files exist but no segment files: the records after the snapshot are missing",
+                ));
+            }
+            remove_temps()?;
+            let mut journal = Journal::new(dir, options, lock, segments, Vec::new(), 1)?;
+            journal.rotate()?;
+            return Ok(Opened {
+                journal,
+                snapshot: None,
+                records_after_snapshot: Vec::new(),
+                repaired: None,
+                discarded_snapshots: Vec::new(),
+            });
+        }
+
+        // Headers of all but the last segment. Their records are only read
+        // if they come after the snapshot, but a damaged or foreign header
+        // is refused either way.
+        let last_index = segments.len() - 1;
+        for (seq, path) in &segments[..last_index] {
+            read_and_check_header(path, *seq)?;
+        }
+
+        // The last segment is read whole: it is where a torn tail can be.
+        let (last_first_seq, last_path) = segments[last_index].clone();
+        let last_buf = fs::read(&last_path).map_err(Error::io(&last_path))?;
+        let mut repaired = None;
+        let last_scan = if check_last_header(&last_buf, &last_path, last_first_seq)? {
+            let scan = scan_frames(&last_buf, &last_path, true, |_| {})?;
+            if let Some((offset, what)) = &scan.tail {
+                repaired = Some(TailRepair {
+                    file: last_path.clone(),
+                    offset: *offset as u64,
+                    bytes_cut: (last_buf.len() - offset) as u64,
+                    what: what.clone(),
+                });
+            }
+            Some(scan)
+        } else {
+            repaired = Some(TailRepair {
+                file: last_path.clone(),
+                offset: 0,
+                bytes_cut: last_buf.len() as u64,
+                what: "segment header incomplete (interrupted segment creation)".into(),
+            });
+            None
+        };
+        let last_count = last_scan.as_ref().map_or(0, |s| s.count);
+        let last_seq = last_first_seq + last_count - 1;
+        let first_seq = segments[0].0;
+
+        // The newest snapshot that checks out. Damaged ones are skipped
+        // (falling back to an older one plus its records, which retention
+        // keeps), but one that claims records we do not have is refused.
+        let mut snapshot = None;
+        let mut discarded = Vec::new();
+        for (covered_seq, path) in listing.snapshots.iter().rev() {
+            match read_snapshot_file(path, *covered_seq) {
+                Ok(s) => {
+                    snapshot = Some(s);
+                    break;
+                }
+                Err(e @ Error::Corrupt { .. }) => discarded.push(Problem::from_error(&e, path)),
+                Err(e) => return Err(e),
+            }
+        }
+        let replay_from_seq = match &snapshot {
+            Some(s) if s.covered_seq > last_seq => {
+                return Err(Error::corrupt(
+                    &segments[last_index].1,
+                    0,
+                    format!(
+                        "snapshot covers records up to {} but the journal ends at record {last_seq}: records are missing",
+                        s.covered_seq
+                    ),
+                ))
+            }
+            Some(s) if s.covered_seq + 1 < first_seq => {
+                return Err(Error::corrupt(
+                    &segments[0].1,
+                    0,
+                    format!(
+                        "the newest usable snapshot covers records up to {}, but the oldest retained record is {first_seq}: records {}..{} are missing",
+                        s.covered_seq,
+                        s.covered_seq + 1,
+                        first_seq - 1
+                    ),
+                ))
+            }
+            Some(s) => s.covered_seq + 1,
+            None if first_seq != 1 => {
+                return Err(Error::corrupt(
+                    &segments[0].1,
+                    0,
+                    format!(
+                        "the oldest segment starts at record {first_seq} and no usable snapshot covers the records before it"
+                    ),
+                ))
+            }
+            None => 1,
+        };
+
+        // Read every segment holding records from `replay_from_seq` on. The
+        // non-last ones must be complete and end exactly where the next
+        // begins; a gap or overlap means lost or foreign data.
+        let start_index = segments
+            .iter()
+            .rposition(|(seq, _)| *seq <= replay_from_seq)
+            .unwrap_or(0);
+        let mut records = Vec::new();
+        for i in start_index..last_index {
+            let (seg_first_seq, path) = &segments[i];
+            let buf = fs::read(path).map_err(Error::io(path))?;
+            let mut seq = *seg_first_seq;
+            let scan = scan_frames(&buf, path, false, |payload| {
+                if seq >= replay_from_seq {
+                    records.push((seq, payload.to_vec()));
+                }
+                seq += 1;
+            })?;
+            let next_first_seq = segments[i + 1].0;
+            if seg_first_seq + scan.count != next_first_seq {
+                return Err(Error::corrupt(
+                    path,
+                    scan.valid_end as u64,
+                    format!(
+                        "segment ends after record {}, but the next segment {} starts at record {next_first_seq}",
+                        seg_first_seq + scan.count - 1,
+                        segments[i + 1].1.display()
+                    ),
+                ));
+            }
+        }
+        if let Some(scan) = &last_scan {
+            let mut seq = last_first_seq;
+            // Re-walking the checked prefix is cheap and avoids keeping
+            // ranges around.
+            scan_frames(&last_buf[..scan.valid_end], &last_path, false, |payload| {
+                if seq >= replay_from_seq {
+                    records.push((seq, payload.to_vec()));
+                }
+                seq += 1;
+            })?;
+        }
+        debug_assert!(records
+            .first()
+            .map_or(true, |(seq, _)| *seq == replay_from_seq));
+        debug_assert!(records.windows(2).all(|w| w[0].0 + 1 == w[1].0));
+        debug_assert!(records.last().map_or(true, |(seq, _)| *seq == last_seq));
+        drop(last_buf);
+
+        // All checks passed; only now modify anything.
+        remove_temps()?;
+        let mut snapshots = Vec::new();
+        for (covered_seq, path) in &listing.snapshots {
+            if discarded.iter().any(|p| &p.file == path) {
+                let mut bad = path.as_os_str().to_owned();
+                bad.push(CORRUPT_SUFFIX);
+                fs::rename(path, &bad).map_err(Error::io(path))?;
+            } else {
+                let size_bytes = fs::metadata(path).map_err(Error::io(path))?.len();
+                snapshots.push(SnapshotInfo {
+                    covered_seq: *covered_seq,
+                    size_bytes,
+                    file: path.clone(),
+                });
+            }
+        }
+        let mut journal = Journal::new(dir, options, lock, segments, snapshots, last_seq + 1)?;
+        match &last_scan {
+            Some(scan) => {
+                journal.segments.pop();
+                journal.open_segment(last_first_seq, last_path, scan.valid_end as u64)?;
+                if scan.tail.is_some() {
+                    journal.needs_truncate = true;
+                    journal.truncate_to_durable()?;
+                }
+            }
+            None => {
+                // Recreate the torn segment whole; the rename replaces it.
+                journal.segments.pop();
+                journal.rotate()?;
+            }
+        }
+        sync_dir(dir)?;
+        Ok(Opened {
+            journal,
+            snapshot,
+            records_after_snapshot: records,
+            repaired,
+            discarded_snapshots: discarded,
+        })
+    }
+
+    fn new(
+        dir: &Path,
+        options: Options,
+        lock: File,
+        segments: Vec<(u64, PathBuf)>,
+        snapshots: Vec<SnapshotInfo>,
+        next_seq: u64,
+    ) -> Result<Journal, Error> {
+        debug_assert!(next_seq >= 1);
+        // Placeholder until open_segment/rotate sets the real one; the lock
+        // file is a harmless handle to duplicate.
+        let file = lock.try_clone().map_err(Error::io(dir))?;
+        Ok(Journal {
+            dir: dir.to_path_buf(),
+            options,
+            _lock: lock,
+            segments,
+            file,
+            durable_len_bytes: 0,
+            next_seq,
+            snapshots,
+            needs_truncate: false,
+            dir_sync_pending: false,
+            buf: Vec::new(),
+            #[cfg(any(test, feature = "fault-injection"))]
+            fail_writes: 0,
+            #[cfg(any(test, feature = "fault-injection"))]
+            fail_syncs: 0,
+        })
+    }
+
+    /// Makes an existing segment current, appending at `len_bytes`.
+    fn open_segment(&mut self, first_seq: u64, path: PathBuf, len_bytes: u64) -> Result<(), Error> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(Error::io(&path))?;
+        file.seek(SeekFrom::Start(len_bytes))
+            .map_err(Error::io(&path))?;
+        self.file = file;
+        self.durable_len_bytes = len_bytes;
+        self.segments.push((first_seq, path));
+        Ok(())
+    }
+
+    /// Starts a new segment whose first record will be `next_seq`.
+    fn rotate(&mut self) -> Result<(), Error> {
+        debug_assert!(!self.needs_truncate, "the old segment must be clean");
+        debug_assert!(self
+            .segments
+            .last()
+            .map_or(true, |(first, _)| *first < self.next_seq));
+        let path = self.dir.join(segment_file_name(self.next_seq));
+        let header = encode_segment_header(self.next_seq);
+        let (file, dir_synced) = create_atomically(&self.dir, &path, &[&header])?;
+        // The new file exists under its final name, so it is current even if
+        // the directory fsync failed: appending to the old segment now would
+        // overlap it. The fsync is retried before the first record goes in.
+        self.file = file;
+        self.durable_len_bytes = SEGMENT_HEADER_BYTES as u64;
+        self.segments.push((self.next_seq, path));
+        self.dir_sync_pending = dir_synced.is_err();
+        dir_synced
+    }
+
+    /// Undoes a failed write: cuts the segment back to its durable length.
+    fn truncate_to_durable(&mut self) -> Result<(), Error> {
+        debug_assert!(self.needs_truncate);
+        let path = &self.segments.last().expect("a current segment").1;
+        let len = self.durable_len_bytes;
+        self.file
+            .set_len(len)
+            .and_then(|()| self.file.sync_all())
+            .and_then(|()| self.file.seek(SeekFrom::Start(len)).map(|_| ()))
+            .map_err(Error::io(path))?;
+        self.needs_truncate = false;
+        Ok(())
+    }
+
+    /// Brings the writer to a clean state before writing anything.
+    fn prepare(&mut self) -> Result<(), Error> {
+        if self.needs_truncate {
+            self.truncate_to_durable()?;
+        }
+        if self.dir_sync_pending {
+            sync_dir(&self.dir)?;
+            self.dir_sync_pending = false;
+        }
+        Ok(())
+    }
+
+    /// Appends `records` as one batch made durable with one fsync, and
+    /// returns the sequence number of the last record in the journal. The
+    /// first record ever is 1. An empty batch writes nothing.
+    ///
+    /// Nothing is written if any record is empty or larger than
+    /// [`RECORD_BYTES_MAX`](crate::RECORD_BYTES_MAX).
+    pub fn append_batch<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<u64, Error> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let mut count = 0u64;
+        for (index, record) in records.into_iter().enumerate() {
+            if record.is_empty() {
+                self.buf = buf;
+                return Err(Error::EmptyRecord { index });
+            }
+            if record.len() > RECORD_BYTES_MAX {
+                self.buf = buf;
+                return Err(Error::TooLarge {
+                    len_bytes: record.len(),
+                    max_bytes: RECORD_BYTES_MAX,
+                });
+            }
+            encode_frame(&mut buf, record);
+            count += 1;
+        }
+        let result = if count == 0 {
+            Ok(self.next_seq - 1)
+        } else {
+            self.write_batch(&buf, count)
+        };
+        // Keep the buffer's capacity for the next batch, unless a huge batch
+        // made it large enough to be worth returning.
+        if buf.capacity() <= 4 * RECORD_BYTES_MAX {
+            self.buf = buf;
+        }
+        result
+    }
+
+    fn write_batch(&mut self, bytes: &[u8], count: u64) -> Result<u64, Error> {
+        self.prepare()?;
+        if self.durable_len_bytes > SEGMENT_HEADER_BYTES as u64
+            && self.durable_len_bytes >= self.options.segment_bytes_max
+        {
+            self.rotate()?;
+        }
+        let path = self.segments.last().expect("a current segment").1.clone();
+        // From here on a failure may leave bytes past the durable length.
+        self.needs_truncate = true;
+        self.write_bytes(bytes).map_err(Error::io(&path))?;
+        // fdatasync is enough: it also flushes the file size, which is the
+        // only metadata needed to read the appended bytes back.
+        self.sync_data().map_err(Error::io(&path))?;
+        self.needs_truncate = false;
+        self.durable_len_bytes += bytes.len() as u64;
+        self.next_seq += count;
+        debug_assert_eq!(
+            self.file.stream_position().ok(),
+            Some(self.durable_len_bytes)
+        );
+        Ok(self.next_seq - 1)
+    }
+
+    fn write_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        #[cfg(any(test, feature = "fault-injection"))]
+        if self.fail_writes > 0 {
+            self.fail_writes -= 1;
+            // Like a full disk: part of the batch lands, then an error.
+            self.file.write_all(&bytes[..bytes.len() / 2])?;
+            return Err(std::io::Error::other("injected write failure"));
+        }
+        self.file.write_all(bytes)
+    }
+
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        #[cfg(any(test, feature = "fault-injection"))]
+        if self.fail_syncs > 0 {
+            self.fail_syncs -= 1;
+            return Err(std::io::Error::other("injected fsync failure"));
+        }
+        self.file.sync_data()
+    }
+
+    /// Test hook (feature `fault-injection`): the next `writes` batch writes
+    /// fail after writing half the batch, and then the next `syncs` batch
+    /// fsyncs fail, simulating a full or failing disk.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn inject_failures(&mut self, writes: u32, syncs: u32) {
+        self.fail_writes = writes;
+        self.fail_syncs = syncs;
+    }
+
+    /// The sequence number the next appended record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The journal directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The retained snapshots, oldest first.
+    pub fn snapshots(&self) -> &[SnapshotInfo] {
+        &self.snapshots
+    }
+
+    /// Stores `data`, the state after folding every record with
+    /// `seq <= covered_seq`, then starts a new segment and applies retention:
+    /// the newest [`SNAPSHOTS_KEPT`] snapshots are kept, with every segment
+    /// holding records after the older of them; older files are deleted.
+    ///
+    /// `covered_seq` must be at most `next_seq() - 1` and at least the newest
+    /// snapshot's. A crash at any point leaves a journal that opens to the
+    /// same state: the snapshot is written to a temp file and renamed only
+    /// once complete, and nothing is deleted until it is durable.
+    pub fn write_snapshot(&mut self, covered_seq: u64, data: &[u8]) -> Result<(), Error> {
+        let last_seq = self.next_seq - 1;
+        let newest = self.snapshots.last().map(|s| s.covered_seq);
+        if covered_seq > last_seq || newest.is_some_and(|n| covered_seq < n) {
+            return Err(Error::BadSnapshotSeq {
+                covered_seq,
+                last_seq,
+                newest_snapshot_seq: newest,
+            });
+        }
+        if data.len() > SNAPSHOT_BYTES_MAX {
+            return Err(Error::TooLarge {
+                len_bytes: data.len(),
+                max_bytes: SNAPSHOT_BYTES_MAX,
+            });
+        }
+        self.prepare()?;
+        let file = write_snapshot_file(&self.dir, covered_seq, data)?;
+        if newest == Some(covered_seq) {
+            self.snapshots.pop();
+        }
+        self.snapshots.push(SnapshotInfo {
+            covered_seq,
+            size_bytes: (crate::format::SNAPSHOT_HEADER_BYTES + data.len()) as u64,
+            file,
+        });
+        let current_first_seq = self.segments.last().expect("a current segment").0;
+        if current_first_seq < self.next_seq {
+            self.rotate()?;
+        }
+        self.apply_retention()
+    }
+
+    /// Deletes what retention no longer needs. Segments go oldest first, so
+    /// a crash part-way leaves a contiguous run; snapshots go last, so a
+    /// crash never leaves a snapshot without the segments after it.
+    fn apply_retention(&mut self) -> Result<(), Error> {
+        if self.snapshots.len() < SNAPSHOTS_KEPT {
+            return Ok(());
+        }
+        let first_kept = self.snapshots.len() - SNAPSHOTS_KEPT;
+        let horizon_seq = self.snapshots[first_kept].covered_seq;
+        let mut deleted = false;
+        // A segment can go when its last record (the next segment's first
+        // minus one) is covered by the older kept snapshot. Never the last.
+        while self.segments.len() > 1 && self.segments[1].0 - 1 <= horizon_seq {
+            let (_, path) = self.segments.remove(0);
+            fs::remove_file(&path).map_err(Error::io(&path))?;
+            deleted = true;
+        }
+        for info in self.snapshots.drain(..first_kept) {
+            fs::remove_file(&info.file).map_err(Error::io(&info.file))?;
+            deleted = true;
+        }
+        if deleted {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_dir::TestDir;
+
+    fn all_records(dir: &Path) -> Vec<(u64, Vec<u8>)> {
+        let opened = Journal::open(dir).unwrap();
+        assert!(opened.snapshot.is_none());
+        opened.records_after_snapshot
+    }
+
+    #[test]
+    fn failed_write_is_truncated_and_retry_succeeds() {
+        let t = TestDir::new("failed-write");
+        {
+            let mut j = Journal::open(t.path()).unwrap().journal;
+            assert_eq!(j.append_batch([&b"one"[..]]).unwrap(), 1);
+            j.inject_failures(1, 0);
+            let err = j.append_batch([&b"two"[..], &b"three"[..]]).unwrap_err();
+            assert!(matches!(err, Error::Io { .. }), "{err}");
+            assert_eq!(j.next_seq(), 2, "a failed batch does not advance seq");
+            // The retry truncates the half-written batch first.
+            assert_eq!(j.append_batch([&b"two"[..], &b"three"[..]]).unwrap(), 3);
+        }
+        let got = all_records(t.path());
+        let want: Vec<(u64, Vec<u8>)> = vec![
+            (1, b"one".to_vec()),
+            (2, b"two".to_vec()),
+            (3, b"three".to_vec()),
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn failed_fsync_is_truncated_and_retry_succeeds() {
+        let t = TestDir::new("failed-sync");
+        {
+            let mut j = Journal::open(t.path()).unwrap().journal;
+            j.inject_failures(0, 1);
+            assert!(j.append_batch([&b"lost"[..]]).is_err());
+            assert_eq!(j.next_seq(), 1);
+            assert_eq!(j.append_batch([&b"kept"[..]]).unwrap(), 1);
+        }
+        assert_eq!(all_records(t.path()), vec![(1, b"kept".to_vec())]);
+    }
+
+    #[test]
+    fn failed_batch_left_on_disk_without_repair_is_cut_or_replayed_never_duplicated() {
+        let t = TestDir::new("failed-no-repair");
+        {
+            let mut j = Journal::open(t.path()).unwrap().journal;
+            j.append_batch([&b"one"[..]]).unwrap();
+            j.inject_failures(1, 0);
+            assert!(j.append_batch([&b"two-two-two"[..]]).is_err());
+            // Dropped without a retry: the half batch stays on disk.
+        }
+        let opened = Journal::open(t.path()).unwrap();
+        assert_eq!(opened.records_after_snapshot, vec![(1, b"one".to_vec())]);
+        assert!(opened.repaired.is_some(), "the half batch is a torn tail");
+    }
+
+    #[test]
+    fn invalid_records_write_nothing() {
+        let t = TestDir::new("invalid-records");
+        let mut j = Journal::open(t.path()).unwrap().journal;
+        let big = vec![1u8; RECORD_BYTES_MAX + 1];
+        let err = j.append_batch([&b"ok"[..], &big[..]]).unwrap_err();
+        assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+        let err = j.append_batch([&b"ok"[..], &b""[..]]).unwrap_err();
+        assert!(matches!(err, Error::EmptyRecord { index: 1 }), "{err}");
+        assert_eq!(j.append_batch([]).unwrap(), 0);
+        assert_eq!(j.next_seq(), 1);
+        let max = vec![2u8; RECORD_BYTES_MAX];
+        assert_eq!(j.append_batch([&max[..]]).unwrap(), 1);
+        drop(j);
+        assert_eq!(all_records(t.path())[0].1.len(), RECORD_BYTES_MAX);
+    }
+
+    #[test]
+    fn bad_snapshot_seq_is_refused() {
+        let t = TestDir::new("bad-snapshot-seq");
+        let mut j = Journal::open(t.path()).unwrap().journal;
+        j.append_batch([&b"a"[..], &b"b"[..]]).unwrap();
+        assert!(matches!(
+            j.write_snapshot(3, b"s"),
+            Err(Error::BadSnapshotSeq { .. })
+        ));
+        j.write_snapshot(2, b"s").unwrap();
+        assert!(matches!(
+            j.write_snapshot(1, b"s"),
+            Err(Error::BadSnapshotSeq { .. })
+        ));
+    }
+}
