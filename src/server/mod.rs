@@ -65,7 +65,7 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 /// the clients already connected.
 const ACCEPTS_PER_PASS: usize = 1024;
 
-const LISTENER_KEY: usize = usize::MAX;
+const LISTENER_KEY: usize = usize::MAX - 1;
 
 /// Something to do for one client, in arrival order, after the pass's events are durable.
 enum Action {

@@ -108,22 +108,37 @@ impl Server {
             lines,
         };
         let line = server
-            .wait_for_log("listening on ", Duration::from_secs(20))
+            .wait_for_startup(Duration::from_secs(20))
             .unwrap_or_else(|| panic!("server did not start; log:\n{}", server.log_text()));
         server.port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
         server
     }
 
+    /// Wait (bounded) for the plain `listening on ADDR` line printed for port 0.
+    fn wait_for_startup(&mut self, timeout: Duration) -> Option<String> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.log.lock().unwrap().iter().find(|l| l.starts_with("listening on ")) {
+                return Some(l.clone());
+            }
+            let left = end.checked_duration_since(Instant::now())?;
+            let _ = self.lines.recv_timeout(left.min(Duration::from_millis(50)));
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return None;
+            }
+        }
+    }
+
     /// Wait (bounded) for a log line containing `needle`.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> Option<String> {
-        if let Some(l) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+        if let Some(l) = self.log.lock().unwrap().iter().find(|l| l.contains(needle) || l.starts_with(needle.trim_start_matches('^'))) {
             return Some(l.clone());
         }
         let end = Instant::now() + timeout;
         loop {
             let left = end.checked_duration_since(Instant::now())?;
             match self.lines.recv_timeout(left) {
-                Ok(l) if l.contains(needle) => return Some(l),
+                Ok(l) if l.contains(needle) || l.starts_with(needle.trim_start_matches('^')) => return Some(l),
                 Ok(_) => {}
                 Err(_) => return None,
             }
