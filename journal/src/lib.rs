@@ -16,7 +16,7 @@
 //! * `segment-<first_seq:020>.log`: records, in checksummed frames
 //!   (`u32 LE len | u32 LE crc32c(payload) | payload`) after a 20-byte header
 //!   (magic `SPAJ`, u16 version, u16 flags, u64 first seq, crc32c of the
-//!   header). See [`format`] for the byte layout.
+//!   header). See [`format`](mod@format) for the byte layout.
 //! * `snapshot-<covered_seq:020>.snap`: a state covering records
 //!   `1..=covered_seq`, with a checksummed header (magic `SPAS`).
 //! * `*.tmp`: files being created; renamed into place once complete.
