@@ -30,7 +30,10 @@ fn notifications_for_jobs_and_machines() {
     c.call("destroy_job", json!([j]), json!({}));
     let n = one.wait_notification(WAIT, |v| v.get("jobs_changed").is_some());
     assert_eq!(n["jobs_changed"], json!([j]));
-    assert!(!one.notifications.iter().any(|v| v["jobs_changed"].as_array().unwrap().contains(&json!(other))));
+    assert!(!one.notifications.iter().any(|v| v["jobs_changed"]
+        .as_array()
+        .unwrap()
+        .contains(&json!(other))));
 }
 
 #[test]
@@ -73,7 +76,10 @@ fn queued_jobs_start_after_the_release_delay() {
     let destroyed_at = std::time::Instant::now();
     c.call("destroy_job", json!([big]), json!({}));
     c.wait_state(a, 3, WAIT);
-    assert!(destroyed_at.elapsed() >= Duration::from_millis(900), "released before seconds_before_free");
+    assert!(
+        destroyed_at.elapsed() >= Duration::from_millis(900),
+        "released before seconds_before_free"
+    );
     c.wait_state(b, 3, WAIT);
     let boards_a = c.call("get_job_machine_info", json!([a]), json!({}))["boards"].clone();
     let boards_b = c.call("get_job_machine_info", json!([b]), json!({}))["boards"].clone();
@@ -104,7 +110,11 @@ fn restart_after_sigkill_keeps_every_job() {
     let mut c = server.client();
     let after = c.call("list_jobs", json!([]), json!({}));
     let strip = |v: &Value| -> Vec<Value> {
-        v.as_array().unwrap().iter().map(|j| json!([j["job_id"], j["state"], j["power"], j["boards"], j["owner"]])).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|j| json!([j["job_id"], j["state"], j["power"], j["boards"], j["owner"]]))
+            .collect()
     };
     assert_eq!(strip(&after), strip(&before));
     assert_eq!(c.state(d)["reason"], "gone");
@@ -118,8 +128,14 @@ fn restart_after_sigkill_keeps_every_job() {
     let server = Server::start_with(&dir, Some(&cfg_path), &["--cold-start"]);
     let mut c = server.client();
     assert_eq!(c.call("list_jobs", json!([]), json!({})), json!([]));
-    let aside = std::fs::read_dir(&dir).unwrap().filter_map(Result::ok)
-        .any(|e| e.file_name().to_string_lossy().starts_with("journal.before-cold-start"));
+    let aside = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("journal.before-cold-start")
+        });
     assert!(aside, "old journal kept aside");
 }
 
@@ -127,14 +143,30 @@ fn restart_after_sigkill_keeps_every_job() {
 fn restart_with_neither_config_nor_journal_fails_clearly() {
     let dir = scratch_dir("noconfig");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_spalloc-server"))
-        .arg("--journal").arg(dir.join("j")).output().unwrap();
+        .arg("--journal")
+        .arg(dir.join("j"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
-    std::fs::write(dir.join("bad.json"), "{\"machines\": [{\"name\": \"x\", \"boardz\": 1}]}").unwrap();
+    std::fs::write(
+        dir.join("bad.json"),
+        "{\"machines\": [{\"name\": \"x\", \"boardz\": 1}]}",
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_spalloc-server"))
-        .arg("--journal").arg(dir.join("j")).arg("--config").arg(dir.join("bad.json")).output().unwrap();
+        .arg("--journal")
+        .arg(dir.join("j"))
+        .arg("--config")
+        .arg(dir.join("bad.json"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("boardz"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("boardz"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -165,7 +197,9 @@ fn sighup_applies_minor_and_major_changes() {
     // Invalid: kept, logged.
     std::fs::write(&server.config, b"{\"machines\": 5}").unwrap();
     server.signal("HUP");
-    assert!(server.wait_for_log("keeping the current configuration", WAIT).is_some());
+    assert!(server
+        .wait_for_log("keeping the current configuration", WAIT)
+        .is_some());
     assert_eq!(c.state(j)["state"], 3);
 
     // Major: a board IP changes. The job is destroyed with "Machine removed."

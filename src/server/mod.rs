@@ -94,13 +94,19 @@ impl Logger {
     /// An informational line.
     pub fn info(&self, msg: &str) {
         if !self.quiet {
-            eprintln!("{} {msg}", crate::timefmt::format_iso(now_us() / 1_000_000 * 1_000_000));
+            eprintln!(
+                "{} {msg}",
+                crate::timefmt::format_iso(now_us() / 1_000_000 * 1_000_000)
+            );
         }
     }
 
     /// An error line (always printed).
     pub fn error(&self, msg: &str) {
-        eprintln!("{} ERROR {msg}", crate::timefmt::format_iso(now_us() / 1_000_000 * 1_000_000));
+        eprintln!(
+            "{} ERROR {msg}",
+            crate::timefmt::format_iso(now_us() / 1_000_000 * 1_000_000)
+        );
     }
 }
 
@@ -163,22 +169,30 @@ impl Server {
         }
         match (&config, recovered.configured) {
             (Some(c), configured) if !configured || c != core.config() => {
-                startup.push(Event::Configure { now_us: now, config: c.clone() })
+                startup.push(Event::Configure {
+                    now_us: now,
+                    config: c.clone(),
+                })
             }
             (Some(_), _) => {}
-            (None, true) => log.info("no --config given: resuming with the configuration in the journal"),
-            (None, false) => {
-                return Err(format!(
-                    "no configuration: the journal in {} holds none, so give one with --config FILE",
-                    opts.journal.display()
-                ))
+            (None, true) => {
+                log.info("no --config given: resuming with the configuration in the journal")
             }
+            (None, false) => return Err(format!(
+                "no configuration: the journal in {} holds none, so give one with --config FILE",
+                opts.journal.display()
+            )),
         }
         if !startup.is_empty() {
             let encoded: Vec<Vec<u8>> = startup.iter().map(encode_event).collect();
             journal
                 .append_batch(encoded.iter().map(|e| e.as_slice()))
-                .map_err(|e| format!("cannot write the journal in {}: {e}", opts.journal.display()))?;
+                .map_err(|e| {
+                    format!(
+                        "cannot write the journal in {}: {e}",
+                        opts.journal.display()
+                    )
+                })?;
             for e in &startup {
                 core.handle(e);
             }
@@ -186,7 +200,11 @@ impl Server {
         let config = core.config().clone();
 
         // BMPs: a simulator first if asked, then the threads that talk to them.
-        let simulator = if opts.simulate_bmps { Some(start_simulator(&config, &log)?) } else { None };
+        let simulator = if opts.simulate_bmps {
+            Some(start_simulator(&config, &log)?)
+        } else {
+            None
+        };
         let poller = Arc::new(Poller::new().map_err(|e| format!("cannot create a poller: {e}"))?);
         let (tx, completions) = crossbeam::channel::unbounded();
         let waker_poller = Arc::clone(&poller);
@@ -202,12 +220,17 @@ impl Server {
 
         let ip = opts.ip.clone().unwrap_or_else(|| config.ip.clone());
         let port = opts.port.unwrap_or(config.port);
-        let ip_addr: IpAddr = if ip.is_empty() { IpAddr::from([0, 0, 0, 0]) } else {
-            ip.parse().map_err(|_| format!("listen address {ip:?} is not an IP address"))?
+        let ip_addr: IpAddr = if ip.is_empty() {
+            IpAddr::from([0, 0, 0, 0])
+        } else {
+            ip.parse()
+                .map_err(|_| format!("listen address {ip:?} is not an IP address"))?
         };
         let listener = TcpListener::bind(SocketAddr::new(ip_addr, port))
             .map_err(|e| format!("cannot listen on {ip_addr}:{port}: {e}"))?;
-        listener.set_nonblocking(true).map_err(|e| format!("cannot configure the listener: {e}"))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("cannot configure the listener: {e}"))?;
         // SAFETY: the listener is deleted from the poller before it is dropped (shut_down).
         unsafe { poller.add(&listener, PollEvent::readable(LISTENER_KEY)) }
             .map_err(|e| format!("cannot watch the listener: {e}"))?;
@@ -253,7 +276,10 @@ impl Server {
         }
         let resumed: Vec<_> = server.core.outstanding_bmp_requests().cloned().collect();
         if !resumed.is_empty() {
-            server.log.info(&format!("re-issuing {} BMP requests that were in flight", resumed.len()));
+            server.log.info(&format!(
+                "re-issuing {} BMP requests that were in flight",
+                resumed.len()
+            ));
         }
         for r in resumed {
             server.bmp.submit(r);
@@ -277,8 +303,10 @@ impl Server {
                 Err(e) => return Err(format!("polling failed: {e}")),
             }
             let stopping = self.signals.stop.load(Ordering::SeqCst);
-            let ready: Vec<(usize, bool, bool)> =
-                events.iter().map(|e| (e.key, e.readable, e.writable)).collect();
+            let ready: Vec<(usize, bool, bool)> = events
+                .iter()
+                .map(|e| (e.key, e.readable, e.writable))
+                .collect();
             self.pass(&ready, stopping);
             if stopping {
                 self.log.info("stopping: signal received");
@@ -296,15 +324,31 @@ impl Server {
 
         if self.signals.reload.swap(false, Ordering::SeqCst) {
             if let Some(config) = self.reload_config() {
-                actions.push(Action::Event { client: None, index: events.len() });
-                events.push(Event::Configure { now_us: now, config });
+                actions.push(Action::Event {
+                    client: None,
+                    index: events.len(),
+                });
+                events.push(Event::Configure {
+                    now_us: now,
+                    config,
+                });
             }
         }
-        let completions: Vec<BmpCompletion> =
-            self.unjournaled_completions.drain(..).chain(self.completions.try_iter()).collect();
+        let completions: Vec<BmpCompletion> = self
+            .unjournaled_completions
+            .drain(..)
+            .chain(self.completions.try_iter())
+            .collect();
         for c in completions {
-            actions.push(Action::Event { client: None, index: events.len() });
-            events.push(Event::BmpDone { now_us: now, request_id: c.request_id, failure: c.failure });
+            actions.push(Action::Event {
+                client: None,
+                index: events.len(),
+            });
+            events.push(Event::BmpDone {
+                now_us: now,
+                request_id: c.request_id,
+                failure: c.failure,
+            });
         }
         for &(key, readable, writable) in ready {
             if key == LISTENER_KEY {
@@ -322,7 +366,10 @@ impl Server {
             }
         }
         if self.core.tick_due(now) {
-            actions.push(Action::Event { client: None, index: events.len() });
+            actions.push(Action::Event {
+                client: None,
+                index: events.len(),
+            });
             events.push(Event::Tick { now_us: now });
         }
 
@@ -333,9 +380,16 @@ impl Server {
                 Action::Event { client, index } => {
                     let event = &events[index];
                     if let Err(why) = &durable {
-                        if let Event::BmpDone { request_id, failure, .. } = event {
-                            self.unjournaled_completions
-                                .push_back(BmpCompletion { request_id: *request_id, failure: failure.clone() });
+                        if let Event::BmpDone {
+                            request_id,
+                            failure,
+                            ..
+                        } = event
+                        {
+                            self.unjournaled_completions.push_back(BmpCompletion {
+                                request_id: *request_id,
+                                failure: failure.clone(),
+                            });
                         }
                         if let Some(c) = client {
                             let msg = format!("the server could not record this command, so it was not carried out: {why}");
@@ -378,11 +432,16 @@ impl Server {
             return Ok(());
         }
         let encoded: Vec<Vec<u8>> = events.iter().map(encode_event).collect();
-        self.journal.append_batch(encoded.iter().map(|e| e.as_slice())).map(|_| ()).map_err(|e| {
-            let msg = format!("journal write failed ({e}); changes are refused until it can be written");
-            self.log.error(&msg);
-            msg
-        })
+        self.journal
+            .append_batch(encoded.iter().map(|e| e.as_slice()))
+            .map(|_| ())
+            .map_err(|e| {
+                let msg = format!(
+                    "journal write failed ({e}); changes are refused until it can be written"
+                );
+                self.log.error(&msg);
+                msg
+            })
     }
 
     fn accept(&mut self, now: TimeUs, touched: &mut BTreeSet<usize>) {
@@ -394,7 +453,8 @@ impl Server {
                 Ok((stream, peer)) => {
                     if self.clients.len() >= MAX_CLIENTS {
                         let mut s = stream;
-                        let msg = format!("server is full ({MAX_CLIENTS} clients); try again later");
+                        let msg =
+                            format!("server is full ({MAX_CLIENTS} clients); try again later");
                         let _ = io::Write::write_all(&mut s, &protocol::render_exception(&msg));
                         continue;
                     }
@@ -422,17 +482,29 @@ impl Server {
             }
         }
         let _ = touched;
-        let _ = self.poller.modify(&self.listener, PollEvent::readable(LISTENER_KEY));
+        let _ = self
+            .poller
+            .modify(&self.listener, PollEvent::readable(LISTENER_KEY));
     }
 
-    fn read_client(&mut self, key: usize, now: TimeUs, events: &mut Vec<Event>, actions: &mut Vec<Action>) {
-        let Some(client) = self.clients.get_mut(&key) else { return };
+    fn read_client(
+        &mut self,
+        key: usize,
+        now: TimeUs,
+        events: &mut Vec<Event>,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(client) = self.clients.get_mut(&key) else {
+            return;
+        };
         if client.closing {
             return;
         }
         let outcome = client.read();
         loop {
-            let Some(line) = client.next_line(protocol::MAX_LINE_BYTES) else { break };
+            let Some(line) = client.next_line(protocol::MAX_LINE_BYTES) else {
+                break;
+            };
             let line = match line {
                 Ok(line) => line,
                 Err(len) => {
@@ -440,7 +512,10 @@ impl Server {
                         "line too long ({len} bytes; the limit is {} bytes); closing the connection",
                         protocol::MAX_LINE_BYTES
                     );
-                    actions.push(Action::Send { client: key, bytes: protocol::render_exception(&msg) });
+                    actions.push(Action::Send {
+                        client: key,
+                        bytes: protocol::render_exception(&msg),
+                    });
                     actions.push(Action::Close { client: key });
                     break;
                 }
@@ -455,32 +530,56 @@ impl Server {
                 }),
                 Parsed::NotifyJob(id) => {
                     client.jobs.add(id);
-                    actions.push(Action::Send { client: key, bytes: protocol::render_response(&Response::Null) });
+                    actions.push(Action::Send {
+                        client: key,
+                        bytes: protocol::render_response(&Response::Null),
+                    });
                 }
                 Parsed::NoNotifyJob(id) => {
                     client.jobs.remove(id);
-                    actions.push(Action::Send { client: key, bytes: protocol::render_response(&Response::Null) });
+                    actions.push(Action::Send {
+                        client: key,
+                        bytes: protocol::render_response(&Response::Null),
+                    });
                 }
                 Parsed::NotifyMachine(name) => {
                     client.machines.add(name);
-                    actions.push(Action::Send { client: key, bytes: protocol::render_response(&Response::Null) });
+                    actions.push(Action::Send {
+                        client: key,
+                        bytes: protocol::render_response(&Response::Null),
+                    });
                 }
                 Parsed::NoNotifyMachine(name) => {
                     client.machines.remove(name);
-                    actions.push(Action::Send { client: key, bytes: protocol::render_response(&Response::Null) });
+                    actions.push(Action::Send {
+                        client: key,
+                        bytes: protocol::render_response(&Response::Null),
+                    });
                 }
-                Parsed::Core(command) if command.is_read_only() => {
-                    actions.push(Action::Query { client: key, command })
-                }
+                Parsed::Core(command) if command.is_read_only() => actions.push(Action::Query {
+                    client: key,
+                    command,
+                }),
                 Parsed::Core(command) => {
-                    actions.push(Action::Event { client: Some(key), index: events.len() });
-                    events.push(Event::Command { now_us: now, peer: client.peer_ip.clone(), command });
+                    actions.push(Action::Event {
+                        client: Some(key),
+                        index: events.len(),
+                    });
+                    events.push(Event::Command {
+                        now_us: now,
+                        peer: client.peer_ip.clone(),
+                        command,
+                    });
                 }
-                Parsed::Exception(msg) => {
-                    actions.push(Action::Send { client: key, bytes: protocol::render_exception(&msg) })
-                }
+                Parsed::Exception(msg) => actions.push(Action::Send {
+                    client: key,
+                    bytes: protocol::render_exception(&msg),
+                }),
                 Parsed::Fatal(msg) => {
-                    actions.push(Action::Send { client: key, bytes: protocol::render_exception(&msg) });
+                    actions.push(Action::Send {
+                        client: key,
+                        bytes: protocol::render_exception(&msg),
+                    });
                     actions.push(Action::Close { client: key });
                     break;
                 }
@@ -494,7 +593,9 @@ impl Server {
     }
 
     fn send(&mut self, key: usize, bytes: &[u8], touched: &mut BTreeSet<usize>) {
-        let Some(client) = self.clients.get_mut(&key) else { return };
+        let Some(client) = self.clients.get_mut(&key) else {
+            return;
+        };
         touched.insert(key);
         if !client.queue(bytes) {
             self.log.info(&format!(
@@ -516,7 +617,9 @@ impl Server {
 
     /// Send queued output and re-arm the client's interest (oneshot mode), or close it.
     fn rearm(&mut self, key: usize) {
-        let Some(c) = self.clients.get_mut(&key) else { return };
+        let Some(c) = self.clients.get_mut(&key) else {
+            return;
+        };
         if c.flush().is_err() || (c.closing && c.pending_output() == 0) {
             self.close_client(key);
             return;
@@ -546,7 +649,12 @@ impl Server {
                 Effect::JobsChanged(ids) => {
                     let keys: Vec<usize> = self.clients.keys().copied().collect();
                     for key in keys {
-                        let selected: Vec<_> = self.clients[&key].jobs.select(&ids).into_iter().copied().collect();
+                        let selected: Vec<_> = self.clients[&key]
+                            .jobs
+                            .select(&ids)
+                            .into_iter()
+                            .copied()
+                            .collect();
                         if !selected.is_empty() {
                             self.send(key, &protocol::render_jobs_changed(&selected), touched);
                         }
@@ -555,8 +663,12 @@ impl Server {
                 Effect::MachinesChanged(names) => {
                     let keys: Vec<usize> = self.clients.keys().copied().collect();
                     for key in keys {
-                        let selected: Vec<String> =
-                            self.clients[&key].machines.select(&names).into_iter().cloned().collect();
+                        let selected: Vec<String> = self.clients[&key]
+                            .machines
+                            .select(&names)
+                            .into_iter()
+                            .cloned()
+                            .collect();
                         if !selected.is_empty() {
                             self.send(key, &protocol::render_machines_changed(&selected), touched);
                         }
@@ -568,18 +680,23 @@ impl Server {
 
     fn reload_config(&mut self) -> Option<Config> {
         let Some(path) = self.opts.config.clone() else {
-            self.log.error("SIGHUP: no --config file was given, so there is nothing to re-read");
+            self.log
+                .error("SIGHUP: no --config file was given, so there is nothing to re-read");
             return None;
         };
         match config::load(&path) {
             Ok(c) if c == *self.core.config() => {
-                self.log.info(&format!("SIGHUP: {} unchanged", path.display()));
+                self.log
+                    .info(&format!("SIGHUP: {} unchanged", path.display()));
                 None
             }
             Ok(c) => {
-                self.log.info(&format!("SIGHUP: applying {}", path.display()));
+                self.log
+                    .info(&format!("SIGHUP: applying {}", path.display()));
                 if c.ip != self.core.config().ip || c.port != self.core.config().port {
-                    self.log.info("the listen address or port changed: that takes effect at the next restart");
+                    self.log.info(
+                        "the listen address or port changed: that takes effect at the next restart",
+                    );
                 }
                 self.bmp.set_timings(c.bmp.clone());
                 Some(c)

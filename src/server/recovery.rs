@@ -44,7 +44,11 @@ pub fn open_and_replay(dir: &Path, log: &Logger) -> Result<Recovered, String> {
     let (mut core, snapshot_seq) = match &opened.snapshot {
         Some(s) => {
             let core: Core = rmp_serde::from_slice(&s.data).map_err(|e| {
-                format!("the snapshot of record {} in {} cannot be read: {e}", s.covered_seq, dir.display())
+                format!(
+                    "the snapshot of record {} in {} cannot be read: {e}",
+                    s.covered_seq,
+                    dir.display()
+                )
             })?;
             (core, s.covered_seq)
         }
@@ -53,8 +57,12 @@ pub fn open_and_replay(dir: &Path, log: &Logger) -> Result<Recovered, String> {
     let mut configured = opened.snapshot.is_some();
     let warm = opened.snapshot.is_some() || !opened.records_after_snapshot.is_empty();
     for (seq, bytes) in &opened.records_after_snapshot {
-        let event = decode_event(bytes)
-            .map_err(|e| format!("journal record {seq} in {} cannot be decoded: {e}", dir.display()))?;
+        let event = decode_event(bytes).map_err(|e| {
+            format!(
+                "journal record {seq} in {} cannot be decoded: {e}",
+                dir.display()
+            )
+        })?;
         configured |= matches!(event, Event::Configure { .. });
         core.handle(&event);
         core.discard_effects();
@@ -66,21 +74,41 @@ pub fn open_and_replay(dir: &Path, log: &Logger) -> Result<Recovered, String> {
             core.live_job_ids().len()
         ));
     }
-    Ok(Recovered { journal: opened.journal, core, warm, configured, snapshot_seq })
+    Ok(Recovered {
+        journal: opened.journal,
+        core,
+        warm,
+        configured,
+        snapshot_seq,
+    })
 }
 
 /// `--cold-start`: rename an existing journal directory aside (never delete it) so the
 /// server starts from nothing.
 pub fn set_journal_aside(dir: &Path, log: &Logger) -> Result<(), String> {
-    let non_empty = std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+    let non_empty = std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
     if !non_empty {
         return Ok(());
     }
-    let stamp = crate::timefmt::format_iso(crate::timefmt::now_us() / 1_000_000 * 1_000_000).replace(':', "");
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "journal".into());
+    let stamp = crate::timefmt::format_iso(crate::timefmt::now_us() / 1_000_000 * 1_000_000)
+        .replace(':', "");
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "journal".into());
     let aside = dir.with_file_name(format!("{name}.before-cold-start-{stamp}"));
-    std::fs::rename(dir, &aside)
-        .map_err(|e| format!("--cold-start: cannot move {} aside to {}: {e}", dir.display(), aside.display()))?;
-    log.info(&format!("--cold-start: kept the old journal as {}", aside.display()));
+    std::fs::rename(dir, &aside).map_err(|e| {
+        format!(
+            "--cold-start: cannot move {} aside to {}: {e}",
+            dir.display(),
+            aside.display()
+        )
+    })?;
+    log.info(&format!(
+        "--cold-start: kept the old journal as {}",
+        aside.display()
+    ));
     Ok(())
 }

@@ -35,8 +35,10 @@ pub fn simple_config(net: &str, extra: Value) -> Value {
     let mut boards = Vec::new();
     for y in 0..2 {
         for z in 0..3 {
-            boards.push(json!({"x": 0, "y": y, "z": z, "cabinet": 0, "frame": y, "board": z,
-                               "ip": format!("11.0.{y}.{z}")}));
+            boards.push(
+                json!({"x": 0, "y": y, "z": z, "cabinet": 0, "frame": y, "board": z,
+                               "ip": format!("11.0.{y}.{z}")}),
+            );
         }
     }
     let mut cfg = json!({
@@ -87,7 +89,10 @@ impl Server {
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
-        cmd.args(extra_args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn spalloc-server");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -118,7 +123,13 @@ impl Server {
     fn wait_for_startup(&mut self, timeout: Duration) -> Option<String> {
         let end = Instant::now() + timeout;
         loop {
-            if let Some(l) = self.log.lock().unwrap().iter().find(|l| l.starts_with("listening on ")) {
+            if let Some(l) = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.starts_with("listening on "))
+            {
                 return Some(l.clone());
             }
             let left = end.checked_duration_since(Instant::now())?;
@@ -131,14 +142,22 @@ impl Server {
 
     /// Wait (bounded) for a log line containing `needle`.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> Option<String> {
-        if let Some(l) = self.log.lock().unwrap().iter().find(|l| l.contains(needle) || l.starts_with(needle.trim_start_matches('^'))) {
+        if let Some(l) = self
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains(needle) || l.starts_with(needle.trim_start_matches('^')))
+        {
             return Some(l.clone());
         }
         let end = Instant::now() + timeout;
         loop {
             let left = end.checked_duration_since(Instant::now())?;
             match self.lines.recv_timeout(left) {
-                Ok(l) if l.contains(needle) || l.starts_with(needle.trim_start_matches('^')) => return Some(l),
+                Ok(l) if l.contains(needle) || l.starts_with(needle.trim_start_matches('^')) => {
+                    return Some(l)
+                }
                 Ok(_) => {}
                 Err(_) => return None,
             }
@@ -154,7 +173,11 @@ impl Server {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -172,7 +195,11 @@ impl Server {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return s;
             }
-            assert!(Instant::now() < end, "server did not stop; log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < end,
+                "server did not stop; log:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -195,9 +222,15 @@ pub struct Client {
 impl Client {
     pub fn connect(port: u16) -> Client {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
-        Client { stream, reader, notifications: Vec::new() }
+        Client {
+            stream,
+            reader,
+            notifications: Vec::new(),
+        }
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
@@ -209,7 +242,9 @@ impl Client {
         let mut line = String::new();
         match self.reader.read_line(&mut line) {
             Ok(0) | Err(_) => None,
-            Ok(_) => Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"))),
+            Ok(_) => Some(
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}")),
+            ),
         }
     }
 
@@ -262,7 +297,10 @@ impl Client {
             if s["state"] == state {
                 return s;
             }
-            assert!(Instant::now() < end, "job {id} never reached state {state}: {s}");
+            assert!(
+                Instant::now() < end,
+                "job {id} never reached state {state}: {s}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -276,7 +314,9 @@ impl Client {
         loop {
             let v = self.read_line().expect("notification before timeout");
             if pred(&v) {
-                self.stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                self.stream
+                    .set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
                 return v;
             }
             self.notifications.push(v);
