@@ -23,7 +23,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket}
 use std::time::{Duration, Instant};
 
 /// The UDP port every BMP listens on.
-pub const SCP_PORT: u16 = 17893;
+pub const SCP_PORT: u16 = crate::config::DEFAULT_BMP_PORT;
 
 /// Command: read the BMP's version (`CMD_VER`).
 pub const CMD_VER: u16 = 0;
@@ -444,28 +444,9 @@ impl Default for ClientTimeouts {
 }
 
 /// Split a BMP address, `host` or `host:port` (or `[v6]:port`), into host and port; the port
-/// defaults to [`SCP_PORT`].
+/// defaults to [`SCP_PORT`]. The configuration's own parser decides, so the two never disagree.
 pub fn split_address(address: &str) -> Result<(String, u16), String> {
-    let address = address.trim();
-    if address.is_empty() {
-        return Err("empty BMP address".to_string());
-    }
-    if let Ok(sa) = address.parse::<SocketAddr>() {
-        return Ok((sa.ip().to_string(), sa.port()));
-    }
-    if let Ok(ip) = address.parse::<IpAddr>() {
-        return Ok((ip.to_string(), SCP_PORT));
-    }
-    match address.rsplit_once(':') {
-        None => Ok((address.to_string(), SCP_PORT)),
-        Some((host, port)) if !host.is_empty() && !host.contains(':') => {
-            let port = port
-                .parse::<u16>()
-                .map_err(|_| format!("bad port {port:?} in BMP address {address:?}"))?;
-            Ok((host.to_string(), port))
-        }
-        Some(_) => Err(format!("cannot parse BMP address {address:?}")),
-    }
+    crate::config::split_address(address.trim()).map(|(h, p)| (h.to_string(), p))
 }
 
 /// Resolve a BMP address (`host` or `host:port`) to a socket address.

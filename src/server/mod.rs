@@ -178,10 +178,12 @@ impl Server {
             (None, true) => {
                 log.info("no --config given: resuming with the configuration in the journal")
             }
-            (None, false) => return Err(format!(
+            (None, false) => {
+                return Err(format!(
                 "no configuration: the journal in {} holds none, so give one with --config FILE",
                 opts.journal.display()
-            )),
+            ))
+            }
         }
         if !startup.is_empty() {
             let encoded: Vec<Vec<u8>> = startup.iter().map(encode_event).collect();

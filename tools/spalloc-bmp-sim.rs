@@ -9,13 +9,12 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use argh::FromArgs;
-use serde_json::Value;
-use spalloc::bmp::scp::{resolve_address, split_address};
+use spalloc::bmp::scp::resolve_address;
 use spalloc::bmp::{ReturnCode, SimLogEntry, SimOptions, Simulator};
 
 /// Simulate the BMPs of a spalloc configuration on loopback UDP sockets.
@@ -124,104 +123,25 @@ fn print_entry(e: &SimLogEntry) {
     let _ = out.flush();
 }
 
-/// Every BMP address in a configuration file, with where it came from.
-///
-/// This reads only the few keys it needs with `serde_json::Value`, so that it does not depend
-/// on the server's full configuration parser.
+/// Every BMP address in a configuration file, with where it came from, read through the
+/// server's own configuration loader (so every shorthand form is understood exactly as the
+/// server understands it).
 fn config_addresses(path: &str) -> Result<Vec<(String, String)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let root: Value = serde_json::from_str(&text).map_err(|e| format!("{path}: bad JSON: {e}"))?;
-    let machines = match root.get("machines") {
-        None => return Ok(Vec::new()),
-        Some(Value::Array(m)) => m,
-        Some(_) => return Err(format!("{path}: machines: expected a list")),
-    };
-    let mut out = Vec::new();
-    for (i, machine) in machines.iter().enumerate() {
-        let at = format!("{path}: machines[{i}]");
-        if let Some(single) = machine.get("single_board") {
-            let bmp = single
-                .get("bmp")
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("{at}.single_board.bmp: expected a string"))?;
-            out.push((bmp.to_string(), format!("{at}.single_board.bmp")));
-            continue;
-        }
-        if let Some(bmps) = machine.get("bmps") {
-            let bmps = bmps
-                .as_array()
-                .ok_or_else(|| format!("{at}.bmps: expected a list"))?;
-            for (j, bmp) in bmps.iter().enumerate() {
-                let address = bmp
-                    .get("address")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| format!("{at}.bmps[{j}].address: expected a string"))?;
-                out.push((address.to_string(), format!("{at}.bmps[{j}]")));
-            }
-            continue;
-        }
-        if let Some(standard) = machine.get("standard_ips") {
-            out.extend(standard_bmps(machine, standard, &at)?);
-        }
-    }
-    // Validate the syntax early so that errors name the configuration path.
-    for (address, origin) in &out {
-        split_address(address).map_err(|e| format!("{origin}: {e}"))?;
-    }
-    Ok(out)
-}
-
-/// The BMPs of a `standard_ips` machine: for every (cabinet, frame) holding a board,
-/// base + cabinet·cabinet_stride + frame·frame_stride + bmp_offset.
-fn standard_bmps(
-    machine: &Value,
-    standard: &Value,
-    at: &str,
-) -> Result<Vec<(String, String)>, String> {
-    let quad = |key: &str| -> Result<u32, String> {
-        let text = standard
-            .get(key)
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("{at}.standard_ips.{key}: expected a dotted quad"))?;
-        text.parse::<Ipv4Addr>()
-            .map(u32::from)
-            .map_err(|_| format!("{at}.standard_ips.{key}: {text:?} is not a dotted quad"))
-    };
-    let (base, cabinet_stride, frame_stride) = (
-        quad("base_ip")?,
-        quad("cabinet_stride")?,
-        quad("frame_stride")?,
-    );
-    let bmp_offset = if standard.get("bmp_offset").is_some() {
-        quad("bmp_offset")?
-    } else {
-        0
-    };
-    let boards = machine.get("boards").and_then(Value::as_array).ok_or_else(|| {
-        format!("{at}: standard_ips needs a boards list here (spinner_csv is not read by this tool; use --address)")
-    })?;
-    let mut frames = BTreeSet::new();
-    for (k, board) in boards.iter().enumerate() {
-        let field = |name: &str| {
-            board
-                .get(name)
-                .and_then(Value::as_u64)
-                .and_then(|v| u32::try_from(v).ok())
-                .ok_or_else(|| format!("{at}.boards[{k}].{name}: expected a number"))
-        };
-        frames.insert((field("cabinet")?, field("frame")?));
-    }
-    Ok(frames
-        .into_iter()
-        .map(|(c, f)| {
-            let ip = base
-                .wrapping_add(c.wrapping_mul(cabinet_stride))
-                .wrapping_add(f.wrapping_mul(frame_stride))
-                .wrapping_add(bmp_offset);
-            (
-                Ipv4Addr::from(ip).to_string(),
-                format!("{at} (cabinet {c}, frame {f})"),
-            )
+    let config = spalloc::config::load(std::path::Path::new(path))
+        .map_err(|e| format!("{path} is not a valid configuration:\n{e}"))?;
+    Ok(config
+        .machines
+        .iter()
+        .flat_map(|m| {
+            m.bmps.iter().map(move |b| {
+                (
+                    b.address.clone(),
+                    format!(
+                        "{path}: machine {} (cabinet {}, frame {})",
+                        m.name, b.cabinet, b.frame
+                    ),
+                )
+            })
         })
         .collect())
 }

@@ -1,1 +1,0 @@
-//! Shared helpers for the spalloc tools.
