@@ -65,6 +65,9 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 /// the clients already connected.
 const ACCEPTS_PER_PASS: usize = 1024;
 
+/// How long the loop waits between attempts while the journal cannot be written.
+const JOURNAL_RETRY_WAIT: Duration = Duration::from_millis(200);
+
 const LISTENER_KEY: usize = usize::MAX - 1;
 
 /// Something to do for one client, in arrival order, after the pass's events are durable.
@@ -134,6 +137,9 @@ struct Server {
     unjournaled_completions: VecDeque<BmpCompletion>,
     signals: Arc<SignalFlags>,
     accept_paused_until_us: TimeUs,
+    /// Set while the journal cannot be written: the loop then waits a little between
+    /// attempts instead of spinning on a due tick it cannot record.
+    journal_failing: bool,
     _simulator: Option<crate::bmp::Simulator>,
 }
 
@@ -267,6 +273,7 @@ impl Server {
             unjournaled_completions: VecDeque::new(),
             signals,
             accept_paused_until_us: 0,
+            journal_failing: false,
             _simulator: simulator,
         };
         // Log what the start-up batch did, then re-issue every BMP request in flight (those
@@ -298,6 +305,11 @@ impl Server {
                 .poll_deadline()
                 .map(|d| Duration::from_micros(d.saturating_sub(now)))
                 .map_or(MAX_WAIT, |d| d.min(MAX_WAIT));
+            let wait = if self.journal_failing {
+                wait.max(JOURNAL_RETRY_WAIT)
+            } else {
+                wait
+            };
             events.clear();
             match self.poller.wait(&mut events, Some(wait)) {
                 Ok(_) => {}
