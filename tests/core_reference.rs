@@ -280,7 +280,11 @@ fn case6_where_is_machine_chip_on_big_m() {
         ((0, 24), [0, 0]),
         ((48, 0), [0, 0]),
     ] {
-        assert_eq!(chip(&sim, "big_m", x, y).unwrap().chip, c, "chip ({x}, {y})");
+        assert_eq!(
+            chip(&sim, "big_m", x, y).unwrap().chip,
+            c,
+            "chip ({x}, {y})"
+        );
     }
     for ((x, y), bc) in [
         ((0, 0), [0, 0]),
@@ -362,7 +366,11 @@ fn case7_where_is_jobs_on_big_m() {
         ((-1, 0), Some(2)),
         ((-1, 4), None),
     ] {
-        assert_eq!(chip(&sim, "big_m", x, y).unwrap().job_id, id, "job of ({x}, {y})");
+        assert_eq!(
+            chip(&sim, "big_m", x, y).unwrap().job_id,
+            id,
+            "job of ({x}, {y})"
+        );
     }
     for ((x, y), jc) in [
         ((0, 0), Some([0, 0])),
@@ -438,7 +446,11 @@ fn case8_where_is_on_big_m_with_hole() {
         ((36, 12), [30, 10, 0]),
         ((-1, -1), [30, 10, 20]),
     ] {
-        assert_eq!(chip(&sim, "big_m", x, y).unwrap().physical, p, "physical of ({x}, {y})");
+        assert_eq!(
+            chip(&sim, "big_m", x, y).unwrap().physical,
+            p,
+            "physical of ({x}, {y})"
+        );
     }
     // test_input_physical
     for ((c, f, b), ch) in [
@@ -490,17 +502,29 @@ fn case5_board_positions() {
             board: b,
         })
     };
-    assert_eq!(pos(&mut sim, "m", 0, 0, 2), Response::Triple(Some([0, 0, 20])));
+    assert_eq!(
+        pos(&mut sim, "m", 0, 0, 2),
+        Response::Triple(Some([0, 0, 20]))
+    );
     assert_eq!(at(&mut sim, "m", 0, 0, 21), Response::Triple(None));
-    assert_eq!(at(&mut sim, "m", 0, 0, 20), Response::Triple(Some([0, 0, 2])));
+    assert_eq!(
+        at(&mut sim, "m", 0, 0, 20),
+        Response::Triple(Some([0, 0, 2]))
+    );
     assert_eq!(pos(&mut sim, "bad", 0, 0, 0), Response::Triple(None));
     assert_eq!(at(&mut sim, "bad", 0, 0, 0), Response::Triple(None));
 
     // The original's 1x1 identity cases.
     let mut sim = Sim::new(config(vec![simple_machine("m", 1, 1)], 0.1));
     for z in 0..3 {
-        assert_eq!(pos(&mut sim, "m", 0, 0, z), Response::Triple(Some([0, 0, z as u32])));
-        assert_eq!(at(&mut sim, "m", 0, 0, z), Response::Triple(Some([0, 0, z as u32])));
+        assert_eq!(
+            pos(&mut sim, "m", 0, 0, z),
+            Response::Triple(Some([0, 0, z as u32]))
+        );
+        assert_eq!(
+            at(&mut sim, "m", 0, 0, z),
+            Response::Triple(Some([0, 0, z as u32]))
+        );
     }
     for (x, y, z) in [(1, 0, 0), (0, 1, 0), (0, 0, 3), (-1, 0, 0)] {
         assert_eq!(pos(&mut sim, "m", x, y, z), Response::Triple(None));
@@ -572,7 +596,11 @@ fn case9_machine_info_widths_and_heights() {
 
 #[test]
 fn b6_machine_info_height_with_dead_top_right_triad() {
-    let dead = [Board::new(1, 1, 0), Board::new(1, 1, 1), Board::new(1, 1, 2)];
+    let dead = [
+        Board::new(1, 1, 0),
+        Board::new(1, 1, 1),
+        Board::new(1, 1, 2),
+    ];
     let m = machine_with(
         "m",
         3,
@@ -685,7 +713,12 @@ fn b5_priority_follows_config_order() {
     let m1 = reordered.remove(1);
     reordered.push(m1);
     reconfigure(&mut sim, config(reordered, 0.1));
-    let names: Vec<String> = sim.core.list_machines().into_iter().map(|m| m.name).collect();
+    let names: Vec<String> = sim
+        .core
+        .list_machines()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
     assert_eq!(names, vec!["m0", "m2", "m1"]);
     assert_eq!(peek(&sim, a).state, 3, "a reorder keeps jobs");
     let b = sim.create_job(triads(1, 1));
@@ -747,7 +780,11 @@ fn case10_queue_and_release() {
     assert_eq!(boards_of(&sim, j2).len(), 3);
     assert!(boards_of(&sim, j3).iter().all(|b| b[..2] == [0, 1]));
     let batches = sim.take_jobs_changed();
-    assert_eq!(batches[0], vec![j2, j3], "both allocated in one pass: {batches:?}");
+    assert_eq!(
+        batches[0],
+        vec![j2, j3],
+        "both allocated in one pass: {batches:?}"
+    );
 }
 
 // ----- retired jobs (case 11) ----------------------------------------------------------------
@@ -900,7 +937,11 @@ fn case12_which_commands_count_as_keepalive() {
             assert_eq!(s.state, 3, "case {i} {cmd:?} should reset the timer");
             assert_eq!(s.keepalivehost.as_deref(), Some("10.9.9.9"), "{cmd:?}");
             sim.advance(0.6);
-            assert_eq!(peek(&sim, id).state, 4, "{cmd:?}: expires 1 s after the reset");
+            assert_eq!(
+                peek(&sim, id).state,
+                4,
+                "{cmd:?}: expires 1 s after the reset"
+            );
         } else {
             assert_eq!(
                 (s.state, s.reason.as_deref()),
@@ -960,7 +1001,11 @@ fn case17_bmp_failure() {
     sim.complete_next_bmp(None);
     assert!(sim.take_jobs_changed().iter().all(|b| !b.contains(&id)));
     sim.advance(0.9);
-    assert_eq!(peek(&sim, other).state, 1, "held back for seconds_before_free");
+    assert_eq!(
+        peek(&sim, other).state,
+        1,
+        "held back for seconds_before_free"
+    );
     sim.advance(0.2);
     assert_eq!(peek(&sim, other).state, 2);
     assert_eq!(boards_of(&sim, other), vec![[0, 0, 0]]);
@@ -988,7 +1033,11 @@ fn case17_failure_of_one_frame_of_many() {
     sim.complete_next_bmp(None);
     sim.complete_next_bmp(None);
     sim.advance(2.0);
-    assert_eq!(peek(&sim, other).state, 1, "one power-off is still outstanding");
+    assert_eq!(
+        peek(&sim, other).state,
+        1,
+        "one power-off is still outstanding"
+    );
     sim.complete_next_bmp(None);
     sim.advance(0.4);
     assert_eq!(peek(&sim, other).state, 1);
@@ -1036,30 +1085,39 @@ fn case18_config_reload() {
     let mut m2 = with_tags(m(), &["default", "extra"]);
     m2.dead_links = vec![(Board::new(0, 0, 0), Link::North)];
     reconfigure(&mut sim, config(vec![m2.clone(), n()], 0.1));
-    assert_eq!(flat_machines(take_machines_changed(&mut sim)), set(&["m".to_string()]));
+    assert_eq!(
+        flat_machines(take_machines_changed(&mut sim)),
+        set(&["m".to_string()])
+    );
     assert_eq!(peek(&sim, a).state, 3);
     assert_eq!(peek(&sim, b).state, 3);
     assert_eq!(peek(&sim, q).state, 1);
     let lm = sim.core.list_machines();
     assert_eq!(lm[0].tags, vec!["default".to_string(), "extra".to_string()]);
     assert_eq!(lm[0].dead_links, vec![[0, 0, 0, 2]]);
-    assert!(sim.bmp_log.iter().all(|r| matches!(r.action, BmpAction::PowerOn { .. })));
+    assert!(sim
+        .bmp_log
+        .iter()
+        .all(|r| matches!(r.action, BmpAction::PowerOn { .. })));
 
     // Major change: an Ethernet IP of n changes. Its job is destroyed; the queued job
     // stays queued (it can still run there) and then gets the new machine.
     let mut n2 = n();
     n2.boards[0].ip = "12.9.9.9".to_string();
     reconfigure(&mut sim, config(vec![m2.clone(), n2.clone()], 0.1));
-    assert_eq!(flat_machines(take_machines_changed(&mut sim)), set(&["n".to_string()]));
+    assert_eq!(
+        flat_machines(take_machines_changed(&mut sim)),
+        set(&["n".to_string()])
+    );
     let s = peek(&sim, b);
-    assert_eq!((s.state, s.reason.as_deref()), (4, Some("Machine removed.")));
+    assert_eq!(
+        (s.state, s.reason.as_deref()),
+        (4, Some("Machine removed."))
+    );
     assert_eq!(peek(&sim, a).state, 3);
     assert_eq!(peek(&sim, q).state, 3, "the rebuilt machine is empty");
     assert_eq!(machine_of(&sim, q).as_deref(), Some("n"));
-    assert_eq!(
-        sim.machine_info(q).connections.unwrap()[0].1,
-        "12.9.9.9"
-    );
+    assert_eq!(sim.machine_info(q).connections.unwrap()[0].1, "12.9.9.9");
 
     // Removing a machine: its jobs are destroyed, queued jobs that only it could run are
     // cancelled.
@@ -1067,7 +1125,10 @@ fn case18_config_reload() {
     assert_eq!(peek(&sim, q2).state, 1);
     take_machines_changed(&mut sim);
     reconfigure(&mut sim, config(vec![m2.clone()], 0.1));
-    assert_eq!(flat_machines(take_machines_changed(&mut sim)), set(&["n".to_string()]));
+    assert_eq!(
+        flat_machines(take_machines_changed(&mut sim)),
+        set(&["n".to_string()])
+    );
     assert_eq!(peek(&sim, q).reason.as_deref(), Some("Machine removed."));
     let s = peek(&sim, q2);
     assert_eq!(
@@ -1079,16 +1140,30 @@ fn case18_config_reload() {
     // Adding one: queued jobs may now start on it.
     let q3 = sim.create(JobRequest::Triads(1, 2)); // m has a running 1x1
     assert_eq!(peek(&sim, q3).state, 1);
-    reconfigure(&mut sim, config(vec![m2.clone(), simple_machine("big", 1, 2)], 0.1));
-    assert_eq!(flat_machines(take_machines_changed(&mut sim)), set(&["big".to_string()]));
+    reconfigure(
+        &mut sim,
+        config(vec![m2.clone(), simple_machine("big", 1, 2)], 0.1),
+    );
+    assert_eq!(
+        flat_machines(take_machines_changed(&mut sim)),
+        set(&["big".to_string()])
+    );
     assert_eq!(machine_of(&sim, q3).as_deref(), Some("big"));
-    let names: Vec<String> = sim.core.list_machines().into_iter().map(|m| m.name).collect();
+    let names: Vec<String> = sim
+        .core
+        .list_machines()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
     assert_eq!(names, vec!["m", "big"]);
 
     // A minor change that makes a queued job impossible cancels it.
     let q4 = sim.create_job(tagged(triads(1, 2), &["extra"]));
     assert_eq!(peek(&sim, q4).state, 1);
-    reconfigure(&mut sim, config(vec![m(), simple_machine("big", 1, 2)], 0.1));
+    reconfigure(
+        &mut sim,
+        config(vec![m(), simple_machine("big", 1, 2)], 0.1),
+    );
     let s = peek(&sim, q4);
     assert_eq!(
         (s.state, s.reason.as_deref()),
@@ -1108,10 +1183,15 @@ fn case18_config_reload() {
 fn case18_queue_survives_atomic_machine_swap() {
     // test_atomic_machine_change: remove m0 and add m1 in one configuration.
     let mut sim = Sim::new(config(vec![simple_machine("m0", 1, 1)], 0.1));
-    let ids: Vec<JobId> = (0..4).map(|_| sim.create(JobRequest::Triads(1, 1))).collect();
+    let ids: Vec<JobId> = (0..4)
+        .map(|_| sim.create(JobRequest::Triads(1, 1)))
+        .collect();
     assert_eq!(peek(&sim, ids[1]).state, 1);
     reconfigure(&mut sim, config(vec![simple_machine("m1", 2, 1)], 0.1));
-    assert_eq!(peek(&sim, ids[0]).reason.as_deref(), Some("Machine removed."));
+    assert_eq!(
+        peek(&sim, ids[0]).reason.as_deref(),
+        Some("Machine removed.")
+    );
     assert_eq!(machine_of(&sim, ids[1]).as_deref(), Some("m1"));
     assert_eq!(machine_of(&sim, ids[2]).as_deref(), Some("m1"));
     assert_eq!(peek(&sim, ids[3]).state, 1);
@@ -1129,7 +1209,10 @@ fn destroy_reasons() {
     let before = sim.bmp_log.len();
     sim.destroy(j2, Some("Because."));
     let s = peek(&sim, j2);
-    assert_eq!((s.state, s.reason.as_deref()), (4, Some("Cancelled: Because.")));
+    assert_eq!(
+        (s.state, s.reason.as_deref()),
+        (4, Some("Cancelled: Because."))
+    );
     assert_eq!(
         (s.power, s.keepalive, s.start_time, s.keepalivehost),
         (None, None, None, None)
@@ -1143,7 +1226,12 @@ fn destroy_reasons() {
     let offs: Vec<&BmpRequest> = sim.bmp_log[before..].iter().collect();
     assert_eq!(offs.len(), 2);
     for r in offs {
-        assert_eq!(r.action, BmpAction::PowerOff { boards: vec![0, 1, 2] });
+        assert_eq!(
+            r.action,
+            BmpAction::PowerOff {
+                boards: vec![0, 1, 2]
+            }
+        );
     }
     sim.complete_all_bmp();
     sim.advance(0.2);
@@ -1186,7 +1274,10 @@ fn bmp_requests_for_allocation_power_and_destroy() {
     let id = sim.create(JobRequest::Triads(1, 1));
     assert_eq!(sim.bmp_pending.len(), 1);
     let r = sim.bmp_pending[0].clone();
-    assert_eq!((r.job_id, r.machine.as_str(), r.cabinet, r.frame), (id, "m", 0, 0));
+    assert_eq!(
+        (r.job_id, r.machine.as_str(), r.cabinet, r.frame),
+        (id, "m", 0, 0)
+    );
     assert_eq!(r.address, "10.1.0.0");
     let (boards, links) = power_on_parts(&r);
     assert_eq!(boards, vec![0, 1, 2]);
@@ -1210,7 +1301,9 @@ fn bmp_requests_for_allocation_power_and_destroy() {
     assert_eq!(sim.bmp_pending.len(), 1);
     assert_eq!(
         sim.bmp_pending[0].action,
-        BmpAction::PowerOff { boards: vec![0, 1, 2] }
+        BmpAction::PowerOff {
+            boards: vec![0, 1, 2]
+        }
     );
     sim.complete_all_bmp();
     let s = peek(&sim, id);
@@ -1229,8 +1322,14 @@ fn bmp_requests_for_allocation_power_and_destroy() {
     assert_eq!(peek(&sim, queued).state, 1);
     let n = sim.bmp_log.len();
     for job_id in [queued, 1234] {
-        assert_eq!(sim.cmd(Command::PowerOnJobBoards { job_id }), Response::Null);
-        assert_eq!(sim.cmd(Command::PowerOffJobBoards { job_id }), Response::Null);
+        assert_eq!(
+            sim.cmd(Command::PowerOnJobBoards { job_id }),
+            Response::Null
+        );
+        assert_eq!(
+            sim.cmd(Command::PowerOffJobBoards { job_id }),
+            Response::Null
+        );
     }
     assert_eq!(sim.bmp_log.len(), n);
     assert_eq!(peek(&sim, queued).state, 1);
@@ -1241,7 +1340,9 @@ fn bmp_requests_for_allocation_power_and_destroy() {
     assert_eq!(sim.bmp_pending.len(), 1);
     assert_eq!(
         sim.bmp_pending[0].action,
-        BmpAction::PowerOff { boards: vec![0, 1, 2] }
+        BmpAction::PowerOff {
+            boards: vec![0, 1, 2]
+        }
     );
 }
 
@@ -1266,7 +1367,10 @@ fn bmp_requests_one_per_frame_with_frame_periphery() {
         assert_eq!(bs, vec![0, 1, 2]);
         for (n, l) in links {
             // Identity map: cabinet = x, frame = y, board = z.
-            assert!(seen.insert((Board::new(r.cabinet, r.frame, n), l)), "duplicate link");
+            assert!(
+                seen.insert((Board::new(r.cabinet, r.frame, n), l)),
+                "duplicate link"
+            );
         }
     }
     let frames: BTreeSet<(u32, u32)> = reqs.iter().map(|r| (r.cabinet, r.frame)).collect();
@@ -1311,11 +1415,18 @@ fn destroy_while_powering_on_frees_after_all_requests() {
     sim.take_jobs_changed();
     for left in (1..=3).rev() {
         sim.advance(1.0);
-        assert_eq!(peek(&sim, next).state, 1, "{left} requests still outstanding");
+        assert_eq!(
+            peek(&sim, next).state,
+            1,
+            "{left} requests still outstanding"
+        );
         let jc = sim.take_jobs_changed();
         sim.complete_next_bmp(None);
         // The destroyed job is never reported again by a BMP completion.
-        assert!(jc.iter().chain(sim.take_jobs_changed().iter()).all(|b| !b.contains(&id)));
+        assert!(jc
+            .iter()
+            .chain(sim.take_jobs_changed().iter())
+            .all(|b| !b.contains(&id)));
     }
     sim.advance(0.0);
     assert_eq!(peek(&sim, next).state, 2);
@@ -1376,22 +1487,43 @@ fn changed_machines() {
         vec![vec!["m0".to_string(), "m1".to_string()]]
     );
     let m0_foo = with_tags(simple_machine("m0", 1, 2), &["foo"]);
-    reconfigure(&mut sim, config(vec![m0_foo.clone(), simple_machine("m1", 1, 2)], 0.1));
-    assert_eq!(take_machines_changed(&mut sim), vec![vec!["m0".to_string()]]);
-    reconfigure(&mut sim, config(vec![m0_foo.clone(), simple_machine("m1", 2, 2)], 0.1));
-    assert_eq!(take_machines_changed(&mut sim), vec![vec!["m1".to_string()]]);
+    reconfigure(
+        &mut sim,
+        config(vec![m0_foo.clone(), simple_machine("m1", 1, 2)], 0.1),
+    );
+    assert_eq!(
+        take_machines_changed(&mut sim),
+        vec![vec!["m0".to_string()]]
+    );
+    reconfigure(
+        &mut sim,
+        config(vec![m0_foo.clone(), simple_machine("m1", 2, 2)], 0.1),
+    );
+    assert_eq!(
+        take_machines_changed(&mut sim),
+        vec![vec!["m1".to_string()]]
+    );
     reconfigure(&mut sim, config(vec![simple_machine("m1", 2, 2)], 0.1));
-    assert_eq!(take_machines_changed(&mut sim), vec![vec!["m0".to_string()]]);
+    assert_eq!(
+        take_machines_changed(&mut sim),
+        vec![vec!["m0".to_string()]]
+    );
     // Allocation.
     let id = sim.create(JobRequest::OneBoard);
-    assert_eq!(take_machines_changed(&mut sim), vec![vec!["m1".to_string()]]);
+    assert_eq!(
+        take_machines_changed(&mut sim),
+        vec![vec!["m1".to_string()]]
+    );
     // Power cycling does not change the machine.
     sim.cmd(Command::PowerOffJobBoards { job_id: id });
     sim.cmd(Command::PowerOnJobBoards { job_id: id });
     assert!(take_machines_changed(&mut sim).is_empty());
     // Destroying (at destroy time, not at release).
     sim.destroy(id, None);
-    assert_eq!(take_machines_changed(&mut sim), vec![vec!["m1".to_string()]]);
+    assert_eq!(
+        take_machines_changed(&mut sim),
+        vec![vec!["m1".to_string()]]
+    );
     sim.advance(0.2);
     assert!(take_machines_changed(&mut sim).is_empty());
 }
@@ -1409,7 +1541,10 @@ fn list_jobs_shape() {
     let jobs = sim.core.list_jobs();
     assert_eq!(jobs.len(), 2);
     assert_eq!((jobs[0].job_id, jobs[1].job_id), (a, b));
-    assert_eq!((jobs[0].owner.as_str(), jobs[1].owner.as_str()), ("me", "you"));
+    assert_eq!(
+        (jobs[0].owner.as_str(), jobs[1].owner.as_str()),
+        ("me", "you")
+    );
     assert_eq!((jobs[0].keepalive, jobs[1].keepalive), (Some(60.0), None));
     assert_eq!((jobs[0].state, jobs[1].state), (3, 1));
     assert_eq!((jobs[0].power, jobs[1].power), (Some(true), None));
@@ -1421,4 +1556,80 @@ fn list_jobs_shape() {
     assert_eq!(jobs[1].boards, None);
     let t0 = sim.now_us as f64 / 1e6;
     assert!((jobs[0].start_time - t0).abs() < 1e-6);
+}
+
+// ----- dead boards changed by a reload (found by the property tests) ---------------------------
+
+fn with_dead(mut m: MachineConfig, dead: &[Board]) -> MachineConfig {
+    m.boards.retain(|b| !dead.contains(&b.logical));
+    m.dead_boards = dead.to_vec();
+    m.dead_boards.sort();
+    m
+}
+
+#[test]
+fn reload_marking_a_board_dead_is_a_minor_change() {
+    let mut sim = Sim::new(config(vec![simple_machine("m", 1, 2)], 0.1));
+    let a = sim.create(JobRequest::Triads(1, 1));
+    take_machines_changed(&mut sim);
+    // Our configuration cannot list a dead board, so marking one dead drops its entry; that
+    // is still only a dead-board change (§B.5): running jobs are kept.
+    let dead = [Board::new(0, 1, 2)];
+    reconfigure(
+        &mut sim,
+        config(vec![with_dead(simple_machine("m", 1, 2), &dead)], 0.1),
+    );
+    assert_eq!(take_machines_changed(&mut sim), vec![vec!["m".to_string()]]);
+    assert_eq!(peek(&sim, a).state, 3);
+    assert_eq!(sim.core.list_machines()[0].dead_boards, vec![[0, 1, 2]]);
+    // And back to life, with its location and IP known again.
+    reconfigure(&mut sim, config(vec![simple_machine("m", 1, 2)], 0.1));
+    assert_eq!(peek(&sim, a).state, 3);
+    let b = sim.create(JobRequest::Board(0, 1, 2));
+    let i = sim.machine_info(b);
+    assert_eq!(i.connections, Some(vec![((0, 0), "11.0.1.2".to_string())]));
+    assert_eq!(
+        sim.bmp_log.last().map(|r| r.action.clone()),
+        Some(BmpAction::PowerOn {
+            boards: vec![2],
+            stop_links: Link::ALL.iter().map(|&l| (2, l)).collect()
+        })
+    );
+}
+
+#[test]
+fn single_boards_follow_dead_board_changes() {
+    let m = || simple_machine("m", 1, 1);
+    let mut sim = Sim::new(config(vec![m()], 0.0));
+    let a = sim.create(JobRequest::OneBoard);
+    assert_eq!(boards_of(&sim, a), vec![[0, 0, 0]]);
+    // (0,0,1) dies while free: it is not handed out.
+    reconfigure(
+        &mut sim,
+        config(vec![with_dead(m(), &[Board::new(0, 0, 1)])], 0.0),
+    );
+    let b = sim.create(JobRequest::OneBoard);
+    assert_eq!(boards_of(&sim, b), vec![[0, 0, 2]]);
+    // (0,0,0) dies while allocated and (0,0,1) comes back: only (0,0,1) is free.
+    reconfigure(
+        &mut sim,
+        config(vec![with_dead(m(), &[Board::new(0, 0, 0)])], 0.0),
+    );
+    assert_eq!(peek(&sim, a).state, 3);
+    let c = sim.create(JobRequest::OneBoard);
+    assert_eq!(boards_of(&sim, c), vec![[0, 0, 1]]);
+    let d = sim.create(JobRequest::OneBoard);
+    assert_eq!(peek(&sim, d).state, 1);
+    // (0,0,0) comes back while still allocated: it is not free either.
+    reconfigure(&mut sim, config(vec![m()], 0.0));
+    assert_eq!(peek(&sim, d).state, 1);
+    for id in [a, b, c, d] {
+        sim.destroy(id, None);
+    }
+    sim.advance(0.1);
+    assert!(sim.core.is_idle(), "the triad went back to the pack tree");
+    let mut t = triads(1, 1);
+    t.require_torus = true;
+    let e = sim.create_job(t);
+    assert_eq!(boards_of(&sim, e).len(), 3);
 }
