@@ -89,6 +89,10 @@ pub struct Allocator {
     single_board_triads: Vec<((u32, u32), BTreeSet<u32>)>,
     /// Triads taken for single boards with no free board left.
     full_single_board_triads: BTreeSet<(u32, u32)>,
+    /// Single boards still allocated that a configuration change has since declared dead
+    /// (they are in no free set, and must not be counted free if they come back to life).
+    #[serde(default)]
+    dead_allocated: BTreeSet<Board>,
     /// Freed allocations waiting for their release time, oldest first.
     to_free: VecDeque<(TimeUs, AllocHandle)>,
 }
@@ -111,15 +115,65 @@ impl Allocator {
             pack_tree: PackTree::new(0, 0, width, height),
             single_board_triads: Vec::new(),
             full_single_board_triads: BTreeSet::new(),
+            dead_allocated: BTreeSet::new(),
             to_free: VecDeque::new(),
         }
     }
 
     /// Replace the dead boards and links (a minor configuration change); running allocations
     /// are untouched.
+    ///
+    /// The free sets of the single-board triads follow the change: a board that died is no
+    /// longer free (else it would be handed out), and a board that came back is free (else
+    /// its triad could never be given back to the pack tree).
     pub fn set_dead(&mut self, dead_boards: BTreeSet<Board>, dead_links: BTreeSet<(Board, Link)>) {
+        let old_live: BTreeMap<(u32, u32), BTreeSet<u32>> = self
+            .single_board_triads
+            .iter()
+            .map(|(xy, _)| *xy)
+            .chain(self.full_single_board_triads.iter().copied())
+            .map(|(x, y)| ((x, y), self.live_zs(x, y)))
+            .collect();
         self.dead_boards = dead_boards;
         self.dead_links = dead_links;
+        // Which boards of each single-board triad are allocated, before and after the change.
+        let allocated = |t: &Self, (x, y): (u32, u32), free: &BTreeSet<u32>| -> BTreeSet<u32> {
+            let mut a: BTreeSet<u32> = old_live[&(x, y)].difference(free).copied().collect();
+            a.extend(
+                t.dead_allocated
+                    .iter()
+                    .filter(|b| (b.x, b.y) == (x, y))
+                    .map(|b| b.z),
+            );
+            a
+        };
+        let mut list = Vec::new();
+        let mut now_full = Vec::new();
+        let mut dead_allocated = BTreeSet::new();
+        for (xy, free) in &self.single_board_triads {
+            let a = allocated(self, *xy, free);
+            let free: BTreeSet<u32> = self.live_zs(xy.0, xy.1).difference(&a).copied().collect();
+            dead_allocated.extend(a.iter().map(|&z| Board::new(xy.0, xy.1, z)));
+            if free.is_empty() {
+                now_full.push(*xy);
+            } else {
+                list.push((*xy, free));
+            }
+        }
+        for &xy in &self.full_single_board_triads {
+            let a = allocated(self, xy, &BTreeSet::new());
+            let free: BTreeSet<u32> = self.live_zs(xy.0, xy.1).difference(&a).copied().collect();
+            dead_allocated.extend(a.iter().map(|&z| Board::new(xy.0, xy.1, z)));
+            if free.is_empty() {
+                now_full.push(xy);
+            } else {
+                list.push((xy, free)); // no longer full: it goes last, as on a release
+            }
+        }
+        dead_allocated.retain(|b| self.dead_boards.contains(b));
+        self.dead_allocated = dead_allocated;
+        self.single_board_triads = list;
+        self.full_single_board_triads = now_full.into_iter().collect();
     }
 
     /// Could this request ever be met on this machine when it is idle?
@@ -349,11 +403,19 @@ impl Allocator {
                     debug_assert!(false, "freeing board {b} of no single-board triad");
                     return;
                 };
-                self.single_board_triads[i].1.insert(b.z);
-                if self.single_board_triads[i].1 == self.live_zs(b.x, b.y) {
+                let live = self.live_zs(b.x, b.y);
+                // A board that died while allocated does not become free.
+                if !self.dead_allocated.remove(&b) {
+                    self.single_board_triads[i].1.insert(b.z);
+                }
+                let still_dead_allocated = self.dead_allocated.iter().any(|d| (d.x, d.y) == xy);
+                if self.single_board_triads[i].1 == live && !still_dead_allocated {
                     self.single_board_triads.remove(i);
                     let freed = self.pack_tree.free(b.x, b.y);
                     debug_assert!(freed.is_ok(), "freeing unallocated triad at {xy:?}");
+                } else if self.single_board_triads[i].1.is_empty() {
+                    self.single_board_triads.remove(i);
+                    self.full_single_board_triads.insert(xy);
                 }
             }
         }
@@ -393,10 +455,12 @@ impl Allocator {
             .iter()
             .map(|(xy, zs)| (*xy, zs))
             .collect();
+        // Every board of an allocated rectangle, dead or not: a board that died after it was
+        // allocated is still held by its job.
         for (x, y, w, h) in self.pack_tree.allocations() {
             for tx in x..x + w {
                 for ty in y..y + h {
-                    for z in self.live_zs(tx, ty) {
+                    for z in 0..3 {
                         let free_single = single.get(&(tx, ty)).is_some_and(|zs| zs.contains(&z));
                         if !free_single {
                             used.insert(Board::new(tx, ty, z));
@@ -430,6 +494,18 @@ impl Allocator {
             if self.full_single_board_triads.contains(&(*x, *y)) {
                 return Err(format!("triad ({x}, {y}) is both full and not"));
             }
+        }
+        if let Some(b) = self.dead_allocated.iter().find(|b| {
+            !self.dead_boards.contains(b)
+                || !(self.full_single_board_triads.contains(&(b.x, b.y))
+                    || self
+                        .single_board_triads
+                        .iter()
+                        .any(|(xy, _)| *xy == (b.x, b.y)))
+        }) {
+            return Err(format!(
+                "dead allocated board {b} not dead or not in a single-board triad"
+            ));
         }
         for (x, y) in &self.full_single_board_triads {
             if !allocated.contains(&(*x, *y)) {

@@ -77,12 +77,27 @@ impl Machine {
     }
 
     /// True if a change from `self` to `new` needs the machine rebuilt (jobs destroyed):
-    /// anything but tags, dead boards and dead links.
+    /// anything but tags, dead boards and dead links. A board listed in one configuration
+    /// and dead in the other is a dead-board change (a board cannot be both listed and dead,
+    /// so marking it dead necessarily drops its entry), not a change of the board list.
     fn is_major_change(old: &MachineConfig, new: &MachineConfig) -> bool {
+        let dead: BTreeSet<Board> = old
+            .dead_boards
+            .iter()
+            .chain(&new.dead_boards)
+            .copied()
+            .collect();
+        let live = |c: &MachineConfig| {
+            c.boards
+                .iter()
+                .filter(|b| !dead.contains(&b.logical))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
         old.width != new.width
             || old.height != new.height
             || old.bmps != new.bmps
-            || old.boards != new.boards
+            || live(old) != live(new)
     }
 }
 
@@ -434,8 +449,9 @@ impl Core {
                 n.dead_boards.iter().copied().collect(),
                 n.dead_links.iter().copied().collect(),
             );
+            // Rebuild the lookups too: a revived board brings its location and IP.
             let m = self.machines.get_mut(name).expect("changed machine exists");
-            m.config = n.clone();
+            *m = Machine::new(m.uid, n.clone());
         }
         let free_us = (self.config.seconds_before_free_s.max(0.0) * 1e6) as u64;
         for n in &added {
