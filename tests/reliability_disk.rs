@@ -245,6 +245,24 @@ fn full_disk_refuses_changes_loudly_and_recovers() {
         expiring[3] + 1,
         "a refused create_job consumed an id"
     );
+    // (The first outage, the big create_job, ended when small records still fitted.)
+    let recovered = poll_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        let log = server.log.lock().unwrap();
+        let outages = log
+            .iter()
+            .filter(|l| l.contains(" ERROR journal write failed"))
+            .count();
+        let recoveries: Vec<&String> = log
+            .iter()
+            .filter(|l| l.contains("journal: writable again"))
+            .collect();
+        (recoveries.len() == outages).then(|| recoveries.last().map(|l| l.to_string()))?
+    })
+    .expect("a recovery was not logged");
+    eprintln!(
+        "{} ERROR lines during the outage; then: {recovered}",
+        error_lines(&server)
+    );
     // (Polled with list_jobs: get_job_state would count as a keepalive.)
     poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
         let live = ids(&c.call("list_jobs", json!([]), json!({})).ok()?);
