@@ -52,9 +52,12 @@ pub struct Options {
     pub quiet: bool,
     /// Run a BMP simulator at every configured (loopback) BMP address.
     pub simulate_bmps: bool,
+    /// Most clients connected at once ([`MAX_CLIENTS`] unless a test lowers it).
+    pub max_clients: usize,
 }
 
-/// At most this many clients are connected at once; more are told so and disconnected.
+/// At most this many clients are connected at once by default; more are told so and
+/// disconnected. (`--max-clients` lowers it, so tests can reach the edge.)
 pub const MAX_CLIENTS: usize = 20_000;
 /// A snapshot is written after this many journaled events, so a restart replays at most
 /// this many.
@@ -527,10 +530,12 @@ impl Server {
         for _ in 0..ACCEPTS_PER_PASS {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
-                    if self.clients.len() >= MAX_CLIENTS {
+                    if self.clients.len() >= self.opts.max_clients {
                         let mut s = stream;
-                        let msg =
-                            format!("server is full ({MAX_CLIENTS} clients); try again later");
+                        let msg = format!(
+                            "server is full ({} clients); try again later",
+                            self.opts.max_clients
+                        );
                         let _ = io::Write::write_all(&mut s, &protocol::render_exception(&msg));
                         continue;
                     }

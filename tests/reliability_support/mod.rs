@@ -121,6 +121,16 @@ impl Conn {
         }
     }
 
+    /// The next line from the server, unparsed (its length in bytes, newline included).
+    pub fn raw_line(&mut self) -> Result<usize, String> {
+        let mut line = Vec::new();
+        match self.reader.read_until(b'\n', &mut line) {
+            Ok(0) => Err("connection closed".into()),
+            Ok(n) => Ok(n),
+            Err(e) => Err(format!("read: {e}")),
+        }
+    }
+
     /// The next reply (`return` or `exception`), skipping notifications.
     pub fn reply(&mut self) -> Result<Value, String> {
         loop {
