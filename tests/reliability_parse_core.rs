@@ -465,7 +465,7 @@ fn any_request_line_never_breaks_parser_or_core() {
     let tests: u64 = std::env::var("SPALLOC_QC_TESTS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(400);
+        .unwrap_or(1500);
     QuickCheck::new()
         .tests(tests)
         .max_tests(tests * 2)
