@@ -288,7 +288,8 @@ fn bmp_faults_end_only_the_affected_jobs_and_leak_no_boards() {
         for m in 0..h.machines.len() {
             // Each machine is faulted with probability 0.6, and at least one per round.
             let last = m + 1 == h.machines.len();
-            if !rng.chance(0.6) && !(last && faulted.is_empty()) {
+            let wanted = rng.chance(0.6) || (last && faulted.is_empty());
+            if !wanted {
                 continue;
             }
             let (kind, board, times, fatal) = random_fault(&mut rng);

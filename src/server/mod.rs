@@ -403,10 +403,8 @@ impl Server {
                 self.read_client(key, now, &mut events, &mut actions);
             }
         }
-        let retry_due = self
-            .journal_outage
-            .as_ref()
-            .map_or(true, |o| now >= o.retry_at_us);
+        // (Written without `Option::is_none_or`, which is newer than our MSRV.)
+        let retry_due = !matches!(&self.journal_outage, Some(o) if now < o.retry_at_us);
         if self.core.tick_due(now) && retry_due {
             actions.push(Action::Event {
                 client: None,

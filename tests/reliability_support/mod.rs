@@ -3,7 +3,8 @@
 //! connection that reports failures instead of panicking (the server may be killed under
 //! it), machine configurations, and process probes (alive, resident memory).
 //!
-//! Each test crate declares `mod common;` (the real-server harness) before this module.
+//! It does not depend on `tests/common` (the real-server harness); crates that start the
+//! server declare both.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
