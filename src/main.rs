@@ -37,6 +37,9 @@ struct Args {
     /// print the version and exit
     #[argh(switch)]
     version: bool,
+    /// most clients connected at once (default 20000); hidden: for tests of the limit
+    #[argh(option, hidden_help)]
+    max_clients: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         cold_start: args.cold_start,
         quiet: args.quiet,
         simulate_bmps: args.simulate_bmps,
+        max_clients: args.max_clients.unwrap_or(spalloc::server::MAX_CLIENTS),
     };
     match spalloc::server::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

@@ -972,9 +972,18 @@ impl Core {
 
     /// `where_is` in all four forms (behaviour.md §C).
     pub fn where_is(&self, w: &WhereIs) -> Option<WhereIsReply> {
+        // Client coordinates can be anything up to ±2^63, so chip arithmetic is done in i128
+        // (exact, like the original's Python integers) and reduced modulo the machine's size
+        // before it narrows: `12 * x` in i64 overflows for x beyond 7.7e17.
+        let wide = |(x, y): (i64, i64)| (x as i128, y as i128);
         let (machine_name, chip, want_job) = match w {
             WhereIs::Logical { machine, x, y, z } => {
-                (machine.as_str(), board_offset_to_chip(*x, *y, *z), None)
+                let (ox, oy) = board_offset_to_chip(0, 0, *z);
+                (
+                    machine.as_str(),
+                    (12 * *x as i128 + ox as i128, 12 * *y as i128 + oy as i128),
+                    None,
+                )
             }
             WhereIs::Physical {
                 machine,
@@ -983,13 +992,17 @@ impl Core {
                 board,
             } => {
                 let [x, y, z] = self.board_at_position(machine, *cabinet, *frame, *board)?;
-                (machine.as_str(), board_to_chip(Board::new(x, y, z)), None)
+                (
+                    machine.as_str(),
+                    wide(board_to_chip(Board::new(x, y, z))),
+                    None,
+                )
             }
             WhereIs::MachineChip {
                 machine,
                 chip_x,
                 chip_y,
-            } => (machine.as_str(), (*chip_x, *chip_y), None),
+            } => (machine.as_str(), wide((*chip_x, *chip_y)), None),
             WhereIs::JobChip {
                 job_id,
                 chip_x,
@@ -1000,7 +1013,7 @@ impl Core {
                 let (dx, dy) = board_offset_to_chip(jx as i64, jy as i64, jz as i64);
                 (
                     a.machine.as_str(),
-                    (chip_x.saturating_add(dx), chip_y.saturating_add(dy)),
+                    (*chip_x as i128 + dx as i128, *chip_y as i128 + dy as i128),
                     Some(*job_id),
                 )
             }
@@ -1008,10 +1021,12 @@ impl Core {
         let m = self.machines.get(machine_name)?;
         let (w_chips, h_chips) =
             triad_dimensions_to_chips(m.config.width, m.config.height, WrapAround::BOTH);
-        let (w_chips, h_chips) = (w_chips as i64, h_chips as i64);
-        let chip = (chip.0.rem_euclid(w_chips), chip.1.rem_euclid(h_chips));
+        let chip = (
+            chip.0.rem_euclid(w_chips as i128) as i64,
+            chip.1.rem_euclid(h_chips as i128) as i64,
+        );
         let board_chip = local_chip_coordinate(chip.0, chip.1);
-        let board = chip_to_board(chip.0, chip.1, w_chips, h_chips);
+        let board = chip_to_board(chip.0, chip.1, w_chips as i64, h_chips as i64);
         let physical = *m.locations.get(&board)?;
         let job = self.job_at(machine_name, board);
         if want_job.is_some() && job.map(|j| j.id) != want_job {

@@ -52,9 +52,12 @@ pub struct Options {
     pub quiet: bool,
     /// Run a BMP simulator at every configured (loopback) BMP address.
     pub simulate_bmps: bool,
+    /// Most clients connected at once ([`MAX_CLIENTS`] unless a test lowers it).
+    pub max_clients: usize,
 }
 
-/// At most this many clients are connected at once; more are told so and disconnected.
+/// At most this many clients are connected at once by default; more are told so and
+/// disconnected. (`--max-clients` lowers it, so tests can reach the edge.)
 pub const MAX_CLIENTS: usize = 20_000;
 /// A snapshot is written after this many journaled events, so a restart replays at most
 /// this many.
@@ -64,9 +67,13 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 /// At most this many connections are accepted in one pass, so a connect storm cannot starve
 /// the clients already connected.
 const ACCEPTS_PER_PASS: usize = 1024;
-
-/// How long the loop waits between attempts while the journal cannot be written.
-const JOURNAL_RETRY_WAIT: Duration = Duration::from_millis(200);
+/// While the journal cannot be written, work the server itself starts (ticks, BMP
+/// completions) is retried at most this often, so a due tick does not make the loop spin.
+/// Client commands are still tried as they arrive (each is refused while the trouble lasts).
+const JOURNAL_RETRY_US: TimeUs = 100_000;
+/// While the journal cannot be written, the ERROR is repeated this often (not per refused
+/// batch: a full disk must not also get a flooded log).
+const JOURNAL_ERROR_REPEAT_US: TimeUs = 10_000_000;
 
 const LISTENER_KEY: usize = usize::MAX - 1;
 
@@ -113,6 +120,18 @@ impl Logger {
     }
 }
 
+/// A period during which the journal could not be written.
+struct JournalOutage {
+    /// When the first write failed.
+    since_us: TimeUs,
+    /// Batches refused so far.
+    refused_batches: u64,
+    /// When the ERROR was last logged.
+    logged_us: TimeUs,
+    /// Ticks and BMP completions are not retried before this.
+    retry_at_us: TimeUs,
+}
+
 /// Signals noticed by the signal thread, consumed by the loop.
 #[derive(Default)]
 struct SignalFlags {
@@ -135,11 +154,10 @@ struct Server {
     completions: crossbeam::channel::Receiver<BmpCompletion>,
     /// Completions that could not be journaled yet (journal trouble): retried next pass.
     unjournaled_completions: VecDeque<BmpCompletion>,
+    /// Set while the journal cannot be written.
+    journal_outage: Option<JournalOutage>,
     signals: Arc<SignalFlags>,
     accept_paused_until_us: TimeUs,
-    /// Set while the journal cannot be written: the loop then waits a little between
-    /// attempts instead of spinning on a due tick it cannot record.
-    journal_failing: bool,
     _simulator: Option<crate::bmp::Simulator>,
 }
 
@@ -271,9 +289,9 @@ impl Server {
             bmp,
             completions,
             unjournaled_completions: VecDeque::new(),
+            journal_outage: None,
             signals,
             accept_paused_until_us: 0,
-            journal_failing: false,
             _simulator: simulator,
         };
         // Log what the start-up batch did, then re-issue every BMP request in flight (those
@@ -299,17 +317,7 @@ impl Server {
     fn serve(&mut self) -> Result<(), String> {
         let mut events = Events::new();
         loop {
-            let now = now_us();
-            let wait = self
-                .core
-                .poll_deadline()
-                .map(|d| Duration::from_micros(d.saturating_sub(now)))
-                .map_or(MAX_WAIT, |d| d.min(MAX_WAIT));
-            let wait = if self.journal_failing {
-                wait.max(JOURNAL_RETRY_WAIT)
-            } else {
-                wait
-            };
+            let wait = self.next_wait(now_us());
             events.clear();
             match self.poller.wait(&mut events, Some(wait)) {
                 Ok(_) => {}
@@ -327,6 +335,22 @@ impl Server {
                 return Ok(());
             }
         }
+    }
+
+    /// How long the loop may sleep: until the core's next deadline, or sooner for BMP
+    /// completions still to be journaled, but while the journal cannot be written not before
+    /// the next retry (a deadline already past would otherwise make the loop spin).
+    fn next_wait(&self, now: TimeUs) -> Duration {
+        let mut deadline = self.core.poll_deadline();
+        if !self.unjournaled_completions.is_empty() {
+            deadline = Some(now);
+        }
+        if let Some(o) = &self.journal_outage {
+            deadline = deadline.map(|d| d.max(o.retry_at_us));
+        }
+        deadline
+            .map(|d| Duration::from_micros(d.saturating_sub(now)))
+            .map_or(MAX_WAIT, |d| d.min(MAX_WAIT))
     }
 
     /// One pass of the loop (see the module docs).
@@ -379,7 +403,9 @@ impl Server {
                 self.read_client(key, now, &mut events, &mut actions);
             }
         }
-        if self.core.tick_due(now) {
+        // (Written without `Option::is_none_or`, which is newer than our MSRV.)
+        let retry_due = !matches!(&self.journal_outage, Some(o) if now < o.retry_at_us);
+        if self.core.tick_due(now) && retry_due {
             actions.push(Action::Event {
                 client: None,
                 index: events.len(),
@@ -388,7 +414,7 @@ impl Server {
         }
 
         // Persist, then apply, then release.
-        let durable = self.commit(&events);
+        let durable = self.commit(&events, now);
         for action in actions {
             match action {
                 Action::Event { client, index } => {
@@ -440,22 +466,59 @@ impl Server {
         self.maybe_snapshot();
     }
 
-    /// Journal the pass's events as one batch (one fsync).
-    fn commit(&mut self, events: &[Event]) -> Result<(), String> {
+    /// Journal the pass's events as one batch (one fsync). While the journal cannot be
+    /// written, the ERROR is logged when the trouble starts and then every
+    /// [`JOURNAL_ERROR_REPEAT_US`], and the recovery is logged too.
+    fn commit(&mut self, events: &[Event], now: TimeUs) -> Result<(), String> {
         if events.is_empty() {
             return Ok(());
         }
         let encoded: Vec<Vec<u8>> = events.iter().map(encode_event).collect();
-        self.journal
+        match self
+            .journal
             .append_batch(encoded.iter().map(|e| e.as_slice()))
-            .map(|_| ())
-            .map_err(|e| {
+        {
+            Ok(_) => {
+                if let Some(o) = self.journal_outage.take() {
+                    self.log.info(&format!(
+                        "journal: writable again after {:.1} s; {} batches of changes were refused meanwhile",
+                        now.saturating_sub(o.since_us) as f64 / 1e6,
+                        o.refused_batches
+                    ));
+                }
+                Ok(())
+            }
+            Err(e) => {
                 let msg = format!(
                     "journal write failed ({e}); changes are refused until it can be written"
                 );
-                self.log.error(&msg);
-                msg
-            })
+                match &mut self.journal_outage {
+                    None => {
+                        self.log.error(&msg);
+                        self.journal_outage = Some(JournalOutage {
+                            since_us: now,
+                            refused_batches: 1,
+                            logged_us: now,
+                            retry_at_us: now + JOURNAL_RETRY_US,
+                        });
+                    }
+                    Some(o) => {
+                        o.refused_batches += 1;
+                        o.retry_at_us = now + JOURNAL_RETRY_US;
+                        if now >= o.logged_us + JOURNAL_ERROR_REPEAT_US {
+                            o.logged_us = now;
+                            let line = format!(
+                                "{msg} (for {:.0} s now; {} batches refused)",
+                                now.saturating_sub(o.since_us) as f64 / 1e6,
+                                o.refused_batches
+                            );
+                            self.log.error(&line);
+                        }
+                    }
+                }
+                Err(msg)
+            }
+        }
     }
 
     fn accept(&mut self, now: TimeUs, touched: &mut BTreeSet<usize>) {
@@ -465,10 +528,12 @@ impl Server {
         for _ in 0..ACCEPTS_PER_PASS {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
-                    if self.clients.len() >= MAX_CLIENTS {
+                    if self.clients.len() >= self.opts.max_clients {
                         let mut s = stream;
-                        let msg =
-                            format!("server is full ({MAX_CLIENTS} clients); try again later");
+                        let msg = format!(
+                            "server is full ({} clients); try again later",
+                            self.opts.max_clients
+                        );
                         let _ = io::Write::write_all(&mut s, &protocol::render_exception(&msg));
                         continue;
                     }

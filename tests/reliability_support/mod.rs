@@ -1,0 +1,261 @@
+//! Shared pieces of the reliability tests (`tests/reliability_*.rs`): a seeded random number
+//! generator whose seed is printed and can be replayed with `SPALLOC_SEED=N`, a protocol
+//! connection that reports failures instead of panicking (the server may be killed under
+//! it), machine configurations, and process probes (alive, resident memory).
+//!
+//! It does not depend on `tests/common` (the real-server harness); crates that start the
+//! server declare both.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// Every wait on a server reply is capped at this.
+pub const REPLY_WAIT: Duration = Duration::from_secs(20);
+
+/// A small, fast, seedable generator (splitmix64): the tests must replay exactly from a
+/// printed seed, and no extra dependency is needed for that.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator starting from `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+
+    /// One element of a non-empty slice.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+
+    /// A generator for a sub-task (a client thread), independent of this one's future.
+    pub fn fork(&mut self) -> Rng {
+        Rng::new(self.next_u64())
+    }
+}
+
+/// The seed for test `name`: `SPALLOC_SEED` if set, else taken from the clock. Printed either
+/// way so a failure can be replayed.
+pub fn seed(name: &str) -> u64 {
+    let seed = match std::env::var("SPALLOC_SEED") {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("SPALLOC_SEED={s:?} is not a u64")),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    };
+    eprintln!("{name}: seed {seed} (replay with SPALLOC_SEED={seed})");
+    seed
+}
+
+/// A protocol connection that never panics on I/O: every call returns `Err` with the cause
+/// when the server is gone, closes the connection, or does not answer within the read
+/// timeout. Notifications are skipped.
+pub struct Conn {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    /// Connect to the server on `port` of 127.0.0.1; replies are awaited at most `timeout`.
+    pub fn connect(port: u16, timeout: Duration) -> Result<Conn, String> {
+        let stream = TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            timeout,
+        )
+        .map_err(|e| format!("connect: {e}"))?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        stream
+            .set_write_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        let reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
+        Ok(Conn { stream, reader })
+    }
+
+    /// Send raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.stream
+            .write_all(bytes)
+            .map_err(|e| format!("write: {e}"))
+    }
+
+    /// The next line from the server, parsed.
+    pub fn line(&mut self) -> Result<Value, String> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => Err("connection closed".into()),
+            Ok(_) => serde_json::from_str(&line).map_err(|e| format!("bad line {line:?}: {e}")),
+            Err(e) => Err(format!("read: {e}")),
+        }
+    }
+
+    /// The next line from the server, unparsed (its length in bytes, newline included).
+    pub fn raw_line(&mut self) -> Result<usize, String> {
+        let mut line = Vec::new();
+        match self.reader.read_until(b'\n', &mut line) {
+            Ok(0) => Err("connection closed".into()),
+            Ok(n) => Ok(n),
+            Err(e) => Err(format!("read: {e}")),
+        }
+    }
+
+    /// The next reply (`return` or `exception`), skipping notifications.
+    pub fn reply(&mut self) -> Result<Value, String> {
+        loop {
+            let v = self.line()?;
+            if v.get("return").is_some() || v.get("exception").is_some() {
+                return Ok(v);
+            }
+        }
+    }
+
+    /// Send one command and wait for its whole reply object.
+    pub fn call_raw(&mut self, command: &str, args: Value, kwargs: Value) -> Result<Value, String> {
+        let line = json!({"command": command, "args": args, "kwargs": kwargs}).to_string() + "\n";
+        self.send(line.as_bytes())?;
+        self.reply()
+    }
+
+    /// Send one command; its `return` value, or `Err` for an exception reply too.
+    pub fn call(&mut self, command: &str, args: Value, kwargs: Value) -> Result<Value, String> {
+        let r = self.call_raw(command, args, kwargs)?;
+        match r.get("return") {
+            Some(v) => Ok(v.clone()),
+            None => Err(format!("{command} raised {r}")),
+        }
+    }
+}
+
+/// A configuration for the harness's `Server::start`: machine `m` of `width`×`height` triads
+/// (one BMP per frame; frame = y, board = 3x + z) and machine `s`, a single triad with its
+/// own BMP, both tagged `default`; fast BMP timings; `extra` top-level keys override.
+pub fn two_machine_config(net: &str, width: u32, height: u32, extra: Value) -> Value {
+    let mut boards = Vec::new();
+    let mut bmps = Vec::new();
+    for y in 0..height {
+        bmps.push(json!({"cabinet": 0, "frame": y, "address": format!("{net}.{}", y + 1)}));
+        for x in 0..width {
+            for z in 0..3 {
+                boards.push(json!({"x": x, "y": y, "z": z, "cabinet": 0, "frame": y,
+                                   "board": 3 * x + z, "ip": format!("11.{x}.{y}.{z}")}));
+            }
+        }
+    }
+    let small_boards: Vec<Value> = (0..3)
+        .map(|z| {
+            json!({"x": 0, "y": 0, "z": z, "cabinet": 1, "frame": 0, "board": z,
+                   "ip": format!("12.0.0.{z}")})
+        })
+        .collect();
+    let mut cfg = json!({
+        "ip": "127.0.0.1",
+        "port": 0,
+        "timeout_check_interval": 0.1,
+        "seconds_before_free": 0.1,
+        "max_retired_jobs": 100000,
+        "bmp": {"post_power_on_delay": 0.0, "power_on_timeout": 1.0, "command_timeout": 0.2,
+                "command_retries": 1, "request_attempts": 2, "retry_delay": 0.05,
+                "fpga_attempts": 2},
+        "machines": [
+            {"name": "m", "width": width, "height": height, "bmps": bmps, "boards": boards},
+            {"name": "s", "width": 1, "height": 1,
+             "bmps": [{"cabinet": 1, "frame": 0, "address": format!("{net}.200")}],
+             "boards": small_boards}
+        ]
+    });
+    if let Value::Object(extra) = extra {
+        for (k, v) in extra {
+            cfg[k] = v;
+        }
+    }
+    cfg
+}
+
+/// True if the process `pid` still runs (not exited, not a zombie).
+pub fn process_alive(child: &mut std::process::Child) -> bool {
+    matches!(child.try_wait(), Ok(None))
+}
+
+/// Resident memory of process `pid` in KiB (`VmRSS` of /proc/<pid>/status).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Poll `f` until it returns `Some` or `timeout` passes (then `None`). Never sleeps longer
+/// than `step` between tries.
+pub fn poll_until<T>(
+    timeout: Duration,
+    step: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(step);
+    }
+}
+
+/// Check a `list_jobs` reply: no board is held by two live jobs. Returns the number of
+/// boards in use.
+pub fn assert_no_double_booking(jobs: &Value) -> usize {
+    let mut owner: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    for j in jobs.as_array().expect("list_jobs is an array") {
+        let id = j["job_id"].as_u64().expect("job_id");
+        let (Some(machine), Some(boards)) =
+            (j["allocated_machine_name"].as_str(), j["boards"].as_array())
+        else {
+            continue;
+        };
+        for b in boards {
+            if let Some(other) = owner.insert((machine.to_string(), b.to_string()), id) {
+                panic!("board {b} of machine {machine} is in jobs {other} and {id}: {jobs}");
+            }
+        }
+    }
+    owner.len()
+}
