@@ -92,24 +92,31 @@ class Server:
         self.config_path = workdir / "machines.json"
         self.config_path.write_text(json.dumps(config, indent=1))
 
-        self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(
-            [self.binary, "--journal", str(self.journal), "--config", str(self.config_path),
-             "--simulate-bmps"],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            cwd=workdir)
-        self.port = self._await_port()
+        self._log = open(self.log_path, "ab")
+        self.port = self._launch([])
 
         (self.home / ".spalloc").write_text(
             f"[spalloc]\nhostname = 127.0.0.1\nport = {self.port}\nowner = {OWNER}\n")
         self._clients = []
         self._jobs = []
 
-    def _await_port(self):
-        pattern = re.compile(rb"^listening on 127\.0\.0\.1:(\d+)$", re.M)
+    def _launch(self, extra_args):
+        """Start the server process; return the port it listens on."""
+        log_start = self.log_path.stat().st_size
+        self.process = subprocess.Popen(
+            [self.binary, "--journal", str(self.journal), "--config", str(self.config_path),
+             "--simulate-bmps", *extra_args],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=self.workdir)
+        return self._await_port(log_start)
+
+    def _await_port(self, log_start):
+        # Printed because the configuration asks for port 0; on a restart with --port the
+        # general start-up line names the port instead.
+        pattern = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while time.monotonic() < deadline:
-            match = pattern.search(self.log_path.read_bytes())
+            match = pattern.search(self.log_path.read_bytes()[log_start:])
             if match:
                 return int(match.group(1))
             if self.process.poll() is not None:
@@ -197,6 +204,18 @@ class Server:
 
     def live_job(self, job_id):
         return next((j for j in self.live_jobs() if j["job_id"] == job_id), None)
+
+    def restart(self):
+        """Stop the server with SIGTERM and start it again on the same journal and port
+        (a warm start: jobs resume)."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            status = self.process.wait(timeout=SERVER_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"spalloc-server ignored SIGTERM for {SERVER_STOP_TIMEOUT_S} s")
+        assert status == 0, f"spalloc-server exited {status} on SIGTERM"
+        port = self._launch(["--port", str(self.port)])
+        assert port == self.port
 
     # ---- teardown ---------------------------------------------------------------------------
 

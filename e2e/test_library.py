@@ -178,3 +178,33 @@ def test_the_keepalive_process_keeps_a_job_alive(server):
     live = server.live_job(kept.id)
     assert live is not None and live["state"] == JobState.ready, live
     kept.destroy()
+
+
+def test_jobs_survive_a_server_restart(server):
+    held = server.job(1, 1, keepalive=None)
+    held.wait_until_ready(timeout=WAIT_TIMEOUT_S)
+    queued = server.job(2, 2, max_dead_boards=1, keepalive=None)
+    assert queued.state == JobState.queued
+    held.close()
+    queued.close()
+
+    server.restart()  # SIGTERM, then a warm start on the same journal and port
+
+    client = server.client()
+    assert state(client, held.id)["state"] == JobState.ready
+    assert state(client, held.id)["power"] is True
+    info = client.get_job_machine_info(held.id, timeout=WAIT_TIMEOUT_S)
+    assert info["machine_name"] == "spin"
+    assert sorted(map(tuple, info["boards"])) == [(0, 0, 0), (0, 0, 1), (0, 0, 2)]
+    assert state(client, queued.id)["state"] == JobState.queued
+    # The queue still works after the restart, and job ids carry on.
+    client.destroy_job(held.id, "restarted", timeout=WAIT_TIMEOUT_S)
+    resumed = server.job(resume_job_id=queued.id)
+    resumed.wait_until_ready(timeout=WAIT_TIMEOUT_S)
+    assert len(resumed.boards) == 11
+    later = client.create_job(WAIT_TIMEOUT_S, owner="ci", keepalive=None, tags=["single"],
+                              machine=None, min_ratio=0.333, max_dead_boards=0,
+                              max_dead_links=None, require_torus=False)
+    assert later > queued.id
+    assert state(client, held.id)["reason"] == "restarted"
+    resumed.destroy()
