@@ -12,6 +12,12 @@ Environment (set by `.ci/run`):
                      release crashes on --board/--physical/--chip)
 
 Every wait is bounded, and a failing test shows the server's log.
+
+To run it by hand (from the repository root, after `cargo build`):
+  python3 -m venv ../e2e-venv && ../e2e-venv/bin/pip install -r e2e/requirements.txt
+  python3 -m venv ../e2e-venv73 && ../e2e-venv73/bin/pip install -r e2e/requirements-where-is.txt
+  cd e2e && PATH="$PWD/../../e2e-venv/bin:$PATH" SPALLOC_SERVER=../target/debug/spalloc-server \
+      SPALLOC_WHERE_IS=../../e2e-venv73/bin/spalloc-where-is python -m pytest
 """
 
 import itertools
@@ -50,7 +56,7 @@ def _required_env(name):
                     returncode=3)
     if not os.access(value, os.X_OK):
         pytest.exit(f"{name}={value} is not an executable file", returncode=3)
-    return value
+    return os.path.abspath(value)  # the server and the tools run in scratch directories
 
 
 def _bmp_prefix():
@@ -93,12 +99,15 @@ class Server:
         self.config_path.write_text(json.dumps(config, indent=1))
 
         self._log = open(self.log_path, "ab")
-        self.port = self._launch([])
-
-        (self.home / ".spalloc").write_text(
-            f"[spalloc]\nhostname = 127.0.0.1\nport = {self.port}\nowner = {OWNER}\n")
+        self.process = None
+        self.port = None
         self._clients = []
         self._jobs = []
+
+    def start(self):
+        self.port = self._launch([])
+        (self.home / ".spalloc").write_text(
+            f"[spalloc]\nhostname = 127.0.0.1\nport = {self.port}\nowner = {OWNER}\n")
 
     def _launch(self, extra_args):
         """Start the server process; return the port it listens on."""
@@ -226,7 +235,9 @@ class Server:
             j.close()
         for c in self._clients:
             c.close()
-        if self.process.poll() is not None:
+        if self.process is None:
+            pass
+        elif self.process.poll() is not None:
             problems.append(f"spalloc-server died during the test (status "
                             f"{self.process.returncode})")
         else:
@@ -265,6 +276,7 @@ def server(request):
     srv = Server(workdir)
     request.node.spalloc_server = srv
     try:
+        srv.start()
         yield srv
     finally:
         problems = srv.stop()
