@@ -52,7 +52,9 @@ pub fn parse_position(text: &str) -> Result<Position, String> {
         });
     }
     parse_time(t).map(Position::Time).map_err(|e| {
-        format!("{e}; for a record's sequence number write #N or seq:N (a bare number is Unix seconds)")
+        format!(
+            "{e}; for a record's sequence number write #N or seq:N (a bare number is Unix seconds)"
+        )
     })
 }
 
@@ -186,10 +188,7 @@ impl Source {
                         notes,
                     });
                 }
-                Err(e) => skipped.push(format!(
-                    "snapshot {} skipped: {e}",
-                    info.file.display()
-                )),
+                Err(e) => skipped.push(format!("snapshot {} skipped: {e}", info.file.display())),
             }
         }
         Err(ReplayError::damage(format!(
@@ -368,11 +367,11 @@ impl Folder {
                 if self.live.insert(id, holds) != Some(true) && holds {
                     allocated.push(id);
                 }
-            } else if let Some(held) = self
-                .live
-                .remove(&id)
-                .or(if created == Some(id) { Some(false) } else { None })
-            {
+            } else if let Some(held) = self.live.remove(&id).or(if created == Some(id) {
+                Some(false)
+            } else {
+                None
+            }) {
                 let reason = state.reason.or_else(|| reason_from_logs(&logs, id));
                 ended.push((id, reason));
                 if held {
@@ -381,8 +380,8 @@ impl Folder {
             }
         }
         let mut released = Vec::new();
-        let may_release = matches!(event, Event::BmpDone { .. } | Event::Configure { .. })
-            || !ended.is_empty();
+        let may_release =
+            matches!(event, Event::BmpDone { .. } | Event::Configure { .. }) || !ended.is_empty();
         if may_release && !self.draining.is_empty() {
             let held: BTreeSet<JobId> = self
                 .core
@@ -713,7 +712,10 @@ fn power_name(p: Option<bool>) -> &'static str {
 /// z=0, 1, 2 (a job id, `.` free, `X` dead; `N*` a destroyed job still powering off), rows
 /// from the top (highest y) down, as `spalloc-machine NAME` draws it.
 pub fn machine_map(core: &Core, machine: &str) -> Option<String> {
-    let m = core.list_machines().into_iter().find(|m| m.name == machine)?;
+    let m = core
+        .list_machines()
+        .into_iter()
+        .find(|m| m.name == machine)?;
     let owners = core
         .board_owners()
         .into_iter()
@@ -814,7 +816,8 @@ pub fn state_text(folder: &Folder, maps: bool) -> String {
             folder.draining()
         );
     }
-    let owners: BTreeMap<String, BTreeMap<Board, JobId>> = core.board_owners().into_iter().collect();
+    let owners: BTreeMap<String, BTreeMap<Board, JobId>> =
+        core.board_owners().into_iter().collect();
     let machines = core.list_machines();
     let _ = writeln!(out, "Machines: {}", machines.len());
     for m in &machines {
@@ -848,7 +851,8 @@ pub fn state_text(folder: &Folder, maps: bool) -> String {
 /// size, dead boards, every held board's owner and the text map.
 pub fn state_json(folder: &Folder) -> Value {
     let core = &folder.core;
-    let owners: BTreeMap<String, BTreeMap<Board, JobId>> = core.board_owners().into_iter().collect();
+    let owners: BTreeMap<String, BTreeMap<Board, JobId>> =
+        core.board_owners().into_iter().collect();
     let machines: Vec<Value> = core
         .list_machines()
         .iter()
@@ -1022,11 +1026,7 @@ impl Summary {
             }
         );
         let ended: u64 = self.ended_by_reason.values().sum();
-        let _ = writeln!(
-            out,
-            "Jobs: {} created, {ended} ended",
-            self.jobs_created
-        );
+        let _ = writeln!(out, "Jobs: {} created, {ended} ended", self.jobs_created);
         for (r, n) in &self.ended_by_reason {
             let _ = writeln!(out, "  {n} x {r}");
         }
@@ -1137,7 +1137,11 @@ impl JobHistory {
     /// Fold the journal, following one job.
     pub fn build(source: &Source, job_id: JobId) -> Result<JobHistory, ReplayError> {
         let start = source.folder();
-        let at_start = start.core.list_jobs().into_iter().find(|j| j.job_id == job_id);
+        let at_start = start
+            .core
+            .list_jobs()
+            .into_iter()
+            .find(|j| j.job_id == job_id);
         let mut h = JobHistory {
             job_id,
             created: None,
@@ -1249,7 +1253,11 @@ impl JobHistory {
                         | Command::GetJobMachineInfo { .. }
                 );
                 if notable || !*live {
-                    let suffix = if *live { "" } else { " (job not live: no effect)" };
+                    let suffix = if *live {
+                        ""
+                    } else {
+                        " (job not live: no effect)"
+                    };
                     self.push(
                         step,
                         "command",
@@ -1260,8 +1268,38 @@ impl JobHistory {
         }
         if let Event::Restarted { .. } = step.event {
             if *live {
-                self.push(step, "restart", "server restarted: keepalive timer reset".into());
+                self.push(
+                    step,
+                    "restart",
+                    "server restarted: keepalive timer reset".into(),
+                );
                 self.reset(step, "server restart".into());
+            }
+        }
+        if let (Event::BmpDone { failure, .. }, Some(r)) = (&step.event, &step.completed) {
+            if r.job_id == id {
+                let outcome = match failure {
+                    None => "ok".to_string(),
+                    Some(f) => format!("FAILED: {f}"),
+                };
+                self.push(
+                    step,
+                    "bmp_done",
+                    format!("BMP request {} done: {outcome} ({})", r.id, bmp_text(r)),
+                );
+                let entry = match self.bmp.iter_mut().find(|b| b["id"] == json!(r.id)) {
+                    Some(e) => e,
+                    None => {
+                        // Issued before the replayed history began.
+                        self.bmp.push(bmp_json(r));
+                        self.bmp.last_mut().expect("just pushed")
+                    }
+                };
+                entry["outcome"] = json!(failure
+                    .clone()
+                    .map_or("ok".to_string(), |f| format!("failed: {f}")));
+                entry["done_seq"] = json!(step.seq);
+                entry["done_time"] = json!(format_iso(now));
             }
         }
         for l in &step.logs {
@@ -1300,30 +1338,6 @@ impl JobHistory {
             v["outcome"] = Value::Null;
             self.bmp.push(v);
         }
-        if let (Event::BmpDone { failure, .. }, Some(r)) = (&step.event, &step.completed) {
-            if r.job_id == id {
-                let outcome = match failure {
-                    None => "ok".to_string(),
-                    Some(f) => format!("FAILED: {f}"),
-                };
-                self.push(
-                    step,
-                    "bmp_done",
-                    format!("BMP request {} done: {outcome} ({})", r.id, bmp_text(r)),
-                );
-                let entry = match self.bmp.iter_mut().find(|b| b["id"] == json!(r.id)) {
-                    Some(e) => e,
-                    None => {
-                        // Issued before the replayed history began.
-                        self.bmp.push(bmp_json(r));
-                        self.bmp.last_mut().expect("just pushed")
-                    }
-                };
-                entry["outcome"] = json!(failure.clone().map_or("ok".to_string(), |f| format!("failed: {f}")));
-                entry["done_seq"] = json!(step.seq);
-                entry["done_time"] = json!(format_iso(now));
-            }
-        }
         if let Some((_, reason)) = step.ended.iter().find(|(j, _)| *j == id) {
             *live = false;
             let cause = self.cause(step);
@@ -1339,7 +1353,11 @@ impl JobHistory {
             }));
         }
         if step.released.contains(&id) {
-            self.push(step, "released", "boards released (power-off finished)".into());
+            self.push(
+                step,
+                "released",
+                "boards released (power-off finished)".into(),
+            );
             self.released = Some(Moment {
                 seq: step.seq,
                 time_us: now,
@@ -1391,12 +1409,18 @@ impl JobHistory {
                 let _ = writeln!(
                     out,
                     "  created:   #{} {} by {} from {}",
-                    c["seq"], c["time"].as_str().unwrap_or(""), c["owner"], c["peer"].as_str().unwrap_or("")
+                    c["seq"],
+                    c["time"].as_str().unwrap_or(""),
+                    c["owner"],
+                    c["peer"].as_str().unwrap_or("")
                 );
                 let _ = writeln!(out, "  request:   {}", c["command"].as_str().unwrap_or(""));
             }
             None if self.live_at_start => {
-                let _ = writeln!(out, "  created:   before the replayed history (live in the starting snapshot)");
+                let _ = writeln!(
+                    out,
+                    "  created:   before the replayed history (live in the starting snapshot)"
+                );
             }
             None => {
                 let _ = writeln!(out, "  created:   before the replayed history");
@@ -1409,7 +1433,10 @@ impl JobHistory {
                     "  boards:    {} on {}{}: {}",
                     a["boards"].as_array().map_or(0, Vec::len),
                     a["machine"].as_str().unwrap_or(""),
-                    a["time"].as_str().map(|t| format!(" (allocated #{} {t})", a["seq"])).unwrap_or_default(),
+                    a["time"]
+                        .as_str()
+                        .map(|t| format!(" (allocated #{} {t})", a["seq"]))
+                        .unwrap_or_default(),
                     a["text"].as_str().unwrap_or("")
                 );
             }
@@ -1418,12 +1445,17 @@ impl JobHistory {
         let _ = writeln!(
             out,
             "  keepalive: {}; {} client touches from {}",
-            self.keepalive_s.map_or("none".to_string(), |k| format!("{k} s")),
+            self.keepalive_s
+                .map_or("none".to_string(), |k| format!("{k} s")),
             self.touches,
             if self.touch_hosts.is_empty() {
                 "nobody".to_string()
             } else {
-                self.touch_hosts.iter().cloned().collect::<Vec<_>>().join(", ")
+                self.touch_hosts
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         );
         if let Some((gap, a, b)) = &self.longest_gap {
@@ -1448,7 +1480,15 @@ impl JobHistory {
                 r.what
             );
         }
-        let failed = self.bmp.iter().filter(|b| b["outcome"].as_str().is_some_and(|o| o.starts_with("failed"))).count();
+        let failed = self
+            .bmp
+            .iter()
+            .filter(|b| {
+                b["outcome"]
+                    .as_str()
+                    .is_some_and(|o| o.starts_with("failed"))
+            })
+            .count();
         let pending = self.bmp.iter().filter(|b| b["outcome"].is_null()).count();
         let _ = writeln!(
             out,
@@ -1471,7 +1511,9 @@ impl JobHistory {
                     Some(m) => {
                         let _ = writeln!(out, "  released:  #{} {}", m.seq, format_iso(m.time_us));
                     }
-                    None if self.allocation.is_some() => out.push_str("  released:  not yet (power-off unfinished)\n"),
+                    None if self.allocation.is_some() => {
+                        out.push_str("  released:  not yet (power-off unfinished)\n")
+                    }
                     None => {}
                 }
             }
