@@ -429,6 +429,20 @@ fn reason_from_logs(logs: &[String], id: JobId) -> Option<String> {
 
 // ----- describing events ----------------------------------------------------------------------
 
+/// `create_job`'s recorded arguments as a call: `create_job(2, 3, tags=["x"])`.
+fn call_text(args_json: &str, kwargs_json: &str) -> String {
+    let mut parts = Vec::new();
+    match serde_json::from_str::<Value>(args_json) {
+        Ok(Value::Array(a)) => parts.extend(a.iter().map(Value::to_string)),
+        _ => parts.push(args_json.to_string()),
+    }
+    match serde_json::from_str::<Value>(kwargs_json) {
+        Ok(Value::Object(m)) => parts.extend(m.iter().map(|(k, v)| format!("{k}={v}"))),
+        _ => parts.push(kwargs_json.to_string()),
+    }
+    format!("create_job({})", parts.join(", "))
+}
+
 /// A command as a Python-ish call: `create_job(1, owner="me", keepalive=60, tags=["x"])`.
 pub fn command_text(c: &Command) -> String {
     match c {
@@ -654,11 +668,15 @@ pub fn events(
             Some(Position::Seq(s)) => step.seq >= s,
             Some(Position::Time(f)) => t >= f,
         };
-        let before_to = to.map_or(true, |p| at_or_before(p, step.seq, t));
+        let before_to = match to {
+            None => true,
+            Some(p) => at_or_before(p, step.seq, t),
+        };
         if after_from && before_to {
             visit(step);
         }
-        // Events are journaled in time order, so past `to` nothing more can match.
+        // Past a `to` sequence number nothing more can match; a `to` time is checked per event
+        // (a wall clock can step back, so later records may still carry earlier times).
         !matches!(to, Some(Position::Seq(s)) if step.seq >= s)
     })?;
     Ok(())
@@ -803,17 +821,21 @@ pub fn state_text(folder: &Folder, maps: bool) -> String {
         }
         let _ = writeln!(
             out,
-            ", created {} as create_job({}, {})",
+            ", created {} as {}",
             format_iso((j.start_time * 1e6).round() as TimeUs),
-            j.args_json.trim_start_matches('[').trim_end_matches(']'),
-            j.kwargs_json
+            call_text(&j.args_json, &j.kwargs_json)
         );
     }
     if !folder.draining().is_empty() {
         let _ = writeln!(
             out,
-            "Destroyed jobs still holding boards (powering off): {:?}",
-            folder.draining()
+            "Destroyed jobs still holding boards (powering off): {}",
+            folder
+                .draining()
+                .iter()
+                .map(|id| format!("job {id}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let owners: BTreeMap<String, BTreeMap<Board, JobId>> =
@@ -1165,11 +1187,11 @@ impl JobHistory {
                 time_us: t,
                 kind: "live_at_start",
                 text: format!(
-                    "already live in the starting snapshot: created {} by {:?} as create_job({}, {}), last host {}, state {}",
+                    "already live in the starting snapshot: created {} by {:?} as {}, last host {}, \
+                     state {}",
                     format_iso(t),
                     j.owner,
-                    j.args_json,
-                    j.kwargs_json,
+                    call_text(&j.args_json, &j.kwargs_json),
                     j.keepalivehost,
                     job_state_name(j.state)
                 ),
@@ -1184,6 +1206,15 @@ impl JobHistory {
             true
         })?;
         if h.created.is_none() && !h.live_at_start && h.timeline.is_empty() {
+            let before = start.core.job_state(job_id);
+            if source.start_seq > 0 && before.state == 4 {
+                return Err(ReplayError::usage(format!(
+                    "job {job_id} ended before the retained history (records before #{} were \
+                     deleted by retention); the starting snapshot remembers only its reason: {}",
+                    source.start_seq + 1,
+                    before.reason.as_deref().unwrap_or("(no reason)")
+                )));
+            }
             return Err(ReplayError::usage(format!(
                 "job {job_id} does not appear in the replayed journal (records #{}..#{}; jobs \
                  created there are numbered below {})",
@@ -1215,7 +1246,7 @@ impl JobHistory {
         };
         if let Some(prev) = &self.last_reset {
             let gap = r.at.time_us.saturating_sub(prev.at.time_us);
-            if self.longest_gap.as_ref().map_or(true, |(g, _, _)| gap > *g) {
+            if !matches!(&self.longest_gap, Some((g, _, _)) if gap <= *g) {
                 self.longest_gap = Some((gap, prev.clone(), r.clone()));
             }
         }

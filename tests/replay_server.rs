@@ -38,6 +38,15 @@ fn replay_json(dir: &Path, args: &[&str]) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{out}"))
 }
 
+fn replay_json_lines(dir: &Path, args: &[&str]) -> Vec<Value> {
+    let mut a = args.to_vec();
+    a.push("--json");
+    replay_ok(dir, &a)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn boards_of(c: &mut Client, id: u64) -> Value {
     c.call("get_job_machine_info", json!([id]), json!({}))["boards"].clone()
 }
@@ -122,7 +131,7 @@ fn modes_on_a_real_server_journal() {
     let text = replay_ok(&journal, &["--job", &destroyed.to_string()]);
     let b = &destroyed_boards[0];
     assert!(
-        text.contains(&format!("1 on m (allocated #"))
+        text.contains("1 on m (allocated #")
             && text.contains(&format!("({}, {}, {})", b[0], b[1], b[2])),
         "{text}"
     );
@@ -221,6 +230,25 @@ fn modes_on_a_real_server_journal() {
         .collect();
     assert_eq!(objs.len(), 2);
     assert_eq!(objs[0]["seq"], 2);
+
+    // --events by time: the times of records #2 and #4 select every event between them
+    // (events of one server pass share a time, so compare with the times, not the seqs).
+    let every = replay_json_lines(&journal, &["--events"]);
+    let time = |seq: usize| every[seq - 1]["time_us"].as_u64().unwrap();
+    let (t2, t4) = (time(2), time(4));
+    let expected: Vec<u64> = every
+        .iter()
+        .filter(|v| (t2..=t4).contains(&v["time_us"].as_u64().unwrap()))
+        .map(|v| v["seq"].as_u64().unwrap())
+        .collect();
+    assert!([2, 3, 4].iter().all(|s| expected.contains(s)));
+    let (from, to) = (
+        every[1]["time"].as_str().unwrap(),
+        every[3]["time"].as_str().unwrap(),
+    );
+    let by_time = replay_json_lines(&journal, &["--events", "--from", from, "--to", to]);
+    let seqs: Vec<u64> = by_time.iter().map(|v| v["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, expected);
 
     // Errors: out-of-range sequence numbers, unknown jobs, bad times, missing directories.
     let (code, _, err) = replay(&journal, &["--at", &format!("#{}", last_seq + 1)]);
