@@ -379,23 +379,21 @@ impl Folder {
                 }
             }
         }
+        // A destroyed job's boards are released once its last BMP request completes (the
+        // core keeps one outstanding request per unit of hardware work), so only the job of
+        // the completed request and jobs ended just now can have been released.
         let mut released = Vec::new();
-        let may_release =
-            matches!(event, Event::BmpDone { .. } | Event::Configure { .. }) || !ended.is_empty();
-        if may_release && !self.draining.is_empty() {
-            let held: BTreeSet<JobId> = self
-                .core
-                .board_owners()
-                .into_iter()
-                .flat_map(|(_, owners)| owners.into_values())
-                .collect();
-            self.draining.retain(|id| {
-                let keep = held.contains(id);
-                if !keep {
-                    released.push(*id);
-                }
-                keep
-            });
+        let candidates = completed
+            .iter()
+            .map(|r| r.job_id)
+            .chain(ended.iter().map(|(id, _)| *id));
+        for id in candidates {
+            if self.draining.contains(&id)
+                && !self.core.outstanding_bmp_requests().any(|r| r.job_id == id)
+            {
+                self.draining.remove(&id);
+                released.push(id);
+            }
         }
         Step {
             seq,
@@ -1591,6 +1589,9 @@ fn allocation_json(core: &Core, machine: &str, boards: &[[u32; 3]], step: Option
 
 // ----- verify ---------------------------------------------------------------------------------
 
+/// How often [`verify`] reports progress, in events.
+pub const VERIFY_PROGRESS_EVERY: u64 = 10_000;
+
 /// What `--verify` found.
 #[derive(Debug, Default)]
 pub struct VerifyOutcome {
@@ -1659,7 +1660,14 @@ impl VerifyOutcome {
 /// covered record suffices: folding on from equal states gives equal states. `Err` only when
 /// the journal cannot be read at all (missing directory, unknown format version, I/O);
 /// damage and disagreements are reported in [`VerifyOutcome::problem`] (the first found).
-pub fn verify(dir: &Path) -> Result<VerifyOutcome, ReplayError> {
+///
+/// Checking the invariants costs about as much as the core's own debug checks, which grow
+/// with the machines' size, so `progress(seq, last_seq)` is called every
+/// [`VERIFY_PROGRESS_EVERY`] events for a caller that wants to show it.
+pub fn verify(
+    dir: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<VerifyOutcome, ReplayError> {
     let mut out = VerifyOutcome::default();
     let reader = match Reader::open(dir) {
         Ok(r) => r,
@@ -1719,6 +1727,9 @@ pub fn verify(dir: &Path) -> Result<VerifyOutcome, ReplayError> {
     let mut problem = None;
     let result = fold_all(&source, |step, folder| {
         out.events_folded += 1;
+        if out.events_folded % VERIFY_PROGRESS_EVERY == 0 {
+            progress(step.seq, out.last_seq);
+        }
         if let Err(e) = folder.core.check_invariants() {
             problem = Some(format!(
                 "invariant broken after record #{} ({} {}): {e}",

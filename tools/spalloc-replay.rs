@@ -5,7 +5,7 @@
 //! It reads the journal without a lock and never modifies it, so it is safe to run against
 //! the journal of a running server.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -82,7 +82,8 @@ struct Args {
     at: Option<String>,
 
     /// check every checksum, the core's invariants after every event, and every snapshot
-    /// against the fold; exit 1 with the first problem found
+    /// against the fold; exit 1 with the first problem found (slow on big journals: it runs
+    /// the core's full invariant check after every event)
     #[argh(switch)]
     verify: bool,
 
@@ -168,7 +169,16 @@ fn run(args: &Args) -> Result<ExitCode, ReplayError> {
     }
 
     if args.verify {
-        let outcome = replay::verify(&args.dir)?;
+        // Long verifies report progress, but only to a person watching a terminal.
+        let tty = std::io::stderr().is_terminal();
+        let outcome = replay::verify(&args.dir, &mut |seq, last| {
+            if tty {
+                eprint!("\rverifying: record #{seq} of #{last}");
+            }
+        })?;
+        if tty && outcome.events_folded >= replay::VERIFY_PROGRESS_EVERY {
+            eprintln!();
+        }
         if args.json {
             print_json(&outcome.json());
         } else {
