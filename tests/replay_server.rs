@@ -69,12 +69,16 @@ fn modes_on_a_real_server_journal() {
         json!({"reason": "finished early"}),
     );
 
-    // Never touched after creation: it must time out.
+    // Touched once (to learn its boards), then never again: it must time out.
     let timed_out = c.create(json!([1]), json!({"keepalive": 0.3}));
+    let timed_out_boards = boards_of(&mut c, timed_out);
+    assert!(
+        timed_out_boards.is_array(),
+        "allocated at once: boards are free"
+    );
     server
         .wait_for_log(&format!("job {timed_out}: destroyed"), WAIT)
         .unwrap_or_else(|| panic!("job never timed out; log:\n{}", server.log_text()));
-    // Its boards are whatever the allocation said; read them from the journal below.
 
     let live = c.create(json!([1]), json!({"keepalive": null}));
     c.wait_state(live, 3, WAIT);
@@ -153,7 +157,9 @@ fn modes_on_a_real_server_journal() {
     assert!(h["ended"]["event"] == "tick", "{h}");
     assert_eq!(h["keepalive_s"], 0.3);
     assert_eq!(h["allocation"]["machine"], "m");
-    assert_eq!(h["allocation"]["boards"].as_array().unwrap().len(), 1);
+    assert_eq!(h["allocation"]["boards"], timed_out_boards);
+    assert_eq!(h["touches"], 1);
+    assert_eq!(h["touch_hosts"], json!(["127.0.0.1"]));
     let gap_us = h["longest_gap"][0].as_u64();
     assert!(gap_us.is_some(), "{h}");
     let text = replay_ok(&journal, &["--job", &timed_out.to_string()]);
