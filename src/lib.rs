@@ -17,5 +17,6 @@ pub mod bmp;
 pub mod config;
 pub mod core;
 pub mod protocol;
+pub mod replay;
 pub mod server;
 pub mod timefmt;
