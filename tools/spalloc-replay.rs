@@ -23,12 +23,12 @@ use spalloc::replay::{
 #[derive(FromArgs)]
 #[argh(
     example = "\
-{command_name} /var/lib/spalloc/journal
-{command_name} /var/lib/spalloc/journal --job 1234
-{command_name} /var/lib/spalloc/journal --events --from 2026-11-21T02:50:00Z --to 2026-11-21T03:10:00Z
-{command_name} /var/lib/spalloc/journal --events --from #5000 --to #5100 --json
-{command_name} /var/lib/spalloc/journal --at 2026-11-21T03:00:00Z
-{command_name} /var/lib/spalloc/journal --verify",
+{command_name} /var/lib/spalloc
+{command_name} /var/lib/spalloc --job 1234
+{command_name} /var/lib/spalloc --events --from 2026-11-21T02:50:00Z --to 2026-11-21T03:10:00Z
+{command_name} /var/lib/spalloc --events --from #5000 --to #5100 --json
+{command_name} /var/lib/spalloc --at 2026-11-21T03:00:00Z
+{command_name} /var/lib/spalloc --verify",
     note = "\
 Positions (--from, --to, --at): a record's sequence number is written #N or seq:N (quote
 the # in a shell: '#123'); anything else is a time: ISO-8601 (2026-11-21T03:00:00Z,
@@ -92,6 +92,27 @@ struct Args {
     json: bool,
 }
 
+/// Write to stdout; a closed pipe (`spalloc-replay … | head`) ends the program quietly
+/// instead of panicking.
+fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_err()
+    {
+        std::process::exit(0);
+    }
+}
+
+macro_rules! out {
+    ($($t:tt)*) => { emit(&format!($($t)*)) };
+}
+
+macro_rules! outln {
+    ($($t:tt)*) => { emit(&format!("{}\n", format_args!($($t)*))) };
+}
+
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     let name = argv
@@ -106,7 +127,7 @@ fn main() -> ExitCode {
             // found a problem", so usage errors are mapped to 2.
             return match early.status {
                 Ok(()) => {
-                    println!("{}", early.output);
+                    outln!("{}", early.output);
                     ExitCode::SUCCESS
                 }
                 Err(()) => {
@@ -140,7 +161,7 @@ fn position(text: &Option<String>, what: &str) -> Result<Option<Position>, Repla
 }
 
 fn print_json(v: &serde_json::Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(v).expect("JSON values always render")
     );
@@ -182,7 +203,7 @@ fn run(args: &Args) -> Result<ExitCode, ReplayError> {
         if args.json {
             print_json(&outcome.json());
         } else {
-            print!("{}", outcome.text());
+            out!("{}", outcome.text());
         }
         return Ok(if outcome.problem.is_some() {
             ExitCode::from(1)
@@ -223,7 +244,7 @@ fn run(args: &Args) -> Result<ExitCode, ReplayError> {
             v["notes"] = serde_json::json!(source.notes);
             print_json(&v);
         } else {
-            print!("{}", h.text(&source.notes));
+            out!("{}", h.text(&source.notes));
         }
     } else if let Some(at) = &args.at {
         let pos = position(&Some(at.clone()), "--at")?.expect("given");
@@ -234,14 +255,14 @@ fn run(args: &Args) -> Result<ExitCode, ReplayError> {
             v["notes"] = serde_json::json!(source.notes);
             print_json(&v);
         } else {
-            print!("{}", at_text(&folder, last.as_ref(), pos, &source.notes));
+            out!("{}", at_text(&folder, last.as_ref(), pos, &source.notes));
         }
     } else {
         let s = Summary::build(&source)?;
         if args.json {
             print_json(&s.json());
         } else {
-            print!("{}", s.text());
+            out!("{}", s.text());
         }
     }
     Ok(ExitCode::SUCCESS)

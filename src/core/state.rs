@@ -1067,6 +1067,13 @@ impl Core {
             .values()
             .filter_map(|j| j.allocation.as_ref().map(|a| (j.id, a)))
             .chain(self.draining.iter().map(|(id, d)| (*id, &d.allocation)));
+        // Each machine's boards in use, computed once (it walks the whole pack tree).
+        let in_use: BTreeMap<u64, BTreeSet<Board>> = self
+            .queue
+            .machines
+            .iter()
+            .map(|qm| (qm.uid, qm.allocator.boards_in_use()))
+            .collect();
         for (id, a) in held {
             for b in &a.boards {
                 if let Some(other) = owner.insert((a.machine_uid, *b), id) {
@@ -1076,8 +1083,7 @@ impl Core {
                     ));
                 }
             }
-            if let Some(qm) = self.queue.machines.iter().find(|m| m.uid == a.machine_uid) {
-                let in_use = qm.allocator.boards_in_use();
+            if let Some(in_use) = in_use.get(&a.machine_uid) {
                 if let Some(b) = a.boards.iter().find(|b| !in_use.contains(b)) {
                     return Err(format!(
                         "job {id} holds board {b} the allocator thinks is free"
