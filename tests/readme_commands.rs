@@ -1,0 +1,148 @@
+//! Every command in README.md is run, so the README cannot rot: the `spalloc-replay` and
+//! migration commands here, on a journal and a configuration of this test's own; the quick
+//! start by `.ci/run`, which this test checks runs each of them word for word.
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use serde_json::json;
+
+/// The command lines of the README's `sh` blocks, without trailing comments.
+fn readme_commands() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let mut in_sh = false;
+    let mut out = Vec::new();
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_sh = !in_sh && line.trim() == "```sh";
+            continue;
+        }
+        if in_sh {
+            // A comment is two or more spaces then '#' (the commands contain no such text).
+            let cmd = match line.find("  #") {
+                Some(i) => &line[..i],
+                None => line,
+            };
+            if !cmd.trim().is_empty() {
+                out.push(cmd.trim().to_string());
+            }
+        }
+    }
+    out
+}
+
+fn ci_script() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/run")).unwrap()
+}
+
+#[test]
+fn every_readme_command_is_run_somewhere() {
+    let ci = ci_script();
+    let requirements =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/requirements.txt"))
+            .unwrap();
+    let commands = readme_commands();
+    assert!(
+        commands.len() >= 10,
+        "README commands not found: {commands:?}"
+    );
+    for cmd in &commands {
+        let covered =
+            if let Some(args) = cmd.strip_prefix("cargo run --release --bin spalloc-server -- ") {
+                // .ci/run runs it with its own journal directory.
+                let ci_form = format!(
+                    "cargo run --release --bin spalloc-server -- {}",
+                    args.replace("/tmp/spalloc-demo", "\"$tmp/journal\"")
+                );
+                ci.contains(&ci_form)
+            } else if cmd == "cargo test --workspace" {
+                ci.lines().any(|l| {
+                    l.trim_start().starts_with("timeout") && l.contains("cargo test --workspace")
+                })
+            } else if cmd == "bash .ci/run" {
+                true // CI itself
+            } else if let Some(pip) = cmd.strip_prefix(
+                "python3 -m venv /tmp/spalloc-venv && /tmp/spalloc-venv/bin/pip install ",
+            ) {
+                ci.contains("python3 -m venv")
+                    && requirements
+                        .lines()
+                        .any(|r| format!("'{}'", r.trim()) == pip)
+            } else if let Some(tool) = cmd.strip_prefix("/tmp/spalloc-venv/bin/") {
+                ci.contains(&format!("smoke_client {tool}"))
+            } else if cmd.starts_with("spalloc-replay ")
+                || cmd.starts_with("tools/spalloc-config-from-py ")
+            {
+                true // run by readme_replay_and_migration_commands_work below
+            } else {
+                false
+            };
+        assert!(
+            covered,
+            "README command not run by any test or by .ci/run: {cmd}"
+        );
+    }
+}
+
+#[test]
+fn readme_replay_and_migration_commands_work() {
+    let dir = scratch_dir("readme");
+    let server = Server::start(&dir, &simple_config(&bmp_net(), json!({})), &[]);
+    let mut c = server.client();
+    // Job 42 must exist for `--job 42`: make 41 that are cancelled at once, then a real one.
+    for _ in 0..41 {
+        c.create(json!([9, 9]), json!({}));
+    }
+    assert_eq!(c.create(json!([]), json!({})), 42);
+    c.wait_state(42, 3, std::time::Duration::from_secs(15));
+    let journal = server.journal.clone();
+    let mut ran = 0;
+    for cmd in readme_commands() {
+        if let Some(args) = cmd.strip_prefix("spalloc-replay ") {
+            let args: Vec<String> = args
+                .split_whitespace()
+                .map(|a| a.replace("/var/lib/spalloc", journal.to_str().unwrap()))
+                .collect();
+            let out = Command::new(env!("CARGO_BIN_EXE_spalloc-replay"))
+                .args(&args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "`{cmd}` failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            ran += 1;
+        } else if let Some(args) = cmd.strip_prefix("tools/spalloc-config-from-py ") {
+            let fixture =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/three_board.py");
+            let output = dir.join("machines-from-py.json");
+            let args: Vec<String> = args
+                .split_whitespace()
+                .map(|a| a.replace("/etc/spalloc/spalloc.cfg", fixture.to_str().unwrap()))
+                .map(|a| a.replace("/etc/spalloc/machines.json", output.to_str().unwrap()))
+                .collect();
+            let out = Command::new("python3")
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/spalloc-config-from-py"))
+                .args(&args)
+                .output()
+                .expect("python3 is needed to run tools/spalloc-config-from-py");
+            assert!(
+                out.status.success(),
+                "`{cmd}` failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let config = spalloc::config::load(&output).expect("the migrated configuration loads");
+            assert_eq!(config.machines.len(), 1);
+            ran += 1;
+        }
+    }
+    assert_eq!(
+        ran, 6,
+        "expected five spalloc-replay commands and one migration command"
+    );
+}
