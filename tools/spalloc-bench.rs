@@ -989,6 +989,9 @@ struct Facility {
     sink: Option<JournalSink>,
     /// Events folded so far.
     events: u64,
+    /// Ticks folded by `step`, and the time they took.
+    ticks: u64,
+    tick_time: Duration,
 }
 
 impl Facility {
@@ -1004,6 +1007,8 @@ impl Facility {
             keepalive_s,
             sink: None,
             events: 0,
+            ticks: 0,
+            tick_time: Duration::ZERO,
         };
         f.event(Event::Configure { now_us, config });
         f
@@ -1087,8 +1092,25 @@ impl Facility {
     /// Create or destroy, keeping the machine 50–80% full. Returns (was a create, time of
     /// the core's work: the command and the BMP completions it caused).
     fn step(&mut self) -> (bool, Duration) {
+        // Freed boards drain (power off, then the free delay) before a tick releases them.
+        if self.core.tick_due(self.now_us) {
+            let t = Instant::now();
+            self.event(Event::Tick {
+                now_us: self.now_us,
+            });
+            self.tick_time += t.elapsed();
+            self.ticks += 1;
+            self.recount_queued();
+        }
         let fill = self.fill();
-        let create = if self.live.is_empty() || fill < 0.5 {
+        // The queue is FIFO (a large job at its head holds back the rest, as in the
+        // original), so a facility with a queue stops submitting until it drains.
+        let queued = self.live.iter().filter(|j| j.1 == 0).count();
+        let create = if self.live.is_empty() {
+            true
+        } else if queued >= 4 {
+            false
+        } else if fill < 0.5 {
             true
         } else if fill > 0.8 {
             false
@@ -1165,10 +1187,16 @@ fn run_core(args: &Args) -> Result<Report, String> {
     let config = load_config(&args.config)?;
     let mut f = Facility::new(config, None, 1_700_000_000_000_000);
     // Fill and fragment first.
-    for _ in 0..5_000 {
+    for i in 0..5_000 {
         f.step();
         f.now_us += 1_000;
+        if std::env::var_os("BENCH_DEBUG").is_some() && i % 100 == 0 {
+            let q: Vec<_> = f.live.iter().filter(|j| j.1 == 0).map(|j| j.0).collect();
+            eprintln!("step {i}: live {} used {} queued {} first {:?}", f.live.len(), f.used_boards, q.len(), q.first().map(|&id| f.core.job_state(id)));
+        }
     }
+    f.ticks = 0;
+    f.tick_time = Duration::ZERO;
     let (mut creates, mut destroys) = (0u64, 0u64);
     let (mut create_t, mut destroy_t) = (Duration::ZERO, Duration::ZERO);
     let mut samples = Vec::new();
@@ -1188,6 +1216,9 @@ fn run_core(args: &Args) -> Result<Report, String> {
         samples.push(took.as_nanos() as u64);
         fill_sum += f.fill();
         steps += 1;
+        if f.live.len() > 20_000 {
+            return Err("more than 20,000 live jobs: the model is not keeping the machine busy".into());
+        }
     }
     let mut r = Report::new(args);
     r.put("boards", f.total_boards);
@@ -1205,6 +1236,8 @@ fn run_core(args: &Args) -> Result<Report, String> {
         "pair_mean_us",
         mean_us(create_t, creates) + mean_us(destroy_t, destroys),
     );
+    r.put("ticks", f.ticks);
+    r.putf("tick_mean_us", mean_us(f.tick_time, f.ticks));
     r.latencies("op", &mut samples);
     window.finish(&mut r, "op", 0);
     Ok(r)
