@@ -9,6 +9,7 @@
 #   SECONDS_PER_RUN=5 REPEATS=5 benchmarks/run.sh
 #   SERVERS=ours benchmarks/run.sh          # ours only
 #   WORKLOADS="keepalive churn" benchmarks/run.sh
+#   JOURNAL_PARENT=/dev/shm benchmarks/run.sh   # journal on tmpfs (no disk flush latency)
 # Then: python3 benchmarks/summarize.py $OUT
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,9 @@ SERVERS=${SERVERS:-"ours original"}
 WORKLOADS=${WORKLOADS:-"version keepalive churn churn-notify fanout connections burst"}
 VENV=${ORIG_VENV:-/work/orig-venv}
 ORACLE=${ORACLE:-/work/shared/oracle}
+# Where our journal lives: a disk directory (default /tmp; fsync is real) or /dev/shm
+# (tmpfs: fsync costs nothing, which separates the server's own latency from the disk's).
+JOURNAL_PARENT=${JOURNAL_PARENT:-/tmp}
 OUT=${OUT:-/tmp/spalloc-bench-$(date +%Y%m%d-%H%M%S).txt}
 BENCH=target/release/spalloc-bench
 OURS_PORT=22501
@@ -33,6 +37,8 @@ cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$scratch"
+    [[ -n "${journal:-}" ]] && rm -rf "$journal"
+    return 0
 }
 trap cleanup EXIT
 
@@ -47,8 +53,14 @@ wait_port() {
 
 declare -A PID PORT
 if [[ " $SERVERS " == *" ours "* ]]; then
-    target/release/spalloc-server --journal "$scratch/journal" \
-        --config benchmarks/spin1m-bench.json --simulate-bmps --quiet \
+    # The BMP simulator runs as its own process, so the server's CPU figures hold only the
+    # server's work (the SCP client included), not the simulated hardware's.
+    target/release/spalloc-bmp-sim --config benchmarks/spin1m-bench.json \
+        >"$scratch/bmp-sim.log" 2>&1 &
+    pids+=("$!")
+    journal=$(mktemp -d "$JOURNAL_PARENT/spalloc-bench-journal.XXXXXX")
+    target/release/spalloc-server --journal "$journal/j" \
+        --config benchmarks/spin1m-bench.json --quiet \
         2>"$scratch/ours.log" &
     PID[ours]=$!; PORT[ours]=$OURS_PORT; pids+=("$!")
     wait_port $OURS_PORT
@@ -63,7 +75,7 @@ fi
 
 {
     echo "# $(date -Is) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-    echo "# SECONDS_PER_RUN=$S REPEATS=$R SERVERS=$SERVERS"
+    echo "# SECONDS_PER_RUN=$S REPEATS=$R SERVERS=$SERVERS JOURNAL_PARENT=$JOURNAL_PARENT load: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$OUT"
 
 run() { # label workload args...

@@ -16,12 +16,11 @@
 //!
 //! Timings never appear in tests; `benchmarks/README.md` records them.
 
-
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -705,7 +704,10 @@ fn run_fanout(args: &Args) -> Result<Report, String> {
                             if m > max_heard[i] {
                                 let before = max_heard[i];
                                 max_heard[i] = m;
-                                if counted_target != 0 && before < counted_target && m >= counted_target {
+                                if counted_target != 0
+                                    && before < counted_target
+                                    && m >= counted_target
+                                {
                                     heard_count += 1;
                                     last_heard_ns = last_heard_ns.max(now_ns);
                                     if heard_count == streams.len() {
@@ -1192,7 +1194,13 @@ fn run_core(args: &Args) -> Result<Report, String> {
         f.now_us += 1_000;
         if std::env::var_os("BENCH_DEBUG").is_some() && i % 100 == 0 {
             let q: Vec<_> = f.live.iter().filter(|j| j.1 == 0).map(|j| j.0).collect();
-            eprintln!("step {i}: live {} used {} queued {} first {:?}", f.live.len(), f.used_boards, q.len(), q.first().map(|&id| f.core.job_state(id)));
+            eprintln!(
+                "step {i}: live {} used {} queued {} first {:?}",
+                f.live.len(),
+                f.used_boards,
+                q.len(),
+                q.first().map(|&id| f.core.job_state(id))
+            );
         }
     }
     f.ticks = 0;
@@ -1217,7 +1225,9 @@ fn run_core(args: &Args) -> Result<Report, String> {
         fill_sum += f.fill();
         steps += 1;
         if f.live.len() > 20_000 {
-            return Err("more than 20,000 live jobs: the model is not keeping the machine busy".into());
+            return Err(
+                "more than 20,000 live jobs: the model is not keeping the machine busy".into(),
+            );
         }
     }
     let mut r = Report::new(args);
@@ -1327,7 +1337,10 @@ fn run_replay(args: &Args) -> Result<Report, String> {
             let reader = spalloc_journal::Reader::open(&dir).map_err(|e| e.to_string())?;
             let mut core = Core::new();
             let mut n = 0u64;
-            for rec in reader.records_from(reader.first_seq()).map_err(|e| e.to_string())? {
+            for rec in reader
+                .records_from(reader.first_seq())
+                .map_err(|e| e.to_string())?
+            {
                 let (_, bytes) = rec.map_err(|e| e.to_string())?;
                 n += 1;
                 if pass == 0 {
@@ -1397,7 +1410,12 @@ fn run_restart(args: &Args) -> Result<Report, String> {
             .arg(&dir)
             .arg("--config")
             .arg(&args.config)
-            .args(["--simulate-bmps", "--quiet", "--port", &args.port.to_string()])
+            .args([
+                "--simulate-bmps",
+                "--quiet",
+                "--port",
+                &args.port.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -1,8 +1,8 @@
 //! One client connection: its socket, its input buffer cut into lines, its bounded output
 //! buffer, and its notification watches.
 //!
-//! Reading and writing never block: the socket is non-blocking and the loop re-arms interest
-//! (`polling`'s oneshot mode) after each event. A line longer than
+//! Reading and writing never block: the socket is non-blocking and registered level-triggered;
+//! the loop changes its interest only when it changes (see [`Client::armed`]). A line longer than
 //! [`crate::protocol::MAX_LINE_BYTES`] and an output buffer longer than [`MAX_OUTPUT_BYTES`]
 //! are both bounded: the first gets an error and the connection closed, the second closes
 //! the connection of a client that has stopped reading.
@@ -96,6 +96,8 @@ pub struct Client {
     output_sent: usize,
     /// Close once the output is flushed (after a fatal protocol error).
     pub closing: bool,
+    /// The interest registered with the poller: (readable, writable).
+    pub armed: (bool, bool),
     /// Job notifications wanted.
     pub jobs: Watch<JobId>,
     /// Machine notifications wanted.
@@ -113,6 +115,7 @@ impl Client {
             output: Vec::new(),
             output_sent: 0,
             closing: false,
+            armed: (true, false),
             jobs: Watch::Nothing,
             machines: Watch::Nothing,
         }
@@ -128,6 +131,12 @@ impl Client {
                 Ok(n) => {
                     self.input.extend_from_slice(&buf[..n]);
                     total += n;
+                    if n < buf.len() {
+                        // A short read drained the socket: skip the read that would only
+                        // say "would block" (one syscall per request). Data arriving later
+                        // makes the socket readable again, so the loop comes back.
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

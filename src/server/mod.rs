@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use polling::{Event as PollEvent, Events, Poller};
+use polling::{Event as PollEvent, Events, PollMode, Poller};
 
 use crate::bmp::{BmpCompletion, BmpRuntime};
 use crate::config::{self, Config};
@@ -467,8 +467,17 @@ impl Server {
                     let key = self.next_client_key;
                     self.next_client_key += 1;
                     // SAFETY: the stream is deleted from the poller before it is dropped
-                    // (`close_client`).
-                    if unsafe { self.poller.add(&stream, PollEvent::readable(key)) }.is_err() {
+                    // (`close_client`). Level-triggered, so interest only changes (one
+                    // `epoll_ctl`) when the client's wants change, not after every request.
+                    if unsafe {
+                        self.poller.add_with_mode(
+                            &stream,
+                            PollEvent::readable(key),
+                            PollMode::Level,
+                        )
+                    }
+                    .is_err()
+                    {
                         continue;
                     }
                     self.clients.insert(key, Client::new(stream, peer));
@@ -617,7 +626,8 @@ impl Server {
         }
     }
 
-    /// Send queued output and re-arm the client's interest (oneshot mode), or close it.
+    /// Send queued output and update the client's interest if it changed (level-triggered:
+    /// readable while open, writable while output is pending), or close it.
     fn rearm(&mut self, key: usize) {
         let Some(c) = self.clients.get_mut(&key) else {
             return;
@@ -626,14 +636,20 @@ impl Server {
             self.close_client(key);
             return;
         }
-        let interest = match (c.closing, c.pending_output() > 0) {
-            (false, false) => PollEvent::readable(key),
-            (false, true) => PollEvent::all(key),
-            (true, _) => PollEvent::writable(key),
-        };
-        if self.poller.modify(&c.stream, interest).is_err() {
-            self.close_client(key);
+        let want = (!c.closing, c.pending_output() > 0);
+        if want == c.armed {
+            return;
         }
+        let interest = PollEvent::new(key, want.0, want.1);
+        if self
+            .poller
+            .modify_with_mode(&c.stream, interest, PollMode::Level)
+            .is_err()
+        {
+            self.close_client(key);
+            return;
+        }
+        c.armed = want;
     }
 
     fn close_client(&mut self, key: usize) {
