@@ -975,6 +975,8 @@ struct JournalSink {
     batch: Vec<Vec<u8>>,
     written: u64,
     last_snapshot: u64,
+    /// Take snapshots (which let the journal drop the segments they cover).
+    snapshots: bool,
 }
 
 /// A core kept busy the way a facility would: jobs of mixed sizes come and go, keeping the
@@ -1159,7 +1161,7 @@ impl Facility {
             .map_err(|e| format!("journal: {e}"))?;
         sink.written += sink.batch.len() as u64;
         sink.batch.clear();
-        if last >= sink.last_snapshot + spalloc::server::SNAPSHOT_EVERY_EVENTS {
+        if sink.snapshots && last >= sink.last_snapshot + spalloc::server::SNAPSHOT_EVERY_EVENTS {
             let bytes = rmp_serde::to_vec_named(&self.core).map_err(|e| e.to_string())?;
             sink.journal
                 .write_snapshot(last, &bytes)
@@ -1263,7 +1265,7 @@ fn journal_dir(args: &Args) -> PathBuf {
 /// Write a journal of about `events` events from the model facility: 80% keepalives /
 /// get_job_state on live jobs, the rest creates and destroys with their BMP completions,
 /// ticks when due; snapshots as the server takes them.
-fn generate_journal(args: &Args, dir: &Path) -> Result<u64, String> {
+fn generate_journal(args: &Args, dir: &Path, snapshots: bool) -> Result<u64, String> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
@@ -1281,6 +1283,7 @@ fn generate_journal(args: &Args, dir: &Path) -> Result<u64, String> {
         })],
         written: 0,
         last_snapshot: 0,
+        snapshots,
     });
     let mut flip = false;
     while f.events < args.events {
@@ -1312,7 +1315,8 @@ fn run_replay(args: &Args) -> Result<Report, String> {
     let written = if args.reuse_journal {
         0
     } else {
-        generate_journal(args, &dir)?
+        // No snapshots: every event stays in the journal, to be folded from the first.
+        generate_journal(args, &dir, false)?
     };
     let generate_s = t.elapsed().as_secs_f64();
     let bytes: u64 = std::fs::read_dir(&dir)
@@ -1370,6 +1374,43 @@ fn run_replay(args: &Args) -> Result<Report, String> {
         median(&mut decode_s),
         median(&mut fold_s),
     );
+    // One more pass timing each event by kind, to show where the fold's time goes.
+    let reader = spalloc_journal::Reader::open(&dir).map_err(|e| e.to_string())?;
+    let mut core = Core::new();
+    let mut kinds: Vec<(&str, u64, Duration)> = Vec::new();
+    for rec in reader
+        .records_from(reader.first_seq())
+        .map_err(|e| e.to_string())?
+    {
+        let (_, bytes) = rec.map_err(|e| e.to_string())?;
+        let e = spalloc::server::decode_event(&bytes)?;
+        let kind = match &e {
+            Event::Command { command, .. } => match command {
+                Command::CreateJob(_) => "create",
+                Command::DestroyJob { .. } => "destroy",
+                Command::JobKeepalive { .. } | Command::GetJobState { .. } => "keepalive",
+                _ => "other_command",
+            },
+            Event::BmpDone { .. } => "bmp_done",
+            Event::Tick { .. } => "tick",
+            _ => "other",
+        };
+        let t = Instant::now();
+        core.handle(&e);
+        core.discard_effects();
+        let took = t.elapsed();
+        match kinds.iter_mut().find(|k| k.0 == kind) {
+            Some(k) => {
+                k.1 += 1;
+                k.2 += took;
+            }
+            None => kinds.push((kind, 1, took)),
+        }
+    }
+    for (kind, n, t) in &kinds {
+        r.put(&format!("{kind}_events"), *n);
+        r.putf(&format!("{kind}_fold_mean_us"), mean_us(*t, *n));
+    }
     r.put("events", events);
     r.putf("read_s", read);
     r.putf("read_decode_s", decode);
@@ -1387,7 +1428,7 @@ fn run_restart(args: &Args) -> Result<Report, String> {
     let mut r = Report::new(args);
     if !args.reuse_journal {
         let t = Instant::now();
-        let written = generate_journal(args, &dir)?;
+        let written = generate_journal(args, &dir, true)?;
         r.put("events_written", written);
         r.putf("generate_s", t.elapsed().as_secs_f64());
     }
