@@ -17,7 +17,7 @@ KEYS = {
               "failed_jobs", "server_vmhwm_kb"],
     "fanout": ["rounds_per_s", "reach_all_p50_us", "reach_all_p99_us", "reach_all_p999_us",
                "server_cpu_us_per_line"],
-    "connections": ["opened", "served", "serve_all_s", "server_vmrss_kb",
+    "connections": ["opened", "served", "connect_all_s", "slow_connects", "serve_all_s", "server_vmrss_kb",
                     "server_kb_per_conn", "server_vmhwm_kb"],
     "burst": ["served", "failed", "all_served_s", "conn_to_reply_p50_us",
               "conn_to_reply_p99_us", "conn_to_reply_max_us"],

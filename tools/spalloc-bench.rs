@@ -60,6 +60,9 @@ struct Args {
     /// connections: idle connections to open; burst: simultaneous connects (default 10000)
     #[argh(option, default = "10000")]
     connections: usize,
+    /// connections: stop opening connections after this many seconds (default 90)
+    #[argh(option, default = "90.0")]
+    connect_deadline: f64,
     /// the server's process id, to report its CPU time and memory
     #[argh(option)]
     server_pid: Option<u32>,
@@ -843,11 +846,23 @@ fn run_connections(args: &Args) -> Result<Report, String> {
     let t = Instant::now();
     let mut streams = Vec::with_capacity(args.connections);
     let mut connect_error = None;
+    // A connect slower than 0.5 s had its SYN dropped and retransmitted (a full accept
+    // backlog, or a loopback port still in TIME_WAIT from earlier runs): counted apart.
+    let mut slow_connects = 0u64;
+    let deadline = t + Duration::from_secs_f64(args.connect_deadline);
     for _ in 0..args.connections {
-        match TcpStream::connect(addr) {
+        if Instant::now() > deadline {
+            connect_error = Some(format!("connect deadline of {} s passed", args.connect_deadline));
+            break;
+        }
+        let c = Instant::now();
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
             Ok(s) => {
                 let _ = s.set_nodelay(true);
                 streams.push(s);
+                if c.elapsed() > Duration::from_millis(500) {
+                    slow_connects += 1;
+                }
             }
             Err(e) => {
                 connect_error = Some(e.to_string());
@@ -874,6 +889,7 @@ fn run_connections(args: &Args) -> Result<Report, String> {
         r.put("connect_error", e);
     }
     r.putf("connect_all_s", connect_s);
+    r.put("slow_connects", slow_connects);
     r.putf("serve_all_s", serve_s);
     if let Some(kb) = rss_before {
         r.put("server_vmrss_before_kb", kb);
