@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark run: starts our server (release build, fresh journal, BMPs simulated
-# over loopback UDP) and, if the original's virtualenv exists, the original Python server
+# Side-by-side benchmark run: starts our server (release build, fresh journal, its BMPs
+# simulated over loopback UDP by spalloc-bmp-sim in a separate process) and, if the original's virtualenv exists, the original Python server
 # (fake in-process BMPs, FAKE_BMP_DELAY=0), then runs every network workload against each,
 # alternating, REPEATS times. Result lines go to stdout and to $OUT.
 #
@@ -50,6 +50,13 @@ wait_port() {
     echo "server on port $1 did not start" >&2
     return 1
 }
+
+for port in $OURS_PORT $ORIG_PORT; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "port $port is already in use (another run?): stop it first" >&2
+        exit 1
+    fi
+done
 
 declare -A PID PORT
 if [[ " $SERVERS " == *" ours "* ]]; then
