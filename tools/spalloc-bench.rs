@@ -1207,19 +1207,9 @@ fn run_core(args: &Args) -> Result<Report, String> {
     let config = load_config(&args.config)?;
     let mut f = Facility::new(config, None, 1_700_000_000_000_000);
     // Fill and fragment first.
-    for i in 0..5_000 {
+    for _ in 0..5_000 {
         f.step();
         f.now_us += 1_000;
-        if std::env::var_os("BENCH_DEBUG").is_some() && i % 100 == 0 {
-            let q: Vec<_> = f.live.iter().filter(|j| j.1 == 0).map(|j| j.0).collect();
-            eprintln!(
-                "step {i}: live {} used {} queued {} first {:?}",
-                f.live.len(),
-                f.used_boards,
-                q.len(),
-                q.first().map(|&id| f.core.job_state(id))
-            );
-        }
     }
     f.ticks = 0;
     f.tick_time = Duration::ZERO;
