@@ -529,6 +529,67 @@ fn boards_to_triads(n: i64) -> Option<u64> {
     (n > 0).then(|| (n as u64).div_ceil(3))
 }
 
+/// A set of boards inside one rectangle of triads (no wrap-around), as a bitmap indexed
+/// `((b.x - x) * h + (b.y - y)) * 3 + b.z`, so iterating it visits boards in `Board` order.
+struct RectBoards {
+    x: u32,
+    y: u32,
+    w: u32,
+    h: u32,
+    bits: Vec<bool>,
+    len: usize,
+}
+
+impl RectBoards {
+    fn new(x: u32, y: u32, w: u32, h: u32) -> RectBoards {
+        RectBoards {
+            x,
+            y,
+            w,
+            h,
+            bits: vec![false; w as usize * h as usize * 3],
+            len: 0,
+        }
+    }
+
+    fn inside(&self, b: Board) -> bool {
+        b.x >= self.x && b.x < self.x + self.w && b.y >= self.y && b.y < self.y + self.h
+    }
+
+    fn index(&self, b: Board) -> usize {
+        ((b.x - self.x) as usize * self.h as usize + (b.y - self.y) as usize) * 3 + b.z as usize
+    }
+
+    /// Adds a board of the rectangle; false if it was already there.
+    fn insert(&mut self, b: Board) -> bool {
+        let i = self.index(b);
+        let new = !self.bits[i];
+        self.bits[i] = true;
+        self.len += usize::from(new);
+        new
+    }
+
+    fn contains(&self, b: Board) -> bool {
+        self.inside(b) && self.bits[self.index(b)]
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Board> + '_ {
+        let h = self.h as usize;
+        self.bits
+            .iter()
+            .enumerate()
+            .filter(|(_, &set)| set)
+            .map(move |(i, _)| {
+                let triad = i / 3;
+                Board::new(
+                    self.x + (triad / h) as u32,
+                    self.y + (triad % h) as u32,
+                    (i % 3) as u32,
+                )
+            })
+    }
+}
+
 /// Decides whether a candidate rectangle meets a request's connectivity requirements, and
 /// remembers the boards, periphery and torus of the last one it accepted.
 struct CandidateFilter<'a> {
@@ -566,9 +627,12 @@ impl<'a> CandidateFilter<'a> {
     }
 
     /// The working boards reachable from (x, y, 0) without leaving the rectangle or crossing a
-    /// dead link.
-    fn reachable(&self, x: u32, y: u32, w: u32, h: u32) -> BTreeSet<Board> {
-        let mut boards = BTreeSet::new();
+    /// dead link, as a bitmap over the rectangle (see [`RectBoards`]).
+    ///
+    /// A bitmap rather than a set of boards: this runs for every candidate rectangle the
+    /// packer tries, and was the allocator's hot spot (spalloc-bench `core` and `replay`).
+    fn reachable(&self, x: u32, y: u32, w: u32, h: u32) -> RectBoards {
+        let mut boards = RectBoards::new(x, y, w, h);
         let mut to_visit = VecDeque::from([Board::new(x, y, 0)]);
         while let Some(b) = to_visit.pop_front() {
             if self.dead_boards.contains(&b) || !boards.insert(b) {
@@ -579,7 +643,7 @@ impl<'a> CandidateFilter<'a> {
                     continue;
                 }
                 let (t, _) = board_down_link(b, link, self.width, self.height);
-                if t.x >= x && t.x < x + w && t.y >= y && t.y < y + h {
+                if boards.inside(t) {
                     to_visit.push_back(t);
                 }
             }
@@ -592,21 +656,23 @@ impl<'a> CandidateFilter<'a> {
         match self.max_dead_boards {
             Some(max_dead) => {
                 let expected = self.expected_boards.unwrap_or(w as i64 * h as i64 * 3);
-                let dead = expected - boards.len() as i64;
-                if boards.is_empty() || dead > max_dead {
+                let dead = expected - boards.len as i64;
+                if boards.len == 0 || dead > max_dead {
                     return false;
                 }
             }
-            None if boards.is_empty() => return false,
+            None if boards.len == 0 => return false,
             None => {}
         }
+        // In board order (x, then y, then z), as the sorted set this replaced iterated.
+        let sorted: Vec<Board> = boards.iter().collect();
         let mut periphery = Vec::new();
         let mut torus = WrapAround::NONE;
         let (mut dead_internal, mut dead_wrap) = (0i64, 0i64);
-        for &b in &boards {
+        for &b in &sorted {
             for link in Link::ALL {
                 let (t, wrapped) = board_down_link(b, link, self.width, self.height);
-                if boards.contains(&t) {
+                if boards.contains(t) {
                     torus = torus.union(wrapped);
                     if self.dead_links.contains(&(b, link)) {
                         if wrapped.any() {
@@ -629,7 +695,7 @@ impl<'a> CandidateFilter<'a> {
                 return false;
             }
         }
-        self.accepted = Some((boards.into_iter().collect(), periphery, torus));
+        self.accepted = Some((sorted, periphery, torus));
         true
     }
 

@@ -128,6 +128,12 @@ impl Client {
                 Ok(n) => {
                     self.input.extend_from_slice(&buf[..n]);
                     total += n;
+                    if n < buf.len() {
+                        // A short read drained the socket: skip the read that would only
+                        // say "would block" (one syscall per request). Data arriving later
+                        // makes the socket readable again, so the loop comes back.
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -694,7 +694,8 @@ impl Server {
         }
     }
 
-    /// Send queued output and re-arm the client's interest (oneshot mode), or close it.
+    /// Send queued output and re-arm the client's interest (oneshot mode: every event
+    /// disarms it), or close it.
     fn rearm(&mut self, key: usize) {
         let Some(c) = self.clients.get_mut(&key) else {
             return;
@@ -703,11 +704,7 @@ impl Server {
             self.close_client(key);
             return;
         }
-        let interest = match (c.closing, c.pending_output() > 0) {
-            (false, false) => PollEvent::readable(key),
-            (false, true) => PollEvent::all(key),
-            (true, _) => PollEvent::writable(key),
-        };
+        let interest = PollEvent::new(key, !c.closing, c.pending_output() > 0);
         if self.poller.modify(&c.stream, interest).is_err() {
             self.close_client(key);
         }
