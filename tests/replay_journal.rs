@@ -4,41 +4,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::scratch_dir;
+use common::{replay, replay_json, replay_ok, scratch_dir};
 use serde_json::Value;
 use spalloc::core::coordinates::Board;
 use spalloc::core::sim::{config, machine_with, simple_machine, Sim};
 use spalloc::core::{Core, Event, JobRequest};
 use spalloc::server::encode_event;
 use spalloc_journal::Journal;
-
-fn replay(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_spalloc-replay"))
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("run spalloc-replay");
-    (
-        out.status.code().expect("exited"),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn replay_ok(dir: &Path, args: &[&str]) -> String {
-    let (code, out, err) = replay(dir, args);
-    assert_eq!(code, 0, "spalloc-replay {args:?} failed:\n{out}\n{err}");
-    out
-}
-
-fn replay_json(dir: &Path, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let out = replay_ok(dir, &a);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{out}"))
-}
 
 fn append(journal: &mut Journal, events: &[Event]) {
     let encoded: Vec<Vec<u8>> = events.iter().map(encode_event).collect();

@@ -3,40 +3,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Run the tool; returns (exit code, stdout, stderr).
-fn replay(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_spalloc-replay"))
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("run spalloc-replay");
-    (
-        out.status.code().expect("exited"),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn replay_ok(dir: &Path, args: &[&str]) -> String {
-    let (code, out, err) = replay(dir, args);
-    assert_eq!(code, 0, "spalloc-replay {args:?} failed:\n{out}\n{err}");
-    out
-}
-
-fn replay_json(dir: &Path, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let out = replay_ok(dir, &a);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{out}"))
-}
 
 fn replay_json_lines(dir: &Path, args: &[&str]) -> Vec<Value> {
     let mut a = args.to_vec();

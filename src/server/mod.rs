@@ -609,31 +609,19 @@ impl Server {
                 }),
                 Parsed::NotifyJob(id) => {
                     client.jobs.add(id);
-                    actions.push(Action::Send {
-                        client: key,
-                        bytes: protocol::render_response(&Response::Null),
-                    });
+                    actions.push(null_reply(key));
                 }
                 Parsed::NoNotifyJob(id) => {
                     client.jobs.remove(id);
-                    actions.push(Action::Send {
-                        client: key,
-                        bytes: protocol::render_response(&Response::Null),
-                    });
+                    actions.push(null_reply(key));
                 }
                 Parsed::NotifyMachine(name) => {
                     client.machines.add(name);
-                    actions.push(Action::Send {
-                        client: key,
-                        bytes: protocol::render_response(&Response::Null),
-                    });
+                    actions.push(null_reply(key));
                 }
                 Parsed::NoNotifyMachine(name) => {
                     client.machines.remove(name);
-                    actions.push(Action::Send {
-                        client: key,
-                        bytes: protocol::render_response(&Response::Null),
-                    });
+                    actions.push(null_reply(key));
                 }
                 Parsed::Core(command) if command.is_read_only() => actions.push(Action::Query {
                     client: key,
@@ -818,6 +806,14 @@ impl Server {
         self.bmp.shutdown();
         self.log.info("stopped; powered boards are left on");
         Ok(())
+    }
+}
+
+/// The `{"return": null}` reply of the `notify_*` commands.
+fn null_reply(client: usize) -> Action {
+    Action::Send {
+        client,
+        bytes: protocol::render_response(&Response::Null),
     }
 }
 

@@ -323,3 +323,32 @@ impl Client {
         }
     }
 }
+
+/// Run `spalloc-replay DIR ARGS`; returns (exit code, stdout, stderr).
+pub fn replay(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_spalloc-replay"))
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run spalloc-replay");
+    (
+        out.status.code().expect("exited"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `spalloc-replay`, which must succeed; returns its stdout.
+pub fn replay_ok(dir: &std::path::Path, args: &[&str]) -> String {
+    let (code, out, err) = replay(dir, args);
+    assert_eq!(code, 0, "spalloc-replay {args:?} failed:\n{out}\n{err}");
+    out
+}
+
+/// `spalloc-replay ARGS --json`, parsed.
+pub fn replay_json(dir: &std::path::Path, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let out = replay_ok(dir, &a);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{out}"))
+}
