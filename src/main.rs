@@ -1,6 +1,7 @@
 //! `spalloc-server`: the SpiNNaker partitioning server. Parses the command line and hands
 //! over to [`spalloc::server::run`]; everything else lives in the library.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,6 +12,12 @@ use argh::FromArgs;
 /// State is kept in an append-only journal directory; a restart resumes every job.
 /// Clients speak the spalloc JSON protocol (e.g. `pip install spalloc`).
 #[derive(FromArgs)]
+#[argh(
+    example = "{command_name} --journal /var/lib/spalloc --config /etc/spalloc/machines.json\n{command_name} --journal /tmp/demo --config examples/machines.json --simulate-bmps",
+    note = "Signals: SIGHUP re-reads the --config file (an invalid file is logged and the current\nconfiguration kept); SIGINT or SIGTERM stop cleanly, writing a snapshot and leaving powered\nboards on. Logs go to stderr. Inspect a journal with spalloc-replay DIR.",
+    error_code(1, "the server could not start (bad configuration, journal locked or damaged, address in use) or failed"),
+    error_code(2, "bad command line")
+)]
 struct Args {
     /// journal directory (created if missing), e.g. /var/lib/spalloc
     #[argh(option)]
@@ -37,13 +44,33 @@ struct Args {
     /// print the version and exit
     #[argh(switch)]
     version: bool,
-    /// most clients connected at once (default 20000); hidden: for tests of the limit
-    #[argh(option, hidden_help)]
+    /// most clients connected at once (default 20000; each needs a file descriptor)
+    #[argh(option)]
     max_clients: Option<usize>,
 }
 
 fn main() -> ExitCode {
-    let args: Args = argh::from_env();
+    let argv: Vec<String> = std::env::args().collect();
+    let rest: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
+    let args = match Args::from_args(&["spalloc-server"], &rest) {
+        Ok(args) => args,
+        // --help, or a bad command line (exit 2: argh's own 1 would read as a failed start).
+        Err(early) => {
+            return match early.status {
+                Ok(()) => {
+                    let _ = writeln!(std::io::stdout(), "{}", early.output);
+                    ExitCode::SUCCESS
+                }
+                Err(()) => {
+                    eprintln!(
+                        "{}\nRun spalloc-server --help for more information.",
+                        early.output
+                    );
+                    ExitCode::from(2)
+                }
+            };
+        }
+    };
     if args.version {
         println!("spalloc-server {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
