@@ -284,3 +284,36 @@ fn reads_while_the_server_is_running() {
     assert_eq!(c.state(first)["state"], 3);
     assert!(server.stop().success());
 }
+
+/// A BMP failure recorded by the real server: no BMP simulator, and the machine's BMP is a
+/// loopback address where nothing answers, so the power-on fails after its attempts.
+#[test]
+fn job_history_of_a_real_bmp_failure() {
+    let dir = scratch_dir("replay-bmp-fail");
+    let net = bmp_net();
+    let cfg = simple_config(&net, json!({}));
+    let cfg_path = dir.join("machines.json");
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let server = Server::start_plain(&dir, Some(&cfg_path), &[]);
+    let mut c = server.client();
+    let j = c.create(json!([]), json!({}));
+    let s = c.wait_state(j, 4, WAIT);
+    let reason = format!("Machine configuration failed. Error: Requests failed on BMP {net}.1");
+    assert_eq!(s["reason"], reason.as_str());
+    let journal = server.journal.clone();
+    let _ = server.stop();
+
+    let history = replay_ok(&journal, &["--job", &j.to_string()]);
+    assert!(history.contains(&reason), "{history}");
+    assert!(
+        history.contains("(0, 0, 0)"),
+        "the job's board is named: {history}"
+    );
+    assert!(
+        history.contains("FAILED: Requests failed on BMP"),
+        "{history}"
+    );
+    let v = replay_json(&journal, &["--job", &j.to_string()]);
+    assert_eq!(v["ended"]["reason"], reason.as_str(), "{v}");
+    assert_eq!(v["allocation"]["boards"], json!([[0, 0, 0]]));
+}

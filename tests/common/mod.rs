@@ -81,11 +81,18 @@ impl Server {
         Server::start_with(dir, Some(&cfg_path), extra_args)
     }
 
-    /// Start with an explicit config path (or none).
+    /// Start with an explicit config path (or none), BMPs simulated in-process.
     pub fn start_with(dir: &PathBuf, config: Option<&PathBuf>, extra_args: &[&str]) -> Server {
+        let mut args = vec!["--simulate-bmps"];
+        args.extend_from_slice(extra_args);
+        Server::start_plain(dir, config, &args)
+    }
+
+    /// Start with exactly these extra arguments (no simulated BMPs unless asked for).
+    pub fn start_plain(dir: &PathBuf, config: Option<&PathBuf>, extra_args: &[&str]) -> Server {
         let journal = dir.join("journal");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_spalloc-server"));
-        cmd.arg("--journal").arg(&journal).arg("--simulate-bmps");
+        cmd.arg("--journal").arg(&journal);
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
