@@ -167,10 +167,6 @@ pub struct Core {
     retired: VecDeque<JobId>,
     retired_reasons: BTreeMap<JobId, Option<String>>,
     draining: BTreeMap<JobId, Draining>,
-    /// Every live job's keepalive deadline, soonest first: the loop asks for the next deadline
-    /// on every pass, so it must not cost a scan of all jobs. Mirrors `Job::keepalive_until_us`
-    /// (checked by `check_invariants`).
-    keepalive_deadlines: BTreeSet<(TimeUs, JobId)>,
     outstanding: BTreeMap<BmpRequestId, BmpRequest>,
     next_job_id: JobId,
     next_request_id: BmpRequestId,
@@ -216,7 +212,6 @@ impl Core {
             retired: VecDeque::new(),
             retired_reasons: BTreeMap::new(),
             draining: BTreeMap::new(),
-            keepalive_deadlines: BTreeSet::new(),
             outstanding: BTreeMap::new(),
             next_job_id: 1,
             next_request_id: 1,
@@ -337,11 +332,11 @@ impl Core {
     }
 
     fn handle_tick(&mut self, now: TimeUs) {
-        // Expiry is `until < now`, as in the original.
         let expired: Vec<JobId> = self
-            .keepalive_deadlines
-            .range(..(now, 0))
-            .map(|&(_, id)| id)
+            .jobs
+            .values()
+            .filter(|j| j.keepalive_until_us.is_some_and(|t| t < now))
+            .map(|j| j.id)
             .collect();
         for id in expired {
             self.log(format!("job {id}: keepalive expired"));
@@ -353,9 +348,10 @@ impl Core {
     }
 
     fn handle_restarted(&mut self, now: TimeUs) {
-        let ids: Vec<JobId> = self.jobs.keys().copied().collect();
-        for id in ids {
-            self.touch(id, None, now);
+        for job in self.jobs.values_mut() {
+            if let Some(k) = job.keepalive_s {
+                job.keepalive_until_us = Some(deadline_us(now, k));
+            }
         }
         self.log(format!(
             "restarted: {} live jobs, {} BMP requests to re-issue",
@@ -534,7 +530,7 @@ impl Core {
                 owner: c.owner.clone(),
                 start_time_us: now,
                 keepalive_s: c.keepalive_s,
-                keepalive_until_us: None, // set by `touch` below
+                keepalive_until_us: c.keepalive_s.map(|k| deadline_us(now, k)),
                 lasthost: Some(peer.to_string()),
                 state: JobState::Queued,
                 power: None,
@@ -544,7 +540,6 @@ impl Core {
                 bmp_outstanding: 0,
             },
         );
-        self.touch(id, None, now);
         self.changed_jobs.insert(id);
         self.log(format!(
             "job {id}: created by {} from {peer}: create_job({}, {})",
@@ -573,11 +568,7 @@ impl Core {
                 }
             }
             if let Some(k) = job.keepalive_s {
-                let until = deadline_us(now, k);
-                if let Some(old) = job.keepalive_until_us.replace(until) {
-                    self.keepalive_deadlines.remove(&(old, job_id));
-                }
-                self.keepalive_deadlines.insert((until, job_id));
+                job.keepalive_until_us = Some(deadline_us(now, k));
             }
         }
     }
@@ -748,9 +739,6 @@ impl Core {
         let Some(job) = self.jobs.remove(&job_id) else {
             return;
         };
-        if let Some(until) = job.keepalive_until_us {
-            self.keepalive_deadlines.remove(&(until, job_id));
-        }
         self.log(format!(
             "job {job_id}: destroyed: {}",
             reason.as_deref().unwrap_or("(no reason)")
@@ -834,9 +822,11 @@ impl Core {
     /// held-back boards.
     pub fn poll_deadline(&self) -> Option<TimeUs> {
         let keepalive = self
-            .keepalive_deadlines
-            .first()
-            .map(|&(t, _)| t.saturating_add(1)); // expiry is `until < now`
+            .jobs
+            .values()
+            .filter_map(|j| j.keepalive_until_us)
+            .min()
+            .map(|t| t.saturating_add(1)); // expiry is `until < now`
         [keepalive, self.queue.next_release_us()]
             .into_iter()
             .flatten()
@@ -1177,14 +1167,6 @@ impl Core {
                 "BMP request {} for job {} that is neither live nor draining",
                 r.id, r.job_id
             ));
-        }
-        let deadlines: BTreeSet<(TimeUs, JobId)> = self
-            .jobs
-            .values()
-            .filter_map(|j| j.keepalive_until_us.map(|t| (t, j.id)))
-            .collect();
-        if deadlines != self.keepalive_deadlines {
-            return Err("the keepalive deadline index disagrees with the jobs".into());
         }
         if let Some(id) = self
             .queue
