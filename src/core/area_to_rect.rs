@@ -27,7 +27,7 @@ pub fn rectangle_with_aspect_ratio(area: u64, ratio: f64) -> (u64, u64) {
 /// zero, negative or NaN ratio) also give `None`: the original raised `ValueError` there, which
 /// only ever surfaced as an impossible request.
 pub fn area_to_rect(area: u64, bw: u64, bh: u64, min_ratio: f64) -> Option<(u64, u64)> {
-    if area == 0 || bw == 0 || bh == 0 || !(min_ratio >= 0.0) {
+    if area == 0 || bw == 0 || bh == 0 || min_ratio.is_nan() || min_ratio < 0.0 {
         return None;
     }
     if area > bw.saturating_mul(bh) {

@@ -391,7 +391,7 @@ impl Server {
         for &(key, readable, writable) in ready {
             if key == LISTENER_KEY {
                 if !stopping {
-                    self.accept(now, &mut touched);
+                    self.accept(now);
                 }
                 continue;
             }
@@ -521,7 +521,7 @@ impl Server {
         }
     }
 
-    fn accept(&mut self, now: TimeUs, touched: &mut BTreeSet<usize>) {
+    fn accept(&mut self, now: TimeUs) {
         if now < self.accept_paused_until_us {
             return;
         }
@@ -560,7 +560,6 @@ impl Server {
                 }
             }
         }
-        let _ = touched;
         let _ = self
             .poller
             .modify(&self.listener, PollEvent::readable(LISTENER_KEY));
