@@ -90,26 +90,6 @@ fn phase_done(server: &mut Server, bystander: &Bystander, before: u64, phase: &s
     n
 }
 
-const COMMANDS: &[&str] = &[
-    "version",
-    "create_job",
-    "job_keepalive",
-    "get_job_state",
-    "get_job_machine_info",
-    "power_on_job_boards",
-    "power_off_job_boards",
-    "destroy_job",
-    "notify_job",
-    "no_notify_job",
-    "list_jobs",
-    "list_machines",
-    "notify_machine",
-    "no_notify_machine",
-    "get_board_position",
-    "get_board_at_position",
-    "where_is",
-];
-
 /// Values of every JSON type and every numeric edge, as text.
 const BAD_VALUES: &[&str] = &[
     "null",
@@ -137,29 +117,6 @@ const BAD_VALUES: &[&str] = &[
     "{}",
     "{\"a\": null}",
     "\"\\ud800\"",
-];
-
-const KEYWORDS: &[&str] = &[
-    "owner",
-    "keepalive",
-    "machine",
-    "tags",
-    "min_ratio",
-    "max_dead_boards",
-    "max_dead_links",
-    "require_torus",
-    "reason",
-    "job_id",
-    "machine_name",
-    "x",
-    "y",
-    "z",
-    "cabinet",
-    "frame",
-    "board",
-    "chip_x",
-    "chip_y",
-    "client",
 ];
 
 /// One random request line (never containing `\n` inside, never blank).

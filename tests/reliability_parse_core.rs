@@ -12,6 +12,7 @@ mod reliability_support;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use quickcheck::{Arbitrary, Gen, QuickCheck};
+use reliability_support::{COMMANDS, KEYWORDS};
 use spalloc::core::sim::{config, simple_machine, Sim};
 use spalloc::core::{Command, Event};
 use spalloc::protocol::{self, Parsed};
@@ -20,53 +21,6 @@ use spalloc::protocol::{self, Parsed};
 static LINES: AtomicU64 = AtomicU64::new(0);
 /// Commands that reached the core.
 static CORE_COMMANDS: AtomicU64 = AtomicU64::new(0);
-
-const COMMANDS: &[&str] = &[
-    "version",
-    "create_job",
-    "job_keepalive",
-    "get_job_state",
-    "get_job_machine_info",
-    "power_on_job_boards",
-    "power_off_job_boards",
-    "destroy_job",
-    "notify_job",
-    "no_notify_job",
-    "list_jobs",
-    "list_machines",
-    "notify_machine",
-    "no_notify_machine",
-    "get_board_position",
-    "get_board_at_position",
-    "where_is",
-    "bogus",
-    "",
-];
-
-const KEYWORDS: &[&str] = &[
-    "owner",
-    "keepalive",
-    "machine",
-    "tags",
-    "min_ratio",
-    "max_dead_boards",
-    "max_dead_links",
-    "require_torus",
-    "reason",
-    "job_id",
-    "machine_name",
-    "x",
-    "y",
-    "z",
-    "cabinet",
-    "frame",
-    "board",
-    "chip_x",
-    "chip_y",
-    "client",
-    "self",
-    "unknown",
-];
 
 /// JSON number and value texts chosen to hit edges: 64-bit limits, beyond them, f64 limits,
 /// negative zero, literals that are not JSON.
@@ -225,7 +179,7 @@ fn edge_int(g: &mut Gen) -> String {
 /// A well-formed call (right command name, usual arity, known keywords) whose values are
 /// at edges, so that it gets past the parser and into the core.
 fn wellformed_line(g: &mut Gen) -> Vec<u8> {
-    let command = *choose(g, &COMMANDS[..17]);
+    let command = *choose(g, COMMANDS);
     let val = |g: &mut Gen| -> String {
         match below(g, 6) {
             0 => value(g, 1),
@@ -324,6 +278,8 @@ fn wellformed_line(g: &mut Gen) -> Vec<u8> {
 fn line(g: &mut Gen) -> Vec<u8> {
     let command = match below(g, 20) {
         0 => value(g, 0),
+        1 => "\"bogus\"".to_string(),
+        2 => "\"\"".to_string(),
         _ => format!("\"{}\"", choose(g, COMMANDS)),
     };
     let nargs = below(g, 6);

@@ -13,6 +13,53 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+/// Every command of the protocol, for the fuzzers.
+pub const COMMANDS: &[&str] = &[
+    "version",
+    "create_job",
+    "job_keepalive",
+    "get_job_state",
+    "get_job_machine_info",
+    "power_on_job_boards",
+    "power_off_job_boards",
+    "destroy_job",
+    "notify_job",
+    "no_notify_job",
+    "list_jobs",
+    "list_machines",
+    "notify_machine",
+    "no_notify_machine",
+    "get_board_position",
+    "get_board_at_position",
+    "where_is",
+];
+
+/// Every keyword any command takes, plus a few it must refuse or ignore.
+pub const KEYWORDS: &[&str] = &[
+    "owner",
+    "keepalive",
+    "machine",
+    "tags",
+    "min_ratio",
+    "max_dead_boards",
+    "max_dead_links",
+    "require_torus",
+    "reason",
+    "job_id",
+    "machine_name",
+    "x",
+    "y",
+    "z",
+    "cabinet",
+    "frame",
+    "board",
+    "chip_x",
+    "chip_y",
+    "client",
+    "self",
+    "unknown",
+];
+
 /// Every wait on a server reply is capped at this.
 pub const REPLY_WAIT: Duration = Duration::from_secs(20);
 
