@@ -294,27 +294,7 @@ fn kill_restart_keeps_every_acknowledged_change() {
         ledger.lock().unwrap().created(id, false);
         drop(c);
 
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads: Vec<_> = (0..4)
-            .map(|t| {
-                let (l, s, r) = (Arc::clone(&ledger), Arc::clone(&stop), rng.fork());
-                let port = server.port;
-                std::thread::spawn(move || client_loop(port, r, l, s, t))
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(rng.range(50, 500)));
-        assert!(
-            process_alive(&mut server.child),
-            "iteration {iteration}: the server died under load; log:\n{}",
-            server.log_text()
-        );
-        server.kill9();
-        stop.store(true, Ordering::SeqCst);
-        for t in threads {
-            if let Err(e) = t.join() {
-                std::panic::resume_unwind(e);
-            }
-        }
+        load_then_kill(server, &ledger, &mut rng, 4, (50, 500), iteration);
         survived += 1;
         server = Server::start(&dir, &cfg, &[]);
     }
@@ -429,27 +409,7 @@ fn truncated_journal_tail_restarts_consistently() {
     let mut server = Server::start(&dir, &cfg, &[]);
     let (mut cuts, mut repairs) = (0, 0);
     for iteration in 0..10 {
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads: Vec<_> = (0..3)
-            .map(|t| {
-                let (l, s, r) = (Arc::clone(&ledger), Arc::clone(&stop), rng.fork());
-                let port = server.port;
-                std::thread::spawn(move || client_loop(port, r, l, s, t))
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(rng.range(100, 400)));
-        assert!(
-            process_alive(&mut server.child),
-            "server died; log:\n{}",
-            server.log_text()
-        );
-        server.kill9();
-        stop.store(true, Ordering::SeqCst);
-        for t in threads {
-            if let Err(e) = t.join() {
-                std::panic::resume_unwind(e);
-            }
-        }
+        load_then_kill(server, &ledger, &mut rng, 3, (100, 400), iteration);
         // The clients' view no longer holds (records may be lost): start a fresh ledger.
         *ledger.lock().unwrap() = Ledger::default();
 
@@ -544,4 +504,38 @@ fn truncated_journal_tail_restarts_consistently() {
     }
     eprintln!("torn tails: {cuts} truncations, {repairs} inside a record, all restarted");
     assert!(server.stop().success());
+}
+
+/// Drive `server` with `clients` random client threads for a random time in
+/// `run_ms` (the kill point; the sleep picks a moment, it synchronises nothing), check it is
+/// still alive, SIGKILL it, then stop and join the clients.
+fn load_then_kill(
+    mut server: Server,
+    ledger: &Arc<Mutex<Ledger>>,
+    rng: &mut Rng,
+    clients: u32,
+    run_ms: (u64, u64),
+    iteration: usize,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..clients)
+        .map(|t| {
+            let (l, s, r) = (Arc::clone(ledger), Arc::clone(&stop), rng.fork());
+            let port = server.port;
+            std::thread::spawn(move || client_loop(port, r, l, s, t))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(rng.range(run_ms.0, run_ms.1)));
+    assert!(
+        process_alive(&mut server.child),
+        "iteration {iteration}: the server died under load; log:\n{}",
+        server.log_text()
+    );
+    server.kill9();
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        if let Err(e) = t.join() {
+            std::panic::resume_unwind(e);
+        }
+    }
 }
