@@ -132,6 +132,10 @@ impl<'de> Visitor<'de> for JsonVisitor {
 /// Appends `value` as Python's `json.dumps(value)` writes it: `", "` and `": "` separators,
 /// `ensure_ascii`, floats as Python's `repr`, `NaN`/`Infinity` for non-finite floats.
 pub(crate) fn write_json(out: &mut String, value: &Json) {
+    write_nested(out, value, write_json_scalar, write_str);
+}
+
+fn write_json_scalar(out: &mut String, value: &Json) {
     match value {
         Json::Null => out.push_str("null"),
         Json::Bool(true) => out.push_str("true"),
@@ -141,28 +145,42 @@ pub(crate) fn write_json(out: &mut String, value: &Json) {
         }
         Json::Float(f) => write_float(out, *f),
         Json::Str(s) => write_str(out, s),
+        Json::Array(_) | Json::Object(_) => write_json(out, value),
+    }
+}
+
+/// The layout `json.dumps` and Python's `repr` share: `[a, b]` and `{k: v}`, with `", "` and
+/// `": "`; `scalar` writes everything else and `key` writes object keys.
+fn write_nested(
+    out: &mut String,
+    value: &Json,
+    scalar: fn(&mut String, &Json),
+    key: fn(&mut String, &str),
+) {
+    match value {
         Json::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_json(out, item);
+                write_nested(out, item, scalar, key);
             }
             out.push(']');
         }
         Json::Object(entries) => {
             out.push('{');
-            for (i, (key, item)) in entries.iter().enumerate() {
+            for (i, (k, item)) in entries.iter().enumerate() {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_str(out, key);
+                key(out, k);
                 out.push_str(": ");
-                write_json(out, item);
+                write_nested(out, item, scalar, key);
             }
             out.push('}');
         }
+        _ => scalar(out, value),
     }
 }
 
@@ -273,6 +291,12 @@ pub(crate) fn py_str(value: &Json) -> String {
 }
 
 fn write_py_repr(out: &mut String, value: &Json) {
+    write_nested(out, value, write_py_repr_scalar, |out, key| {
+        out.push_str(&py_repr_str(key))
+    });
+}
+
+fn write_py_repr_scalar(out: &mut String, value: &Json) {
     match value {
         Json::Null => out.push_str("None"),
         Json::Bool(true) => out.push_str("True"),
@@ -290,28 +314,7 @@ fn write_py_repr(out: &mut String, value: &Json) {
             }
         }
         Json::Str(s) => out.push_str(&py_repr_str(s)),
-        Json::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_py_repr(out, item);
-            }
-            out.push(']');
-        }
-        Json::Object(entries) => {
-            out.push('{');
-            for (i, (key, item)) in entries.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                out.push_str(&py_repr_str(key));
-                out.push_str(": ");
-                write_py_repr(out, item);
-            }
-            out.push('}');
-        }
+        Json::Array(_) | Json::Object(_) => write_py_repr(out, value),
     }
 }
 
