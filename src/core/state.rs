@@ -643,14 +643,12 @@ impl Core {
     /// Issue the BMP requests that power a job's boards on (stopping its periphery links) or
     /// off: one request per frame, frames in (cabinet, frame) order.
     fn set_power(&mut self, job_id: JobId, on: bool) {
-        let job = self.jobs.get(&job_id).expect("live job");
-        let alloc = job.allocation.clone().expect("allocated job");
-        let requests = self.power_requests(job_id, &alloc, on);
-        let n = requests.len() as u32;
-        for r in requests {
-            self.outstanding.insert(r.id, r.clone());
-            self.effects.push_back(Effect::Bmp(r));
-        }
+        let alloc = self.jobs[&job_id]
+            .allocation
+            .as_ref()
+            .expect("allocated job");
+        let requests = power_requests(&self.machines, &mut self.next_request_id, job_id, alloc, on);
+        let n = self.issue(requests);
         let job = self.jobs.get_mut(&job_id).expect("live job");
         job.bmp_outstanding += n;
         job.state = if job.bmp_outstanding > 0 {
@@ -662,57 +660,14 @@ impl Core {
         self.changed_jobs.insert(job_id);
     }
 
-    fn power_requests(
-        &mut self,
-        job_id: JobId,
-        alloc: &JobAllocation,
-        on: bool,
-    ) -> Vec<BmpRequest> {
-        let Some(machine) = self
-            .machines
-            .get(&alloc.machine)
-            .filter(|m| m.uid == alloc.machine_uid)
-        else {
-            return Vec::new();
-        };
-        let mut frames: BTreeMap<(u32, u32), (Vec<u32>, Vec<(u32, Link)>)> = BTreeMap::new();
-        for b in &alloc.boards {
-            if let Some([c, f, n]) = machine.location(*b) {
-                frames.entry((c, f)).or_default().0.push(n);
-            }
+    /// Record BMP requests as outstanding and hand them to the caller. Returns how many.
+    fn issue(&mut self, requests: Vec<BmpRequest>) -> u32 {
+        let n = requests.len() as u32;
+        for r in requests {
+            self.outstanding.insert(r.id, r.clone());
+            self.effects.push_back(Effect::Bmp(r));
         }
-        if on {
-            for (b, link) in &alloc.periphery {
-                if let Some([c, f, n]) = machine.location(*b) {
-                    frames.entry((c, f)).or_default().1.push((n, *link));
-                }
-            }
-        }
-        let mut requests = Vec::new();
-        for ((cabinet, frame), (mut boards, stop_links)) in frames {
-            boards.sort_unstable();
-            let id = self.next_request_id;
-            self.next_request_id += 1;
-            let action = if on {
-                BmpAction::PowerOn { boards, stop_links }
-            } else {
-                BmpAction::PowerOff { boards }
-            };
-            requests.push(BmpRequest {
-                id,
-                job_id,
-                machine: alloc.machine.clone(),
-                cabinet,
-                frame,
-                address: machine
-                    .bmps
-                    .get(&(cabinet, frame))
-                    .cloned()
-                    .unwrap_or_default(),
-                action,
-            });
-        }
-        requests
+        n
     }
 
     fn destroy_job(&mut self, now: TimeUs, job_id: JobId, reason: Option<String>) {
@@ -747,12 +702,14 @@ impl Core {
         self.changed_jobs.insert(job_id);
         if let Some(alloc) = job.allocation {
             self.changed_machines.insert(alloc.machine.clone());
-            let requests = self.power_requests(job_id, &alloc, false);
-            let outstanding = job.bmp_outstanding + requests.len() as u32;
-            for r in requests {
-                self.outstanding.insert(r.id, r.clone());
-                self.effects.push_back(Effect::Bmp(r));
-            }
+            let requests = power_requests(
+                &self.machines,
+                &mut self.next_request_id,
+                job_id,
+                &alloc,
+                false,
+            );
+            let outstanding = job.bmp_outstanding + self.issue(requests);
             if outstanding > 0 {
                 self.draining.insert(
                     job_id,
@@ -1239,4 +1196,60 @@ fn job_min(boards: &[Board]) -> (u32, u32, u32) {
         boards.iter().map(|b| b.y).min().unwrap_or(0),
         boards.iter().map(|b| b.z).min().unwrap_or(0),
     )
+}
+
+/// The BMP requests that power a job's boards on (stopping its periphery links) or off: one
+/// per frame, frames in (cabinet, frame) order, ids taken from `next_request_id`. None if the
+/// job's machine is gone.
+fn power_requests(
+    machines: &BTreeMap<String, Machine>,
+    next_request_id: &mut BmpRequestId,
+    job_id: JobId,
+    alloc: &JobAllocation,
+    on: bool,
+) -> Vec<BmpRequest> {
+    let Some(machine) = machines
+        .get(&alloc.machine)
+        .filter(|m| m.uid == alloc.machine_uid)
+    else {
+        return Vec::new();
+    };
+    let mut frames: BTreeMap<(u32, u32), (Vec<u32>, Vec<(u32, Link)>)> = BTreeMap::new();
+    for b in &alloc.boards {
+        if let Some([c, f, n]) = machine.location(*b) {
+            frames.entry((c, f)).or_default().0.push(n);
+        }
+    }
+    if on {
+        for (b, link) in &alloc.periphery {
+            if let Some([c, f, n]) = machine.location(*b) {
+                frames.entry((c, f)).or_default().1.push((n, *link));
+            }
+        }
+    }
+    let mut requests = Vec::new();
+    for ((cabinet, frame), (mut boards, stop_links)) in frames {
+        boards.sort_unstable();
+        let id = *next_request_id;
+        *next_request_id += 1;
+        let action = if on {
+            BmpAction::PowerOn { boards, stop_links }
+        } else {
+            BmpAction::PowerOff { boards }
+        };
+        requests.push(BmpRequest {
+            id,
+            job_id,
+            machine: alloc.machine.clone(),
+            cabinet,
+            frame,
+            address: machine
+                .bmps
+                .get(&(cabinet, frame))
+                .cloned()
+                .unwrap_or_default(),
+            action,
+        });
+    }
+    requests
 }
