@@ -317,3 +317,66 @@ fn job_history_of_a_real_bmp_failure() {
     assert_eq!(v["ended"]["reason"], reason.as_str(), "{v}");
     assert_eq!(v["allocation"]["boards"], json!([[0, 0, 0]]));
 }
+
+/// The commands of a journal's events, in journal order.
+fn journaled_commands(journal: &Path) -> Vec<String> {
+    replay_json_lines(journal, &["--events"])
+        .iter()
+        .filter_map(|e| e["command"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// A keepalive from the job's own host is answered before it is journaled (server module
+/// docs: a restart resets every deadline, so losing it changes nothing), but the journal
+/// still gets every one, in the order the server folded them: by themselves within about a
+/// second, ahead of the next change, and before the shutdown snapshot, which `--verify`
+/// checks against the fold.
+#[test]
+fn lazily_journaled_keepalives_keep_their_place() {
+    let dir = scratch_dir("replay-lazy");
+    let cfg = simple_config(&bmp_net(), json!({}));
+    let server = Server::start(&dir, &cfg, &[]);
+    let journal = server.journal.clone();
+    let mut c = server.client();
+    let job = c.create(json!([1]), json!({}));
+    c.wait_state(job, 3, WAIT);
+    let keepalive = format!("job_keepalive({job})");
+    let keepalives = |cmds: &[String]| cmds.iter().filter(|c| **c == keepalive).count();
+
+    // Alone: no other traffic, yet they reach the journal.
+    for _ in 0..3 {
+        assert_eq!(
+            c.call("job_keepalive", json!([job]), json!({})),
+            json!(null)
+        );
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while keepalives(&journaled_commands(&journal)) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "keepalives never reached the journal: {:?}",
+            journaled_commands(&journal)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Ahead of the next change, in the order they were folded: the create's reply comes
+    // after its fsync, which wrote the waiting records first.
+    c.call("job_keepalive", json!([job]), json!({}));
+    c.call("get_job_machine_info", json!([job]), json!({}));
+    let second = c.create(json!([1]), json!({}));
+    let cmds = journaled_commands(&journal);
+    let tail: Vec<&str> = cmds[cmds.len() - 3..].iter().map(String::as_str).collect();
+    assert_eq!(tail[0], keepalive);
+    assert_eq!(tail[1], format!("get_job_machine_info({job})"));
+    assert!(tail[2].starts_with("create_job("), "{tail:?}");
+    assert_ne!(c.state(second)["state"], 0);
+
+    // Stopping right after keepalives: the shutdown snapshot covers them.
+    c.call("job_keepalive", json!([job]), json!({}));
+    c.call("job_keepalive", json!([job]), json!({}));
+    assert!(server.stop().success());
+    let (code, out, err) = replay(&journal, &["--verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(keepalives(&journaled_commands(&journal)), 6);
+}

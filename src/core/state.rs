@@ -308,6 +308,23 @@ impl Core {
         }
     }
 
+    /// Whether `command` from `peer` would change nothing but keepalive deadlines: a
+    /// `job_keepalive`, `get_job_state` or `get_job_machine_info` of a job whose keepalive
+    /// host is already `peer` (or of no live job). A restart resets every deadline, so losing
+    /// such an event in a crash changes nothing a client was told; the server uses this to
+    /// answer them without waiting for an fsync (see `server` module docs).
+    pub fn is_keepalive_only(&self, peer: &str, command: &Command) -> bool {
+        match command {
+            Command::JobKeepalive { job_id }
+            | Command::GetJobState { job_id }
+            | Command::GetJobMachineInfo { job_id } => self
+                .jobs
+                .get(job_id)
+                .map_or(true, |j| j.lasthost.as_deref() == Some(peer)),
+            _ => false,
+        }
+    }
+
     /// Answer a read-only command (one for which [`Command::is_read_only`] is true). Other
     /// commands answer `null` here: they must go through [`Core::handle`].
     pub fn query(&self, command: &Command) -> Response {

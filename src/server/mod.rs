@@ -14,8 +14,29 @@
 //!
 //! A reply therefore never leaves before its event is durable. If the journal cannot be
 //! written, state-changing commands are refused with an error and nothing is applied.
+//!
+//! Two refinements keep clients from waiting on an fsync that cannot matter to them:
+//!
+//! - **Keepalives are journaled lazily.** A `job_keepalive` (or `get_job_state` /
+//!   `get_job_machine_info`, which also count as one) from the host already recorded as the
+//!   job's keepalive host changes nothing but the job's keepalive deadline, and a restart
+//!   gives every job a fresh deadline anyway ([`Event::Restarted`]). So a crash that loses
+//!   such an event changes nothing a client was told: the state after restart is the same
+//!   with or without it. A pass made only of such events is folded and answered at once;
+//!   its records wait in memory and are written, in order, ahead of the next batch that is
+//!   fsync'd anyway, or after [`DEFERRED_FLUSH_US`] by a thread that borrows the journal
+//!   meanwhile (`deferred.rs`). The journal therefore still holds every event in fold order
+//!   (replay and `--verify` see exactly what the live server folded), and a snapshot is
+//!   only taken once the deferred records are written. At most [`DEFERRED_MAX_RECORDS`]
+//!   wait; past that, keepalives are journaled like any change.
+//! - **Answers that need nothing from the pass go first.** In a pass that waits for an
+//!   fsync, a read-only command (or `version`, `notify_*`) from a client with no
+//!   state-changing command earlier in the same pass is answered from the state before the
+//!   pass, and sent before the fsync: it is ordered before the pass's changes, which no
+//!   client has yet been told about.
 
 pub mod client;
+mod deferred;
 mod recovery;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -34,6 +55,7 @@ use crate::core::{Command, Core, Effect, Event, Response, TimeUs};
 use crate::protocol::{self, Parsed};
 use crate::timefmt::now_us;
 use client::{Client, ReadOutcome};
+use deferred::{Deferred, FlushDone, Flusher};
 
 /// What the command line asked for (see `spalloc-server --help`).
 #[derive(Clone, Debug)]
@@ -74,6 +96,13 @@ const JOURNAL_RETRY_US: TimeUs = 100_000;
 /// While the journal cannot be written, the ERROR is repeated this often (not per refused
 /// batch: a full disk must not also get a flooded log).
 const JOURNAL_ERROR_REPEAT_US: TimeUs = 10_000_000;
+
+/// Keepalive-only events (see the module docs) wait in memory about this long before they
+/// are written and fsync'd in the background...
+const DEFERRED_FLUSH_US: TimeUs = 200_000;
+/// ...and at most this many wait: past it, keepalives are journaled like any change (and so
+/// refused while the journal cannot be written), which bounds the memory they hold.
+const DEFERRED_MAX_RECORDS: usize = 65_536;
 
 const LISTENER_KEY: usize = usize::MAX - 1;
 
@@ -148,7 +177,9 @@ struct Server {
     clients: BTreeMap<usize, Client>,
     next_client_key: usize,
     core: Core,
-    journal: spalloc_journal::Journal,
+    /// The journal; `None` while it is lent to `flusher` (see [`Server::journal`]).
+    journal: Option<spalloc_journal::Journal>,
+    flusher: Flusher,
     last_snapshot_seq: u64,
     bmp: BmpRuntime,
     completions: crossbeam::channel::Receiver<BmpCompletion>,
@@ -156,6 +187,8 @@ struct Server {
     unjournaled_completions: VecDeque<BmpCompletion>,
     /// Set while the journal cannot be written.
     journal_outage: Option<JournalOutage>,
+    /// Keepalive-only events already folded but not yet written (module docs).
+    deferred: Deferred,
     signals: Arc<SignalFlags>,
     accept_paused_until_us: TimeUs,
     _simulator: Option<crate::bmp::Simulator>,
@@ -275,6 +308,7 @@ impl Server {
         let signals = Arc::new(SignalFlags::default());
         start_signal_thread(Arc::clone(&signals), Arc::clone(&poller))?;
 
+        let flusher = Flusher::start(Arc::clone(&poller))?;
         let last_snapshot_seq = recovered.snapshot_seq;
         let mut server = Server {
             opts,
@@ -284,12 +318,14 @@ impl Server {
             clients: BTreeMap::new(),
             next_client_key: 0,
             core,
-            journal,
+            journal: Some(journal),
+            flusher,
             last_snapshot_seq,
             bmp,
             completions,
             unjournaled_completions: VecDeque::new(),
             journal_outage: None,
+            deferred: Deferred::default(),
             signals,
             accept_paused_until_us: 0,
             _simulator: simulator,
@@ -345,6 +381,10 @@ impl Server {
         if !self.unjournaled_completions.is_empty() {
             deadline = Some(now);
         }
+        if !self.deferred.is_empty() && !self.flusher.in_flight() {
+            let flush_at = self.deferred.since_us() + DEFERRED_FLUSH_US;
+            deadline = Some(deadline.map_or(flush_at, |d| d.min(flush_at)));
+        }
         if let Some(o) = &self.journal_outage {
             deadline = deadline.map(|d| d.max(o.retry_at_us));
         }
@@ -356,6 +396,9 @@ impl Server {
     /// One pass of the loop (see the module docs).
     fn pass(&mut self, ready: &[(usize, bool, bool)], stopping: bool) {
         let now = now_us();
+        if let Some(done) = self.flusher.finished(false) {
+            self.flush_finished(done, now);
+        }
         let mut events: Vec<Event> = Vec::new();
         let mut actions: Vec<Action> = Vec::new();
         let mut touched: BTreeSet<usize> = BTreeSet::new();
@@ -414,7 +457,15 @@ impl Server {
         }
 
         // Persist, then apply, then release.
-        let durable = self.commit(&events, now);
+        let durable = if self.can_defer(&events) {
+            self.defer(&events, now);
+            Ok(())
+        } else {
+            if !events.is_empty() {
+                actions = self.answer_early(actions, &mut touched);
+            }
+            self.commit(&events, now)
+        };
         for action in actions {
             match action {
                 Action::Event { client, index } => {
@@ -466,59 +517,183 @@ impl Server {
         self.maybe_snapshot();
     }
 
-    /// Journal the pass's events as one batch (one fsync). While the journal cannot be
-    /// written, the ERROR is logged when the trouble starts and then every
-    /// [`JOURNAL_ERROR_REPEAT_US`], and the recovery is logged too.
+    /// Whether the pass's events may skip the fsync: all keepalive-only (module docs), with
+    /// room for them among the deferred records.
+    fn can_defer(&self, events: &[Event]) -> bool {
+        !events.is_empty()
+            && self.deferred.len() + events.len() <= DEFERRED_MAX_RECORDS
+            && events.iter().all(|e| match e {
+                Event::Command { peer, command, .. } => self.core.is_keepalive_only(peer, command),
+                _ => false,
+            })
+    }
+
+    /// Keep keepalive-only events to be written later (they are folded now), and start
+    /// writing the deferred records if the oldest has waited long enough.
+    fn defer(&mut self, events: &[Event], now: TimeUs) {
+        for e in events {
+            self.deferred.push(e, now);
+        }
+        self.start_flush_if_due(now);
+    }
+
+    /// Lend the journal to the flusher thread for the deferred records, if they are due and
+    /// the journal is not in trouble (then only at the retry time).
+    fn start_flush_if_due(&mut self, now: TimeUs) {
+        let retry_due = !matches!(&self.journal_outage, Some(o) if now < o.retry_at_us);
+        let due = now >= self.deferred.since_us() + DEFERRED_FLUSH_US
+            || self.deferred.len() >= DEFERRED_MAX_RECORDS;
+        if self.deferred.is_empty() || !due || !retry_due || self.flusher.in_flight() {
+            return;
+        }
+        let journal = self
+            .journal
+            .take()
+            .expect("the journal is here when not lent");
+        self.flusher
+            .start_write(journal, std::mem::take(&mut self.deferred));
+    }
+
+    /// A background write ended: take the journal back; if the write failed, its records go
+    /// first again.
+    fn flush_finished(&mut self, done: FlushDone, now: TimeUs) {
+        self.journal = Some(done.journal);
+        match done.result {
+            Ok(_) => self.journal_written(now),
+            Err(e) => {
+                self.deferred.prepend(done.records);
+                self.journal_failed(&e, now);
+            }
+        }
+    }
+
+    /// The journal, waiting for a background write to finish if one is under way.
+    fn journal(&mut self) -> &mut spalloc_journal::Journal {
+        if let Some(done) = self.flusher.finished(true) {
+            self.flush_finished(done, now_us());
+        }
+        self.journal
+            .as_mut()
+            .expect("the journal is here when not lent")
+    }
+
+    /// Before a pass's fsync: carry out at once the actions that depend on nothing in the
+    /// pass (module docs) and send their output; return the rest, in order.
+    fn answer_early(&mut self, actions: Vec<Action>, touched: &mut BTreeSet<usize>) -> Vec<Action> {
+        let mut waiting: BTreeSet<usize> = BTreeSet::new();
+        let mut answered: BTreeSet<usize> = BTreeSet::new();
+        let mut rest = Vec::with_capacity(actions.len());
+        for action in actions {
+            match action {
+                Action::Event {
+                    client: Some(c), ..
+                } => {
+                    waiting.insert(c);
+                    rest.push(action);
+                }
+                Action::Query { client, command } if !waiting.contains(&client) => {
+                    let r = self.core.query(&command);
+                    self.send(client, &protocol::render_response(&r), touched);
+                    answered.insert(client);
+                }
+                Action::Send { client, bytes } if !waiting.contains(&client) => {
+                    self.send(client, &bytes, touched);
+                    answered.insert(client);
+                }
+                other => rest.push(other),
+            }
+        }
+        for key in answered {
+            self.flush_client(key);
+        }
+        rest
+    }
+
+    /// Journal the pass's events as one batch (one fsync), after any deferred keepalive
+    /// records, which go first because they were folded first. With no events, start writing
+    /// the deferred records if they are due. While the journal cannot be written, the ERROR
+    /// is logged when the trouble starts and then every [`JOURNAL_ERROR_REPEAT_US`], and the
+    /// recovery is logged too.
     fn commit(&mut self, events: &[Event], now: TimeUs) -> Result<(), String> {
         if events.is_empty() {
+            self.start_flush_if_due(now);
             return Ok(());
         }
         let encoded: Vec<Vec<u8>> = events.iter().map(encode_event).collect();
-        match self
-            .journal
-            .append_batch(encoded.iter().map(|e| e.as_slice()))
-        {
+        self.journal();
+        let journal = self.journal.as_mut().expect("just taken back");
+        let batch = self
+            .deferred
+            .records()
+            .chain(encoded.iter().map(|e| e.as_slice()));
+        match journal.append_batch(batch) {
             Ok(_) => {
-                if let Some(o) = self.journal_outage.take() {
-                    self.log.info(&format!(
-                        "journal: writable again after {:.1} s; {} batches of changes were refused meanwhile",
-                        now.saturating_sub(o.since_us) as f64 / 1e6,
-                        o.refused_batches
-                    ));
-                }
+                self.deferred.clear();
+                self.journal_written(now);
                 Ok(())
             }
-            Err(e) => {
-                let msg = format!(
-                    "journal write failed ({e}); changes are refused until it can be written"
-                );
-                match &mut self.journal_outage {
-                    None => {
-                        self.log.error(&msg);
-                        self.journal_outage = Some(JournalOutage {
-                            since_us: now,
-                            refused_batches: 1,
-                            logged_us: now,
-                            retry_at_us: now + JOURNAL_RETRY_US,
-                        });
-                    }
-                    Some(o) => {
-                        o.refused_batches += 1;
-                        o.retry_at_us = now + JOURNAL_RETRY_US;
-                        if now >= o.logged_us + JOURNAL_ERROR_REPEAT_US {
-                            o.logged_us = now;
-                            let line = format!(
-                                "{msg} (for {:.0} s now; {} batches refused)",
-                                now.saturating_sub(o.since_us) as f64 / 1e6,
-                                o.refused_batches
-                            );
-                            self.log.error(&line);
-                        }
-                    }
+            Err(e) => Err(self.journal_failed(&e, now)),
+        }
+    }
+
+    /// Write every deferred record now (before a snapshot, which must cover them).
+    fn flush_now(&mut self, now: TimeUs) -> Result<(), String> {
+        self.journal();
+        if self.deferred.is_empty() {
+            return Ok(());
+        }
+        let journal = self.journal.as_mut().expect("just taken back");
+        match journal.append_batch(self.deferred.records()) {
+            Ok(_) => {
+                self.deferred.clear();
+                self.journal_written(now);
+                Ok(())
+            }
+            Err(e) => Err(self.journal_failed(&e, now)),
+        }
+    }
+
+    /// A journal write succeeded: end an outage, logging it.
+    fn journal_written(&mut self, now: TimeUs) {
+        if let Some(o) = self.journal_outage.take() {
+            self.log.info(&format!(
+                "journal: writable again after {:.1} s; {} batches of changes were refused meanwhile",
+                now.saturating_sub(o.since_us) as f64 / 1e6,
+                o.refused_batches
+            ));
+        }
+    }
+
+    /// A journal write failed: start or extend an outage (logging as the module says), and
+    /// return the message for the refused commands.
+    fn journal_failed(&mut self, e: &spalloc_journal::Error, now: TimeUs) -> String {
+        let msg =
+            format!("journal write failed ({e}); changes are refused until it can be written");
+        match &mut self.journal_outage {
+            None => {
+                self.log.error(&msg);
+                self.journal_outage = Some(JournalOutage {
+                    since_us: now,
+                    refused_batches: 1,
+                    logged_us: now,
+                    retry_at_us: now + JOURNAL_RETRY_US,
+                });
+            }
+            Some(o) => {
+                o.refused_batches += 1;
+                o.retry_at_us = now + JOURNAL_RETRY_US;
+                if now >= o.logged_us + JOURNAL_ERROR_REPEAT_US {
+                    o.logged_us = now;
+                    let line = format!(
+                        "{msg} (for {:.0} s now; {} batches refused)",
+                        now.saturating_sub(o.since_us) as f64 / 1e6,
+                        o.refused_batches
+                    );
+                    self.log.error(&line);
                 }
-                Err(msg)
             }
         }
+        msg
     }
 
     fn accept(&mut self, now: TimeUs) {
@@ -775,19 +950,30 @@ impl Server {
     }
 
     fn maybe_snapshot(&mut self) {
-        let last = self.journal.next_seq().saturating_sub(1);
+        // While the journal is lent out, the next pass checks (no waiting for the disk).
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        let last = journal.next_seq().saturating_sub(1);
         if last >= self.last_snapshot_seq + SNAPSHOT_EVERY_EVENTS {
             self.snapshot();
         }
     }
 
     fn snapshot(&mut self) {
-        let last = self.journal.next_seq().saturating_sub(1);
+        // The core has folded the deferred keepalives: they must be in the journal before a
+        // snapshot claims to cover it.
+        if self.flush_now(now_us()).is_err() {
+            self.log
+                .error("no snapshot taken: the deferred keepalive records could not be written");
+            return;
+        }
+        let last = self.journal().next_seq().saturating_sub(1);
         if last == self.last_snapshot_seq {
             return;
         }
         match rmp_serde::to_vec_named(&self.core) {
-            Ok(bytes) => match self.journal.write_snapshot(last, &bytes) {
+            Ok(bytes) => match self.journal().write_snapshot(last, &bytes) {
                 Ok(()) => self.last_snapshot_seq = last,
                 Err(e) => self.log.error(&format!("cannot write a snapshot: {e}")),
             },
