@@ -8,6 +8,7 @@
 #   benchmarks/run.sh                       # both servers, 10 s per run, 3 repeats
 #   SECONDS_PER_RUN=5 REPEATS=5 benchmarks/run.sh
 #   SERVERS=ours benchmarks/run.sh          # ours only
+#   SERVERS="ours echo" WORKLOADS=version benchmarks/run.sh   # with the floor (echo-server)
 #   WORKLOADS="keepalive churn" benchmarks/run.sh
 #   JOURNAL_PARENT=/dev/shm benchmarks/run.sh   # journal on tmpfs (no disk flush latency)
 # Then: python3 benchmarks/summarize.py $OUT
@@ -27,6 +28,7 @@ OUT=${OUT:-/tmp/spalloc-bench-$(date +%Y%m%d-%H%M%S).txt}
 BENCH=target/release/spalloc-bench
 OURS_PORT=22501
 ORIG_PORT=22502
+ECHO_PORT=22503
 
 # 10,000 idle clients need 10,000 descriptors in the server and as many in the bench.
 ulimit -n "$(ulimit -Hn)"
@@ -51,7 +53,7 @@ wait_port() {
     return 1
 }
 
-for port in $OURS_PORT $ORIG_PORT; do
+for port in $OURS_PORT $ORIG_PORT $ECHO_PORT; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         echo "port $port is already in use (another run?): stop it first" >&2
         exit 1
@@ -80,6 +82,13 @@ if [[ " $SERVERS " == *" original "* ]]; then
     wait_port $ORIG_PORT
 fi
 
+if [[ " $SERVERS " == *" echo "* ]]; then
+    # The floor: a line server that does nothing but answer (spalloc-bench echo-server).
+    "$BENCH" echo-server --addr "127.0.0.1:$ECHO_PORT" 2>"$scratch/echo.log" &
+    PID[echo]=$!; PORT[echo]=$ECHO_PORT; pids+=("$!")
+    wait_port $ECHO_PORT
+fi
+
 {
     echo "# $(date -Is) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
     echo "# SECONDS_PER_RUN=$S REPEATS=$R SERVERS=$SERVERS JOURNAL_PARENT=$JOURNAL_PARENT load: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -94,6 +103,8 @@ run() { # label workload args...
 for i in $(seq 1 "$R"); do
     for w in $WORKLOADS; do
         for label in $SERVERS; do
+            # The echo server answers every line with the version reply: version only.
+            [[ $label == echo && $w != version ]] && continue
             case $w in
             version | keepalive) run "$label" "$w" --clients 50 --seconds "$S" ;;
             churn) run "$label" churn --clients 10 --boards 1 --seconds "$S" ;;

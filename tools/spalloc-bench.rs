@@ -30,7 +30,8 @@ use spalloc::core::{Command, Core, CreateJob, Effect, Event, JobId, JobRequest, 
 /// Load generator and measurements for spalloc servers (see benchmarks/README.md).
 ///
 /// Workloads: version, keepalive, churn, fanout, connections, burst (over TCP);
-/// core, replay, restart (offline, this crate's library and server binary).
+/// core, replay, restart (offline, this crate's library and server binary);
+/// echo-server (serves --addr until killed: the floor for `version`, see the README).
 #[derive(FromArgs)]
 struct Args {
     /// the workload to run
@@ -108,8 +109,9 @@ fn main() {
         "core" => run_core(&args),
         "replay" => run_replay(&args),
         "restart" => run_restart(&args),
+        "echo-server" => run_echo_server(&args),
         other => Err(format!(
-            "unknown workload {other:?} (version, keepalive, churn, fanout, connections, burst, core, replay, restart)"
+            "unknown workload {other:?} (version, keepalive, churn, fanout, connections, burst, core, replay, restart, echo-server)"
         )),
     };
     match result {
@@ -614,8 +616,6 @@ fn churn_loop(
 struct FanoutShared {
     /// The job id whose notification is awaited (0: none).
     target: AtomicU64,
-    /// Set by the watcher thread when every watcher has heard of `target`: ns after `epoch`.
-    heard_all_ns: AtomicU64,
     stop: AtomicBool,
     /// Notification lines received while measuring.
     lines: AtomicU64,
@@ -636,7 +636,6 @@ fn run_fanout(args: &Args) -> Result<Report, String> {
     let epoch = Instant::now();
     let shared = Arc::new(FanoutShared {
         target: AtomicU64::new(0),
-        heard_all_ns: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         lines: AtomicU64::new(0),
         measuring: AtomicBool::new(false),
@@ -655,7 +654,10 @@ fn run_fanout(args: &Args) -> Result<Report, String> {
         unsafe { poller.add(s, PollEvent::readable(i)) }.map_err(|e| e.to_string())?;
     }
     // The watcher thread: one epoll loop over every watcher (a thread each would measure
-    // the scheduler of a 2-core machine rather than the server).
+    // the scheduler of a 2-core machine rather than the server). It tells the driver, which
+    // blocks meanwhile (a spinning driver would take a core from the server), when every
+    // watcher has heard of the target: ns after `epoch`.
+    let (heard_all_tx, heard_all) = crossbeam::channel::unbounded::<(u64, u64)>();
     let watcher = {
         let shared = Arc::clone(&shared);
         let poller = Arc::clone(&poller);
@@ -663,8 +665,10 @@ fn run_fanout(args: &Args) -> Result<Report, String> {
             let mut streams = streams;
             let mut partial: Vec<Vec<u8>> = vec![Vec::new(); streams.len()];
             // Highest job id each watcher has heard of (ids grow, so "heard of the target"
-            // is "max >= target"), and when it first reached the current target.
+            // is "max >= target"), and when it first reached the current target (each
+            // watcher's time is taken when its event is handled).
             let mut max_heard = vec![0u64; streams.len()];
+            let mut heard_at_ns = vec![0u64; streams.len()];
             let mut heard_count = 0usize;
             let mut last_heard_ns = 0u64;
             let mut counted_target = 0u64;
@@ -676,13 +680,15 @@ fn run_fanout(args: &Args) -> Result<Report, String> {
                 let target = shared.target.load(Ordering::SeqCst);
                 if target != counted_target {
                     counted_target = target;
-                    heard_count = max_heard.iter().filter(|&&m| m >= target).count();
-                    last_heard_ns = 0;
+                    // Notifications can beat the driver's publication of the target.
+                    let early: Vec<usize> = (0..streams.len())
+                        .filter(|&i| max_heard[i] >= target)
+                        .collect();
+                    heard_count = early.len();
+                    last_heard_ns = early.iter().map(|&i| heard_at_ns[i]).max().unwrap_or(0);
                     if heard_count == streams.len() {
                         // Everyone heard before the driver even published the target.
-                        shared
-                            .heard_all_ns
-                            .store(epoch.elapsed().as_nanos() as u64, Ordering::SeqCst);
+                        let _ = heard_all_tx.send((target, last_heard_ns));
                     }
                 }
                 for ev in events.iter() {
@@ -707,6 +713,7 @@ fn run_fanout(args: &Args) -> Result<Report, String> {
                             if m > max_heard[i] {
                                 let before = max_heard[i];
                                 max_heard[i] = m;
+                                heard_at_ns[i] = now_ns;
                                 if counted_target != 0
                                     && before < counted_target
                                     && m >= counted_target
@@ -714,7 +721,7 @@ fn run_fanout(args: &Args) -> Result<Report, String> {
                                     heard_count += 1;
                                     last_heard_ns = last_heard_ns.max(now_ns);
                                     if heard_count == streams.len() {
-                                        shared.heard_all_ns.store(last_heard_ns, Ordering::SeqCst);
+                                        let _ = heard_all_tx.send((counted_target, last_heard_ns));
                                     }
                                 }
                             }
@@ -731,7 +738,12 @@ fn run_fanout(args: &Args) -> Result<Report, String> {
     };
 
     let mut driver = Conn::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    // From sending the change (create_job) until the last watcher has its notification:
+    // includes making the change durable (our journal's fsync).
     let mut latencies = Vec::new();
+    // From the change's acknowledgement reaching the driver until the last watcher has its
+    // notification: the fan-out itself (the server sends the reply, then the notifications).
+    let mut after_reply = Vec::new();
     let mut rounds = 0u64;
     let warmup_end = Instant::now() + Duration::from_secs_f64(args.warmup);
     let mut window: Option<CpuWindow> = None;
@@ -747,25 +759,23 @@ fn run_fanout(args: &Args) -> Result<Report, String> {
             if end.is_some_and(|e| now >= e) {
                 return Ok(());
             }
-            shared.heard_all_ns.store(0, Ordering::SeqCst);
             let t0_ns = epoch.elapsed().as_nanos() as u64;
             let job = create_job(&mut driver, "1").map_err(|e| e.to_string())?;
+            let acked_ns = epoch.elapsed().as_nanos() as u64;
             shared.target.store(job, Ordering::SeqCst);
             let _ = poller.notify();
-            let deadline = Instant::now() + Duration::from_secs(5);
             let heard = loop {
-                let h = shared.heard_all_ns.load(Ordering::SeqCst);
-                if h != 0 {
-                    break h;
+                match heard_all.recv_timeout(Duration::from_secs(5)) {
+                    Ok((target, ns)) if target == job => break ns,
+                    Ok(_) => continue, // a late report for an earlier round
+                    Err(_) => {
+                        return Err(format!("not every watcher heard of job {job} within 5 s"))
+                    }
                 }
-                if Instant::now() > deadline {
-                    return Err(format!("not every watcher heard of job {job} within 5 s"));
-                }
-                std::hint::spin_loop();
-                std::thread::yield_now();
             };
             if window.is_some() {
                 latencies.push(heard.saturating_sub(t0_ns));
+                after_reply.push(heard.saturating_sub(acked_ns));
                 rounds += 1;
             }
             driver
@@ -787,7 +797,89 @@ fn run_fanout(args: &Args) -> Result<Report, String> {
     r.putf("rounds_per_s", rounds as f64 / wall);
     r.put("lines", lines);
     r.latencies("reach_all", &mut latencies);
+    r.latencies("after_reply", &mut after_reply);
     Ok(r)
+}
+
+// ----- the floor: a server that does nothing ------------------------------------------------
+
+/// A minimal line server on `--addr`: every line gets the `version` reply, from one
+/// level-triggered `polling` loop with non-blocking, TCP_NODELAY sockets, one `recv` and one
+/// `send` per request, and nothing else (no parsing, no journal, no core). `version`
+/// against it measures what this machine's kernel charges a server for one loopback
+/// request, the floor under any server's CPU per request. Runs until killed.
+fn run_echo_server(args: &Args) -> Result<Report, String> {
+    use polling::{Event as PollEvent, Events, PollMode, Poller};
+    use std::net::TcpListener;
+    const LISTENER: usize = usize::MAX - 1; // (usize::MAX is polling's own)
+    const REPLY: &[u8] = b"{\"return\": \"1.0.0\"}\n";
+    let listener = TcpListener::bind(resolve(&args.addr)?).map_err(|e| e.to_string())?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let poller = Poller::new().map_err(|e| e.to_string())?;
+    // SAFETY: every source is deleted from the poller before it is dropped (the listener
+    // lives as long as the loop, which never ends).
+    unsafe { poller.add_with_mode(&listener, PollEvent::readable(LISTENER), PollMode::Level) }
+        .map_err(|e| e.to_string())?;
+    eprintln!("echo-server listening on {}", args.addr);
+    let mut conns: Vec<Option<TcpStream>> = Vec::new();
+    let mut events = Events::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut out = Vec::new();
+    loop {
+        events.clear();
+        poller.wait(&mut events, None).map_err(|e| e.to_string())?;
+        for ev in events.iter() {
+            if ev.key == LISTENER {
+                while let Ok((s, _)) = listener.accept() {
+                    let _ = s.set_nonblocking(true);
+                    let _ = s.set_nodelay(true);
+                    let key = conns
+                        .iter()
+                        .position(Option::is_none)
+                        .unwrap_or(conns.len());
+                    // SAFETY: deleted before it is dropped, below.
+                    if unsafe {
+                        poller.add_with_mode(&s, PollEvent::readable(key), PollMode::Level)
+                    }
+                    .is_ok()
+                    {
+                        if key == conns.len() {
+                            conns.push(Some(s));
+                        } else {
+                            conns[key] = Some(s);
+                        }
+                    }
+                }
+                continue;
+            }
+            let Some(s) = conns[ev.key].as_mut() else {
+                continue;
+            };
+            let lines = match s.read(&mut buf) {
+                Ok(0) => None,
+                Ok(n) => Some(buf[..n].iter().filter(|&&b| b == b'\n').count()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(0),
+                Err(_) => None,
+            };
+            match lines {
+                Some(n) => {
+                    out.clear();
+                    for _ in 0..n {
+                        out.extend_from_slice(REPLY);
+                    }
+                    // One request in flight per client: the socket buffer never fills.
+                    if !out.is_empty() && s.write_all(&out).is_err() {
+                        let s = conns[ev.key].take().expect("present");
+                        let _ = poller.delete(&s);
+                    }
+                }
+                None => {
+                    let s = conns[ev.key].take().expect("present");
+                    let _ = poller.delete(&s);
+                }
+            }
+        }
+    }
 }
 
 // ----- connections and connect bursts -----------------------------------------------------------

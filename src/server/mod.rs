@@ -510,9 +510,14 @@ impl Server {
                 }
             }
         }
-        self.release_effects(&mut touched);
+        let bmp_requests = self.release_effects(&mut touched);
         for key in touched {
             self.rearm(key);
+        }
+        // BMP requests go after every reply and notification is sent: handing one over
+        // wakes a BMP thread, which would otherwise compete with those sends for the CPU.
+        for r in bmp_requests {
+            self.bmp.submit(r);
         }
         self.maybe_snapshot();
     }
@@ -878,11 +883,13 @@ impl Server {
         }
     }
 
-    /// Hand the core's outputs to the world: BMP requests, log lines, notifications.
-    fn release_effects(&mut self, touched: &mut BTreeSet<usize>) {
+    /// Hand the core's outputs to the world: log lines and notifications now; the BMP
+    /// requests are returned, for the caller to submit once the sockets are written.
+    fn release_effects(&mut self, touched: &mut BTreeSet<usize>) -> Vec<crate::core::BmpRequest> {
+        let mut bmp_requests = Vec::new();
         while let Some(effect) = self.core.poll_effect() {
             match effect {
-                Effect::Bmp(r) => self.bmp.submit(r),
+                Effect::Bmp(r) => bmp_requests.push(r),
                 Effect::Log(line) => self.log.info(&line),
                 Effect::JobsChanged(ids) => {
                     let keys: Vec<usize> = self.clients.keys().copied().collect();
@@ -914,6 +921,7 @@ impl Server {
                 }
             }
         }
+        bmp_requests
     }
 
     fn reload_config(&mut self) -> Option<Config> {
