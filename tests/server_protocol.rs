@@ -224,6 +224,19 @@ fn errors_keep_the_connection_open() {
     );
     assert!(c.reply().unwrap()["return"].is_string());
     assert!(c.reply().unwrap()["return"].is_object());
+    // Pipelined around a change: a read-only command before it may be answered before the
+    // change's fsync, one after it must wait and see it; the replies stay in order.
+    c.send_raw(
+        b"{\"command\": \"list_jobs\"}\n\
+          {\"command\": \"create_job\", \"args\": [1], \"kwargs\": {\"owner\": \"me\"}}\n\
+          {\"command\": \"list_jobs\"}\n{\"command\": \"version\"}\n",
+    );
+    let before = c.reply().unwrap()["return"].as_array().unwrap().len();
+    let id = c.reply().unwrap()["return"].as_u64().unwrap();
+    let after = c.reply().unwrap()["return"].as_array().unwrap().clone();
+    assert_eq!(after.len(), before + 1);
+    assert_eq!(after.last().unwrap()["job_id"], id);
+    assert!(c.reply().unwrap()["return"].is_string());
 }
 
 #[test]
