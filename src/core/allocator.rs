@@ -95,6 +95,31 @@ pub struct Allocator {
     dead_allocated: BTreeSet<Board>,
     /// Freed allocations waiting for their release time, oldest first.
     to_free: VecDeque<(TimeUs, AllocHandle)>,
+    /// Answers of [`Allocator::alloc_possible`] already computed. That check depends only on
+    /// the request and the machine's static description (size, dead boards, dead links), never
+    /// on what is allocated, so its answers stay valid until [`Allocator::set_dead`]. Every
+    /// `create_job` asks it (up to four candidate checks), and a facility asks for the same
+    /// few shapes over and over. Derived state: not in snapshots, equal in comparisons.
+    #[serde(skip)]
+    possible: PossibleCache,
+}
+
+/// Memoised possibility answers, keyed by the request (see [`Allocator::possible`]).
+#[derive(Clone, Debug, Default)]
+struct PossibleCache(BTreeMap<PossibleKey, bool>);
+
+/// A request as the possibility check sees it (`min_ratio` by its bits: any two requests with
+/// the same bits get the same answer).
+type PossibleKey = (u8, i64, i64, u64, Option<i64>, Option<i64>, bool);
+
+/// Entries kept before the cache starts over (requests come from clients: bound the memory).
+const POSSIBLE_CACHE_ENTRIES: usize = 4096;
+
+impl PartialEq for PossibleCache {
+    /// A cache never makes two allocators different.
+    fn eq(&self, _: &PossibleCache) -> bool {
+        true
+    }
 }
 
 impl Allocator {
@@ -117,6 +142,7 @@ impl Allocator {
             full_single_board_triads: BTreeSet::new(),
             dead_allocated: BTreeSet::new(),
             to_free: VecDeque::new(),
+            possible: PossibleCache::default(),
         }
     }
 
@@ -136,6 +162,7 @@ impl Allocator {
             .collect();
         self.dead_boards = dead_boards;
         self.dead_links = dead_links;
+        self.possible.0.clear();
         // Which boards of each single-board triad are allocated, before and after the change.
         let allocated = |t: &Self, (x, y): (u32, u32), free: &BTreeSet<u32>| -> BTreeSet<u32> {
             let mut a: BTreeSet<u32> = old_live[&(x, y)].difference(free).copied().collect();
@@ -174,6 +201,35 @@ impl Allocator {
         self.dead_allocated = dead_allocated;
         self.single_board_triads = list;
         self.full_single_board_triads = now_full.into_iter().collect();
+    }
+
+    /// [`Allocator::alloc_possible`], remembering the answer for the next request of the same
+    /// kind.
+    pub fn alloc_possible_cached(&mut self, req: &AllocRequest) -> bool {
+        let (kind, a, b) = match req.shape {
+            // Cheap already: no candidate check.
+            Shape::AnyBoard | Shape::Board(..) => return self.alloc_possible(req),
+            Shape::Boards(n) => (0, n, 0),
+            Shape::Triads(w, h) => (1, w, h),
+        };
+        let key = (
+            kind,
+            a,
+            b,
+            req.min_ratio.to_bits(),
+            req.max_dead_boards,
+            req.max_dead_links,
+            req.require_torus,
+        );
+        if let Some(&answer) = self.possible.0.get(&key) {
+            return answer;
+        }
+        let answer = self.alloc_possible(req);
+        if self.possible.0.len() >= POSSIBLE_CACHE_ENTRIES {
+            self.possible.0.clear();
+        }
+        self.possible.0.insert(key, answer);
+        answer
     }
 
     /// Could this request ever be met on this machine when it is idle?
@@ -552,6 +608,19 @@ impl RectBoards {
         }
     }
 
+    /// Every board of the rectangle.
+    fn full(x: u32, y: u32, w: u32, h: u32) -> RectBoards {
+        let n = w as usize * h as usize * 3;
+        RectBoards {
+            x,
+            y,
+            w,
+            h,
+            bits: vec![true; n],
+            len: n,
+        }
+    }
+
     fn inside(&self, b: Board) -> bool {
         b.x >= self.x && b.x < self.x + self.w && b.y >= self.y && b.y < self.y + self.h
     }
@@ -601,7 +670,29 @@ struct CandidateFilter<'a> {
     max_dead_links: Option<i64>,
     require_torus: bool,
     expected_boards: Option<i64>,
-    accepted: Option<(Vec<Board>, Vec<(Board, Link)>, WrapAround)>,
+    accepted: Option<Accepted>,
+}
+
+/// The candidate a filter last accepted.
+enum Accepted {
+    /// A rectangle with no dead board and no dead link leaving any of its boards: every
+    /// board is reachable, so its boards and periphery are built only once it is chosen.
+    Whole(RectBoards),
+    /// Any other rectangle, already walked.
+    Walked(Vec<Board>, Vec<(Board, Link)>, WrapAround),
+}
+
+/// What walking the links of a candidate's reachable boards found.
+struct Walk {
+    /// The boards in `Board` order.
+    boards: Vec<Board>,
+    /// Links leaving the boards' set, in board then link order.
+    periphery: Vec<(Board, Link)>,
+    torus: WrapAround,
+    /// Dead links inside the set that do not wrap around the machine.
+    dead_internal: i64,
+    /// Dead links inside the set that wrap around.
+    dead_wrap: i64,
 }
 
 impl<'a> CandidateFilter<'a> {
@@ -624,6 +715,24 @@ impl<'a> CandidateFilter<'a> {
             expected_boards,
             accepted: None,
         }
+    }
+
+    /// True if no board of the rectangle is dead and no dead link starts from one: then the
+    /// flood fill would reach every board (the three boards of a triad are linked to each
+    /// other, a triad's z = 1 board to the next triad east, its z = 2 board to the next
+    /// triad north) and the walk would count no dead link.
+    ///
+    /// A range query per column, so the cost does not grow with the rectangle's boards.
+    fn is_whole(&self, x: u32, y: u32, w: u32, h: u32) -> bool {
+        (x..x + w).all(|tx| {
+            let (lo, hi) = (Board::new(tx, y, 0), Board::new(tx, y + h, 0));
+            self.dead_boards.range(lo..hi).next().is_none()
+                && self
+                    .dead_links
+                    .range((lo, Link::East)..(hi, Link::East))
+                    .next()
+                    .is_none()
+        })
     }
 
     /// The working boards reachable from (x, y, 0) without leaving the rectangle or crossing a
@@ -651,30 +760,20 @@ impl<'a> CandidateFilter<'a> {
         boards
     }
 
-    fn check(&mut self, x: u32, y: u32, w: u32, h: u32) -> bool {
-        let boards = self.reachable(x, y, w, h);
-        match self.max_dead_boards {
-            Some(max_dead) => {
-                let expected = self.expected_boards.unwrap_or(w as i64 * h as i64 * 3);
-                let dead = expected - boards.len as i64;
-                if boards.len == 0 || dead > max_dead {
-                    return false;
-                }
-            }
-            None if boards.len == 0 => return false,
-            None => {}
-        }
+    /// Classify every link of the boards: inside (wrapping or not, dead or not) or periphery.
+    fn walk(&self, boards: &RectBoards) -> Walk {
         // In board order (x, then y, then z), as the sorted set this replaced iterated.
         let sorted: Vec<Board> = boards.iter().collect();
         let mut periphery = Vec::new();
         let mut torus = WrapAround::NONE;
         let (mut dead_internal, mut dead_wrap) = (0i64, 0i64);
+        let any_dead_links = !self.dead_links.is_empty();
         for &b in &sorted {
             for link in Link::ALL {
                 let (t, wrapped) = board_down_link(b, link, self.width, self.height);
                 if boards.contains(t) {
                     torus = torus.union(wrapped);
-                    if self.dead_links.contains(&(b, link)) {
+                    if any_dead_links && self.dead_links.contains(&(b, link)) {
                         if wrapped.any() {
                             dead_wrap += 1;
                         } else {
@@ -686,21 +785,70 @@ impl<'a> CandidateFilter<'a> {
                 }
             }
         }
-        if self.require_torus && !torus.any() {
+        Walk {
+            boards: sorted,
+            periphery,
+            torus,
+            dead_internal,
+            dead_wrap,
+        }
+    }
+
+    fn check(&mut self, x: u32, y: u32, w: u32, h: u32) -> bool {
+        let whole = self.is_whole(x, y, w, h);
+        let boards = if whole {
+            RectBoards::full(x, y, w, h)
+        } else {
+            self.reachable(x, y, w, h)
+        };
+        match self.max_dead_boards {
+            Some(max_dead) => {
+                let expected = self.expected_boards.unwrap_or(w as i64 * h as i64 * 3);
+                let dead = expected - boards.len as i64;
+                if boards.len == 0 || dead > max_dead {
+                    return false;
+                }
+            }
+            None if boards.len == 0 => return false,
+            None => {}
+        }
+        if whole && !self.require_torus {
+            // No dead link inside to count, and the torus does not decide: accept without
+            // walking the links (done once, for the rectangle chosen).
+            if self.max_dead_links.is_some_and(|max_links| max_links < 0) {
+                return false;
+            }
+            self.accepted = Some(Accepted::Whole(boards));
+            return true;
+        }
+        let walk = self.walk(&boards);
+        if self.require_torus && !walk.torus.any() {
             return false;
         }
         if let Some(max_links) = self.max_dead_links {
-            let dead = dead_internal + if self.require_torus { dead_wrap } else { 0 };
+            let dead = walk.dead_internal
+                + if self.require_torus {
+                    walk.dead_wrap
+                } else {
+                    0
+                };
             if dead > max_links {
                 return false;
             }
         }
-        self.accepted = Some((sorted, periphery, torus));
+        self.accepted = Some(Accepted::Walked(walk.boards, walk.periphery, walk.torus));
         true
     }
 
-    fn into_allocation(self, handle: AllocHandle) -> Allocation {
-        let (boards, periphery, torus) = self.accepted.expect("an accepted candidate");
+    fn into_allocation(mut self, handle: AllocHandle) -> Allocation {
+        let (boards, periphery, torus) = match self.accepted.take() {
+            Some(Accepted::Whole(boards)) => {
+                let walk = self.walk(&boards);
+                (walk.boards, walk.periphery, walk.torus)
+            }
+            Some(Accepted::Walked(boards, periphery, torus)) => (boards, periphery, torus),
+            None => panic!("no accepted candidate"),
+        };
         Allocation {
             handle,
             boards,
@@ -933,6 +1081,74 @@ mod tests {
         assert_eq!(a.next_release_us(), Some(3_000_000));
         assert!(a.alloc(&req(Shape::Triads(1, 1)), 2_999_999).is_none());
         assert!(a.alloc(&req(Shape::Triads(1, 1)), 3_000_000).is_some());
+    }
+
+    #[test]
+    fn cached_possibility_matches_the_check_and_follows_dead_changes() {
+        let mut a = allocator(4, 3, &[(1, 1, 0), (3, 2, 2)], &[(0, 0, 0, Link::North)]);
+        let mut requests = Vec::new();
+        for shape in [
+            Shape::Boards(5),
+            Shape::Boards(36),
+            Shape::Triads(2, 2),
+            Shape::Triads(4, 3),
+            Shape::Triads(1, 1),
+        ] {
+            for (max_dead_boards, max_dead_links, require_torus) in [
+                (None, None, false),
+                (Some(0), Some(0), false),
+                (Some(1), None, true),
+                (Some(-1), Some(-1), false),
+            ] {
+                requests.push(AllocRequest {
+                    shape,
+                    min_ratio: 0.5,
+                    max_dead_boards,
+                    max_dead_links,
+                    require_torus,
+                });
+            }
+        }
+        for _ in 0..2 {
+            for r in &requests {
+                assert_eq!(a.alloc_possible_cached(r), a.alloc_possible(r), "{r:?}");
+            }
+        }
+        a.set_dead(BTreeSet::new(), BTreeSet::new());
+        for r in &requests {
+            assert_eq!(a.alloc_possible_cached(r), a.alloc_possible(r), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn whole_rectangles_reach_every_board() {
+        // The filter's shortcut: a rectangle with no dead board and no dead link from inside
+        // is exactly what the flood fill and link walk would find.
+        let a = allocator(
+            5,
+            4,
+            &[(1, 1, 0), (3, 2, 2)],
+            &[(0, 0, 0, Link::North), (4, 3, 1, Link::East)],
+        );
+        let r = req(Shape::Triads(1, 1));
+        let cf = CandidateFilter::new(5, 4, &a.dead_boards, &a.dead_links, &r, None);
+        let mut whole = 0;
+        for (x, y) in (0..5).flat_map(|x| (0..4).map(move |y| (x, y))) {
+            for (w, h) in (1..=5 - x).flat_map(|w| (1..=4 - y).map(move |h| (w, h))) {
+                if !cf.is_whole(x, y, w, h) {
+                    continue;
+                }
+                whole += 1;
+                let reached = cf.reachable(x, y, w, h);
+                assert_eq!(reached.len, (w * h * 3) as usize, "{x},{y} {w}x{h}");
+                let walk = cf.walk(&reached);
+                assert_eq!((walk.dead_internal, walk.dead_wrap), (0, 0));
+            }
+        }
+        assert!(whole > 20, "{whole}");
+        assert!(!cf.is_whole(0, 0, 1, 1));
+        assert!(!cf.is_whole(3, 2, 1, 1));
+        assert!(cf.is_whole(1, 2, 2, 2));
     }
 
     #[test]

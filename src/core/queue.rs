@@ -132,7 +132,7 @@ impl JobQueue {
         let req = job.alloc_request();
         let mut found = false;
         for m in &mut self.machines {
-            if job.matches(m) && m.allocator.alloc_possible(&req) {
+            if job.matches(m) && m.allocator.alloc_possible_cached(&req) {
                 m.queue.push_back(id);
                 found = true;
             }
