@@ -608,19 +608,6 @@ impl RectBoards {
         }
     }
 
-    /// Every board of the rectangle.
-    fn full(x: u32, y: u32, w: u32, h: u32) -> RectBoards {
-        let n = w as usize * h as usize * 3;
-        RectBoards {
-            x,
-            y,
-            w,
-            h,
-            bits: vec![true; n],
-            len: n,
-        }
-    }
-
     fn inside(&self, b: Board) -> bool {
         b.x >= self.x && b.x < self.x + self.w && b.y >= self.y && b.y < self.y + self.h
     }
@@ -677,7 +664,7 @@ struct CandidateFilter<'a> {
 enum Accepted {
     /// A rectangle with no dead board and no dead link leaving any of its boards: every
     /// board is reachable, so its boards and periphery are built only once it is chosen.
-    Whole(RectBoards),
+    Whole { x: u32, y: u32, w: u32, h: u32 },
     /// Any other rectangle, already walked.
     Walked(Vec<Board>, Vec<(Board, Link)>, WrapAround),
 }
@@ -794,34 +781,79 @@ impl<'a> CandidateFilter<'a> {
         }
     }
 
+    /// [`CandidateFilter::walk`] for a whole rectangle (see [`CandidateFilter::is_whole`]):
+    /// every board is in the set and no dead link starts inside, so a link stays inside
+    /// exactly when its far end lies in the rectangle. The same boards, periphery and torus,
+    /// without the bitmap lookups (this runs for every block allocation).
+    fn walk_whole(
+        &self,
+        x: u32,
+        y: u32,
+        w: u32,
+        h: u32,
+    ) -> (Vec<Board>, Vec<(Board, Link)>, WrapAround) {
+        let mut boards = Vec::with_capacity(w as usize * h as usize * 3);
+        let mut periphery = Vec::new();
+        let mut torus = WrapAround::NONE;
+        let inside = |t: Board| t.x >= x && t.x < x + w && t.y >= y && t.y < y + h;
+        for tx in x..x + w {
+            for ty in y..y + h {
+                for z in 0..3 {
+                    let b = Board::new(tx, ty, z);
+                    boards.push(b);
+                    for link in Link::ALL {
+                        let (t, wrapped) = board_down_link(b, link, self.width, self.height);
+                        if inside(t) {
+                            torus = torus.union(wrapped);
+                        } else {
+                            periphery.push((b, link));
+                        }
+                    }
+                }
+            }
+        }
+        (boards, periphery, torus)
+    }
+
     fn check(&mut self, x: u32, y: u32, w: u32, h: u32) -> bool {
-        let whole = self.is_whole(x, y, w, h);
-        let boards = if whole {
-            RectBoards::full(x, y, w, h)
+        let reached = if self.is_whole(x, y, w, h) {
+            None
         } else {
-            self.reachable(x, y, w, h)
+            Some(self.reachable(x, y, w, h))
         };
+        let len = reached
+            .as_ref()
+            .map_or(w as usize * h as usize * 3, |r| r.len);
         match self.max_dead_boards {
             Some(max_dead) => {
                 let expected = self.expected_boards.unwrap_or(w as i64 * h as i64 * 3);
-                let dead = expected - boards.len as i64;
-                if boards.len == 0 || dead > max_dead {
+                let dead = expected - len as i64;
+                if len == 0 || dead > max_dead {
                     return false;
                 }
             }
-            None if boards.len == 0 => return false,
+            None if len == 0 => return false,
             None => {}
         }
-        if whole && !self.require_torus {
-            // No dead link inside to count, and the torus does not decide: accept without
-            // walking the links (done once, for the rectangle chosen).
+        let Some(reached) = reached else {
+            // A whole rectangle has no dead link inside to count.
             if self.max_dead_links.is_some_and(|max_links| max_links < 0) {
                 return false;
             }
-            self.accepted = Some(Accepted::Whole(boards));
+            if !self.require_torus {
+                // The torus does not decide: accept without walking the links (done once,
+                // for the rectangle chosen).
+                self.accepted = Some(Accepted::Whole { x, y, w, h });
+                return true;
+            }
+            let (boards, periphery, torus) = self.walk_whole(x, y, w, h);
+            if !torus.any() {
+                return false;
+            }
+            self.accepted = Some(Accepted::Walked(boards, periphery, torus));
             return true;
-        }
-        let walk = self.walk(&boards);
+        };
+        let walk = self.walk(&reached);
         if self.require_torus && !walk.torus.any() {
             return false;
         }
@@ -842,10 +874,7 @@ impl<'a> CandidateFilter<'a> {
 
     fn into_allocation(mut self, handle: AllocHandle) -> Allocation {
         let (boards, periphery, torus) = match self.accepted.take() {
-            Some(Accepted::Whole(boards)) => {
-                let walk = self.walk(&boards);
-                (walk.boards, walk.periphery, walk.torus)
-            }
+            Some(Accepted::Whole { x, y, w, h }) => self.walk_whole(x, y, w, h),
             Some(Accepted::Walked(boards, periphery, torus)) => (boards, periphery, torus),
             None => panic!("no accepted candidate"),
         };
@@ -1143,6 +1172,10 @@ mod tests {
                 assert_eq!(reached.len, (w * h * 3) as usize, "{x},{y} {w}x{h}");
                 let walk = cf.walk(&reached);
                 assert_eq!((walk.dead_internal, walk.dead_wrap), (0, 0));
+                let (boards, periphery, torus) = cf.walk_whole(x, y, w, h);
+                assert_eq!(boards, walk.boards);
+                assert_eq!(periphery, walk.periphery);
+                assert_eq!(torus, walk.torus);
             }
         }
         assert!(whole > 20, "{whole}");

@@ -164,19 +164,38 @@ pub fn link_to_vector(z: u32, link: Link) -> (i32, i32, i32) {
 pub fn board_down_link(board: Board, link: Link, width: u32, height: u32) -> (Board, WrapAround) {
     debug_assert!(board.z < 3 && width > 0 && height > 0);
     let (dx, dy, dz) = link_to_vector(board.z, link);
-    let x = board.x as i64 + dx as i64;
-    let y = board.y as i64 + dy as i64;
-    let (w, h) = (width as i64, height as i64);
-    let wrap = WrapAround {
-        x: x < 0 || x >= w,
-        y: y < 0 || y >= h,
-    };
+    // A link moves at most one triad along each axis, so wrapping is one add or subtract
+    // (no division: the allocator calls this for every link of every candidate board).
+    let (x, wrap_x) = step_wrapping(board.x, dx, width);
+    let (y, wrap_y) = step_wrapping(board.y, dy, height);
     let target = Board {
-        x: x.rem_euclid(w) as u32,
-        y: y.rem_euclid(h) as u32,
+        x,
+        y,
         z: (board.z as i32 + dz) as u32,
     };
-    (target, wrap)
+    (
+        target,
+        WrapAround {
+            x: wrap_x,
+            y: wrap_y,
+        },
+    )
+}
+
+/// `(v + d) mod n` for `d` in -1..=1, and whether it left `0..n` to get there.
+fn step_wrapping(v: u32, d: i32, n: u32) -> (u32, bool) {
+    if v >= n {
+        // Off the machine already: the general case.
+        let t = v as i64 + d as i64;
+        return (t.rem_euclid(n as i64) as u32, t >= n as i64);
+    }
+    match d {
+        -1 if v == 0 => (n - 1, true),
+        -1 => (v - 1, false),
+        1 if v + 1 == n => (0, true),
+        1 => (v + 1, false),
+        _ => (v, false),
+    }
 }
 
 /// The chip coordinate of a board's Ethernet chip, in a machine whose origin is board (0,0,0).

@@ -1231,20 +1231,34 @@ fn power_requests(
     else {
         return Vec::new();
     };
-    let mut frames: BTreeMap<(u32, u32), (Vec<u32>, Vec<(u32, Link)>)> = BTreeMap::new();
+    // A job spans few frames: a short list searched linearly (most recent first, as boards
+    // come in runs) beats a map, then sorted by (cabinet, frame) once.
+    type Frame = ((u32, u32), (Vec<u32>, Vec<(u32, Link)>));
+    fn frame_of(frames: &mut Vec<Frame>, key: (u32, u32)) -> &mut (Vec<u32>, Vec<(u32, Link)>) {
+        let i = match frames.iter().rposition(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                frames.push((key, (Vec::new(), Vec::new())));
+                frames.len() - 1
+            }
+        };
+        &mut frames[i].1
+    }
+    let mut frames: Vec<Frame> = Vec::new();
     for b in &alloc.boards {
         if let Some([c, f, n]) = machine.location(*b) {
-            frames.entry((c, f)).or_default().0.push(n);
+            frame_of(&mut frames, (c, f)).0.push(n);
         }
     }
     if on {
         for (b, link) in &alloc.periphery {
             if let Some([c, f, n]) = machine.location(*b) {
-                frames.entry((c, f)).or_default().1.push((n, *link));
+                frame_of(&mut frames, (c, f)).1.push((n, *link));
             }
         }
     }
-    let mut requests = Vec::new();
+    frames.sort_unstable_by_key(|(k, _)| *k); // keys are distinct
+    let mut requests = Vec::with_capacity(frames.len());
     for ((cabinet, frame), (mut boards, stop_links)) in frames {
         boards.sort_unstable();
         let id = *next_request_id;
