@@ -8,6 +8,7 @@
 //! `max_retired_jobs` is small.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -37,8 +38,9 @@ struct Machine {
     /// location of each board and periphery link of a job; as map lookups these were the
     /// largest cost of `create_job` on a 1,200-board machine (spalloc-bench `core`).
     locations: Vec<Option<[u32; 3]>>,
-    /// Logical board → Ethernet IP.
-    ips: BTreeMap<Board, String>,
+    /// Logical board → Ethernet IP, shared (not copied) by the connections of every job
+    /// allocated the board (snapshots store it as a plain string).
+    ips: BTreeMap<Board, Arc<str>>,
     /// (cabinet, frame) → BMP address.
     bmps: BTreeMap<(u32, u32), String>,
 }
@@ -57,7 +59,7 @@ impl Machine {
         let ips = config
             .boards
             .iter()
-            .map(|b| (b.logical, b.ip.clone()))
+            .map(|b| (b.logical, Arc::from(b.ip.as_str())))
             .collect();
         let bmps = config
             .bmps
@@ -128,7 +130,7 @@ struct JobAllocation {
     torus: WrapAround,
     width: u32,
     height: u32,
-    connections: Vec<((i64, i64), String)>,
+    connections: Vec<((i64, i64), Arc<str>)>,
 }
 
 /// A live (queued or allocated) job.
@@ -156,6 +158,20 @@ struct Draining {
     bmp_outstanding: u32,
 }
 
+/// An output waiting in [`Core::poll_effect`]'s queue.
+///
+/// A BMP request is queued by id and copied out of `outstanding` only when polled: replay
+/// and recovery discard every effect, and the copy (two vectors, two strings) was a good
+/// part of issuing it. A request completed before it was polled is queued whole instead (see
+/// `handle_bmp_done`), so polling gives exactly what was issued.
+#[derive(Clone, Debug, PartialEq)]
+enum PendingEffect {
+    /// The outstanding BMP request with this id.
+    Bmp(BmpRequestId),
+    /// Any other output, as it will be polled.
+    Ready(Effect),
+}
+
 /// The whole server state. See the module docs of [`crate::core`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Core {
@@ -173,7 +189,7 @@ pub struct Core {
     next_machine_uid: u64,
     /// Outputs not yet drained (transient: always empty in a snapshot taken between passes).
     #[serde(skip)]
-    effects: VecDeque<Effect>,
+    effects: VecDeque<PendingEffect>,
     #[serde(skip)]
     changed_jobs: BTreeSet<JobId>,
     #[serde(skip)]
@@ -384,6 +400,14 @@ impl Core {
             ));
             return;
         };
+        // Not polled yet (only a caller that guessed the id could do this): keep it whole.
+        if let Some(pending) = self
+            .effects
+            .iter_mut()
+            .find(|e| **e == PendingEffect::Bmp(request_id))
+        {
+            *pending = PendingEffect::Ready(Effect::Bmp(req.clone()));
+        }
         let job_id = req.job_id;
         if let Some(reason) = failure {
             let what = match req.action {
@@ -628,7 +652,8 @@ impl Core {
                     b.y as i64 - origin.y as i64,
                     b.z as i64 - origin.z as i64,
                 );
-                (chip, machine.ips.get(b).cloned().unwrap_or_default())
+                let ip = machine.ips.get(b).cloned();
+                (chip, ip.unwrap_or_else(|| Arc::from("")))
             })
             .collect();
         let allocation = JobAllocation {
@@ -681,8 +706,8 @@ impl Core {
     fn issue(&mut self, requests: Vec<BmpRequest>) -> u32 {
         let n = requests.len() as u32;
         for r in requests {
-            self.outstanding.insert(r.id, r.clone());
-            self.effects.push_back(Effect::Bmp(r));
+            self.effects.push_back(PendingEffect::Bmp(r.id));
+            self.outstanding.insert(r.id, r);
         }
         n
     }
@@ -759,7 +784,8 @@ impl Core {
     }
 
     fn log(&mut self, line: String) {
-        self.effects.push_back(Effect::Log(line));
+        self.effects
+            .push_back(PendingEffect::Ready(Effect::Log(line)));
     }
 
     // ----- outputs ------------------------------------------------------------------------
@@ -767,8 +793,17 @@ impl Core {
     /// The next output for the caller: BMP requests and log lines in the order they arose,
     /// then the batched `jobs_changed` and `machines_changed` notifications.
     pub fn poll_effect(&mut self) -> Option<Effect> {
-        if let Some(e) = self.effects.pop_front() {
-            return Some(e);
+        while let Some(e) = self.effects.pop_front() {
+            match e {
+                PendingEffect::Ready(e) => return Some(e),
+                PendingEffect::Bmp(id) => {
+                    // Always there: a completion before the poll replaced the id (above).
+                    if let Some(r) = self.outstanding.get(&id) {
+                        return Some(Effect::Bmp(r.clone()));
+                    }
+                    debug_assert!(false, "BMP request {id} queued but not outstanding");
+                }
+            }
         }
         if !self.changed_jobs.is_empty() {
             return Some(Effect::JobsChanged(
@@ -873,7 +908,12 @@ impl Core {
             Some(a) => MachineInfoReply {
                 width: Some(a.width),
                 height: Some(a.height),
-                connections: Some(a.connections.clone()),
+                connections: Some(
+                    a.connections
+                        .iter()
+                        .map(|(chip, ip)| (*chip, ip.to_string()))
+                        .collect(),
+                ),
                 machine_name: Some(a.machine.clone()),
                 boards: Some(a.boards.iter().map(|&b| board_triple(b)).collect()),
             },
@@ -1232,34 +1272,49 @@ fn power_requests(
         return Vec::new();
     };
     // A job spans few frames: a short list searched linearly (most recent first, as boards
-    // come in runs) beats a map, then sorted by (cabinet, frame) once.
-    type Frame = ((u32, u32), (Vec<u32>, Vec<(u32, Link)>));
-    fn frame_of(frames: &mut Vec<Frame>, key: (u32, u32)) -> &mut (Vec<u32>, Vec<(u32, Link)>) {
-        let i = match frames.iter().rposition(|(k, _)| *k == key) {
+    // come in runs) beats a map, then sorted by (cabinet, frame) once. Most jobs fit in one
+    // frame, so the first frame's lists are sized for the whole job: one allocation each.
+    struct Frame {
+        key: (u32, u32),
+        boards: Vec<u32>,
+        stop_links: Vec<(u32, Link)>,
+    }
+    let periphery: &[(Board, Link)] = if on { &alloc.periphery } else { &[] };
+    let frame_index = |frames: &mut Vec<Frame>, key: (u32, u32)| -> usize {
+        match frames.iter().rposition(|f| f.key == key) {
             Some(i) => i,
             None => {
-                frames.push((key, (Vec::new(), Vec::new())));
+                let first = frames.is_empty();
+                frames.push(Frame {
+                    key,
+                    boards: Vec::with_capacity(if first { alloc.boards.len() } else { 0 }),
+                    stop_links: Vec::with_capacity(if first { periphery.len() } else { 0 }),
+                });
                 frames.len() - 1
             }
-        };
-        &mut frames[i].1
-    }
+        }
+    };
     let mut frames: Vec<Frame> = Vec::new();
     for b in &alloc.boards {
         if let Some([c, f, n]) = machine.location(*b) {
-            frame_of(&mut frames, (c, f)).0.push(n);
+            let i = frame_index(&mut frames, (c, f));
+            frames[i].boards.push(n);
         }
     }
-    if on {
-        for (b, link) in &alloc.periphery {
-            if let Some([c, f, n]) = machine.location(*b) {
-                frame_of(&mut frames, (c, f)).1.push((n, *link));
-            }
+    for (b, link) in periphery {
+        if let Some([c, f, n]) = machine.location(*b) {
+            let i = frame_index(&mut frames, (c, f));
+            frames[i].stop_links.push((n, *link));
         }
     }
-    frames.sort_unstable_by_key(|(k, _)| *k); // keys are distinct
+    frames.sort_unstable_by_key(|f| f.key); // keys are distinct
     let mut requests = Vec::with_capacity(frames.len());
-    for ((cabinet, frame), (mut boards, stop_links)) in frames {
+    for Frame {
+        key: (cabinet, frame),
+        mut boards,
+        stop_links,
+    } in frames
+    {
         boards.sort_unstable();
         let id = *next_request_id;
         *next_request_id += 1;
