@@ -793,7 +793,8 @@ impl<'a> CandidateFilter<'a> {
         h: u32,
     ) -> (Vec<Board>, Vec<(Board, Link)>, WrapAround) {
         let mut boards = Vec::with_capacity(w as usize * h as usize * 3);
-        let mut periphery = Vec::new();
+        // About the rectangle's perimeter (12 links for one triad): one allocation, usually.
+        let mut periphery = Vec::with_capacity(6 * (w as usize + h as usize));
         let mut torus = WrapAround::NONE;
         let inside = |t: Board| t.x >= x && t.x < x + w && t.y >= y && t.y < y + h;
         for tx in x..x + w {

@@ -30,6 +30,7 @@ pub const MACHINE_REMOVED: &str = "Machine removed.";
 
 /// A machine's static description plus the lookups the controller needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "MachineFields")]
 struct Machine {
     uid: u64,
     config: MachineConfig,
@@ -43,9 +44,57 @@ struct Machine {
     ips: BTreeMap<Board, Arc<str>>,
     /// (cabinet, frame) → BMP address.
     bmps: BTreeMap<(u32, u32), String>,
+    /// `ips` as a dense table indexed like `locations`: every allocation looks up the IP of
+    /// each of its boards. Derived, so not in snapshots (rebuilt when one is read).
+    #[serde(skip)]
+    ip_table: Vec<Option<Arc<str>>>,
+}
+
+/// What a snapshot holds of a [`Machine`] (everything but the derived tables).
+#[derive(Deserialize)]
+struct MachineFields {
+    uid: u64,
+    config: MachineConfig,
+    locations: Vec<Option<[u32; 3]>>,
+    ips: BTreeMap<Board, Arc<str>>,
+    bmps: BTreeMap<(u32, u32), String>,
+}
+
+impl From<MachineFields> for Machine {
+    fn from(f: MachineFields) -> Machine {
+        let ip_table = Machine::ip_table(&f.config, &f.ips);
+        Machine {
+            uid: f.uid,
+            config: f.config,
+            locations: f.locations,
+            ips: f.ips,
+            bmps: f.bmps,
+            ip_table,
+        }
+    }
 }
 
 impl Machine {
+    fn ip_table(config: &MachineConfig, ips: &BTreeMap<Board, Arc<str>>) -> Vec<Option<Arc<str>>> {
+        let (w, h) = (config.width as usize, config.height as usize);
+        let mut table = vec![None; w * h * 3];
+        for (b, ip) in ips {
+            if (b.x as usize) < w && (b.y as usize) < h && b.z < 3 {
+                table[(b.x as usize * h + b.y as usize) * 3 + b.z as usize] = Some(ip.clone());
+            }
+        }
+        table
+    }
+
+    /// The Ethernet IP of a logical board, if the configuration lists it.
+    fn ip(&self, b: Board) -> Option<&Arc<str>> {
+        let (w, h) = (self.config.width, self.config.height);
+        if b.x >= w || b.y >= h || b.z >= 3 {
+            return self.ips.get(&b); // not in the table (none is listed there)
+        }
+        self.ip_table[(b.x as usize * h as usize + b.y as usize) * 3 + b.z as usize].as_ref()
+    }
+
     fn new(uid: u64, config: MachineConfig) -> Machine {
         let (w, h) = (config.width as usize, config.height as usize);
         let mut locations = vec![None; w * h * 3];
@@ -61,6 +110,7 @@ impl Machine {
             .iter()
             .map(|b| (b.logical, Arc::from(b.ip.as_str())))
             .collect();
+        let ip_table = Machine::ip_table(&config, &ips);
         let bmps = config
             .bmps
             .iter()
@@ -72,6 +122,7 @@ impl Machine {
             locations,
             ips,
             bmps,
+            ip_table,
         }
     }
 
@@ -652,7 +703,7 @@ impl Core {
                     b.y as i64 - origin.y as i64,
                     b.z as i64 - origin.z as i64,
                 );
-                let ip = machine.ips.get(b).cloned();
+                let ip = machine.ip(*b).cloned();
                 (chip, ip.unwrap_or_else(|| Arc::from("")))
             })
             .collect();
@@ -1271,40 +1322,51 @@ fn power_requests(
     else {
         return Vec::new();
     };
-    // A job spans few frames: a short list searched linearly (most recent first, as boards
-    // come in runs) beats a map, then sorted by (cabinet, frame) once. Most jobs fit in one
-    // frame, so the first frame's lists are sized for the whole job: one allocation each.
+    // A job spans few frames: a short list searched linearly (the previous board's frame
+    // first, as boards come in runs) beats a map, then sorted by (cabinet, frame) once.
+    // Most jobs fit in one frame, so the first frame's lists are sized for the whole job.
     struct Frame {
         key: (u32, u32),
         boards: Vec<u32>,
         stop_links: Vec<(u32, Link)>,
     }
     let periphery: &[(Board, Link)] = if on { &alloc.periphery } else { &[] };
-    let frame_index = |frames: &mut Vec<Frame>, key: (u32, u32)| -> usize {
-        match frames.iter().rposition(|f| f.key == key) {
-            Some(i) => i,
-            None => {
-                let first = frames.is_empty();
-                frames.push(Frame {
-                    key,
-                    boards: Vec::with_capacity(if first { alloc.boards.len() } else { 0 }),
-                    stop_links: Vec::with_capacity(if first { periphery.len() } else { 0 }),
-                });
-                frames.len() - 1
-            }
+    fn frame_index(
+        frames: &mut Vec<Frame>,
+        key: (u32, u32),
+        boards: usize,
+        stop_links: usize,
+    ) -> usize {
+        if let Some(i) = frames.iter().position(|f| f.key == key) {
+            return i;
         }
-    };
+        let first = frames.is_empty();
+        frames.push(Frame {
+            key,
+            boards: Vec::with_capacity(if first { boards } else { 0 }),
+            stop_links: Vec::with_capacity(if first { stop_links } else { 0 }),
+        });
+        frames.len() - 1
+    }
     let mut frames: Vec<Frame> = Vec::new();
+    // The previous board's frame and its index: consecutive boards are mostly in one frame.
+    let mut last = ((u32::MAX, u32::MAX), 0);
     for b in &alloc.boards {
         if let Some([c, f, n]) = machine.location(*b) {
-            let i = frame_index(&mut frames, (c, f));
-            frames[i].boards.push(n);
+            if last.0 != (c, f) {
+                let i = frame_index(&mut frames, (c, f), alloc.boards.len(), periphery.len());
+                last = ((c, f), i);
+            }
+            frames[last.1].boards.push(n);
         }
     }
     for (b, link) in periphery {
         if let Some([c, f, n]) = machine.location(*b) {
-            let i = frame_index(&mut frames, (c, f));
-            frames[i].stop_links.push((n, *link));
+            if last.0 != (c, f) {
+                let i = frame_index(&mut frames, (c, f), alloc.boards.len(), periphery.len());
+                last = ((c, f), i);
+            }
+            frames[last.1].stop_links.push((n, *link));
         }
     }
     frames.sort_unstable_by_key(|f| f.key); // keys are distinct
