@@ -52,7 +52,7 @@ impl Deferred {
         if self.is_empty() {
             self.since_us = now;
         }
-        rmp_serde::encode::write_named(&mut self.bytes, event).expect("events always encode");
+        crate::server::write_event(&mut self.bytes, event);
         self.ends.push(self.bytes.len());
     }
 
