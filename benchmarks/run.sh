@@ -11,6 +11,7 @@
 #   SERVERS="ours echo" WORKLOADS=version benchmarks/run.sh   # with the floor (echo-server)
 #   WORKLOADS="keepalive churn" benchmarks/run.sh
 #   JOURNAL_PARENT=/dev/shm benchmarks/run.sh   # journal on tmpfs (no disk flush latency)
+#   OURS_BIN=/path/to/older/spalloc-server SERVERS=ours benchmarks/run.sh   # a regression check
 # Then: python3 benchmarks/summarize.py $OUT
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,8 @@ ORACLE=${ORACLE:-/work/shared/oracle}
 JOURNAL_PARENT=${JOURNAL_PARENT:-/tmp}
 OUT=${OUT:-/tmp/spalloc-bench-$(date +%Y%m%d-%H%M%S).txt}
 BENCH=target/release/spalloc-bench
+# Our server binary: another build (e.g. an older commit's) to compare against, same bench.
+OURS_BIN=${OURS_BIN:-target/release/spalloc-server}
 OURS_PORT=22501
 ORIG_PORT=22502
 ECHO_PORT=22503
@@ -68,7 +71,7 @@ if [[ " $SERVERS " == *" ours "* ]]; then
         >"$scratch/bmp-sim.log" 2>&1 &
     pids+=("$!")
     journal=$(mktemp -d "$JOURNAL_PARENT/spalloc-bench-journal.XXXXXX")
-    target/release/spalloc-server --journal "$journal/j" \
+    "$OURS_BIN" --journal "$journal/j" \
         --config benchmarks/spin1m-bench.json --quiet \
         2>"$scratch/ours.log" &
     PID[ours]=$!; PORT[ours]=$OURS_PORT; pids+=("$!")

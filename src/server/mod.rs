@@ -511,8 +511,11 @@ impl Server {
             }
         }
         let bmp_requests = self.release_effects(&mut touched);
+        // Only a client that reported an event this pass was disarmed (oneshot); one we
+        // merely wrote to (a watcher getting a notification) is still armed as it was.
+        let disarmed: BTreeSet<usize> = ready.iter().map(|&(k, _, _)| k).collect();
         for key in touched {
-            self.rearm(key);
+            self.rearm(key, disarmed.contains(&key));
         }
         // BMP requests go after every reply and notification is sent: handing one over
         // wakes a BMP thread, which would otherwise compete with those sends for the CPU.
@@ -862,13 +865,18 @@ impl Server {
     }
 
     /// Send queued output and re-arm the client's interest (oneshot mode: every event
-    /// disarms it), or close it.
-    fn rearm(&mut self, key: usize) {
+    /// disarms it), or close it. A client that was not `disarmed` keeps its registration
+    /// unless it now needs to hear of writability (output left over) or is closing: that
+    /// saves an `epoll_ctl` per watcher and notification.
+    fn rearm(&mut self, key: usize, disarmed: bool) {
         let Some(c) = self.clients.get_mut(&key) else {
             return;
         };
         if c.flush().is_err() || (c.closing && c.pending_output() == 0) {
             self.close_client(key);
+            return;
+        }
+        if !disarmed && !c.closing && c.pending_output() == 0 {
             return;
         }
         let interest = PollEvent::new(key, !c.closing, c.pending_output() > 0);
@@ -892,17 +900,23 @@ impl Server {
                 Effect::Bmp(r) => bmp_requests.push(r),
                 Effect::Log(line) => self.log.info(&line),
                 Effect::JobsChanged(ids) => {
+                    // Every client watching all jobs gets the same line: rendered once.
+                    let for_all = protocol::render_jobs_changed(&ids);
                     let keys: Vec<usize> = self.clients.keys().copied().collect();
                     for key in keys {
-                        let selected: Vec<_> = self.clients[&key]
-                            .jobs
-                            .select(&ids)
-                            .into_iter()
-                            .copied()
-                            .collect();
-                        if !selected.is_empty() {
-                            self.send(key, &protocol::render_jobs_changed(&selected), touched);
-                        }
+                        let own = match &self.clients[&key].jobs {
+                            client::Watch::Nothing => continue,
+                            client::Watch::All => None,
+                            some => {
+                                let selected: Vec<_> =
+                                    some.select(&ids).into_iter().copied().collect();
+                                if selected.is_empty() {
+                                    continue;
+                                }
+                                Some(protocol::render_jobs_changed(&selected))
+                            }
+                        };
+                        self.send(key, own.as_deref().unwrap_or(&for_all), touched);
                     }
                 }
                 Effect::MachinesChanged(names) => {
