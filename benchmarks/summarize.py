@@ -16,7 +16,7 @@ KEYS = {
     "churn": ["jobs_per_s", "cycle_p50_us", "cycle_p99_us", "server_cpu_us_per_job",
               "failed_jobs", "server_vmhwm_kb"],
     "fanout": ["rounds_per_s", "reach_all_p50_us", "reach_all_p99_us", "reach_all_p999_us",
-               "server_cpu_us_per_line"],
+               "after_reply_p50_us", "after_reply_p99_us", "server_cpu_us_per_line"],
     "connections": ["opened", "served", "connect_all_s", "slow_connects", "serve_all_s", "server_vmrss_kb",
                     "server_kb_per_conn", "server_vmhwm_kb"],
     "burst": ["served", "failed", "all_served_s", "conn_to_reply_p50_us",
