@@ -96,6 +96,8 @@ pub struct Flusher {
     to_thread: Sender<(Journal, Deferred)>,
     done: Receiver<FlushDone>,
     in_flight: bool,
+    /// Records in the write under way (0 when none).
+    in_flight_records: usize,
 }
 
 impl Flusher {
@@ -127,6 +129,7 @@ impl Flusher {
             to_thread,
             done,
             in_flight: false,
+            in_flight_records: 0,
         })
     }
 
@@ -135,9 +138,15 @@ impl Flusher {
         self.in_flight
     }
 
+    /// Records being written (they still count against the bound on waiting records).
+    pub fn in_flight_records(&self) -> usize {
+        self.in_flight_records
+    }
+
     /// Lend `journal` to the thread to write `records`.
     pub fn start_write(&mut self, journal: Journal, records: Deferred) {
         debug_assert!(!self.in_flight);
+        self.in_flight_records = records.len();
         self.to_thread
             .send((journal, records))
             .expect("the journal thread runs as long as the server");
@@ -160,6 +169,7 @@ impl Flusher {
         };
         if done.is_some() {
             self.in_flight = false;
+            self.in_flight_records = 0;
         }
         done
     }

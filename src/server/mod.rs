@@ -529,7 +529,8 @@ impl Server {
     /// room for them among the deferred records.
     fn can_defer(&self, events: &[Event]) -> bool {
         !events.is_empty()
-            && self.deferred.len() + events.len() <= DEFERRED_MAX_RECORDS
+            && self.deferred.len() + self.flusher.in_flight_records() + events.len()
+                <= DEFERRED_MAX_RECORDS
             && events.iter().all(|e| match e {
                 Event::Command { peer, command, .. } => self.core.is_keepalive_only(peer, command),
                 _ => false,
@@ -762,10 +763,7 @@ impl Server {
             return;
         }
         let outcome = client.read();
-        loop {
-            let Some(line) = client.next_line(protocol::MAX_LINE_BYTES) else {
-                break;
-            };
+        while let Some(line) = client.next_line(protocol::MAX_LINE_BYTES) {
             let line = match line {
                 Ok(line) => line,
                 Err(len) => {
