@@ -1,5 +1,6 @@
 //! Keepalive-only events that are folded and answered before they are journaled, and the
-//! thread that writes them.
+//! thread that writes them. (A pass's fsync'd events are encoded into the same buffer,
+//! behind them, and written with them in one batch.)
 //!
 //! Why this is safe is explained in the `server` module docs: such an event moves nothing
 //! but a keepalive deadline, and a restart resets every deadline. What must still hold is
@@ -71,6 +72,15 @@ impl Deferred {
         older.bytes.extend_from_slice(&self.bytes);
         older.ends.extend(self.ends.iter().map(|e| e + shift));
         *self = older; // its `since_us` is the older one
+    }
+
+    /// Keep only the oldest `len` records.
+    pub fn truncate(&mut self, len: usize) {
+        if len < self.ends.len() {
+            self.bytes
+                .truncate(if len == 0 { 0 } else { self.ends[len - 1] });
+            self.ends.truncate(len);
+        }
     }
 
     /// Forget every record (they are written), keeping the buffers' capacity.
@@ -200,6 +210,13 @@ mod tests {
         assert_eq!(decoded(&newer), vec![tick(1), tick(2), tick(3)]);
         assert_eq!(newer.len(), 3);
         assert_eq!(newer.since_us(), 10);
+        newer.truncate(2);
+        assert_eq!(decoded(&newer), vec![tick(1), tick(2)]);
+        newer.truncate(5);
+        assert_eq!(newer.len(), 2);
+        newer.truncate(0);
+        assert!(newer.is_empty());
+        newer.push(&tick(5), 25);
         newer.clear();
         assert!(newer.is_empty());
         assert_eq!(newer.records().count(), 0);

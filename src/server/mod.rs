@@ -628,21 +628,17 @@ impl Server {
             self.start_flush_if_due(now);
             return Ok(());
         }
-        let encoded: Vec<Vec<u8>> = events.iter().map(encode_event).collect();
-        self.journal();
-        let journal = self.journal.as_mut().expect("just taken back");
-        let batch = self
-            .deferred
-            .records()
-            .chain(encoded.iter().map(|e| e.as_slice()));
-        match journal.append_batch(batch) {
-            Ok(_) => {
-                self.deferred.clear();
-                self.journal_written(now);
-                Ok(())
-            }
-            Err(e) => Err(self.journal_failed(&e, now)),
+        // The pass's events go in behind the deferred ones and are written with them; if
+        // the write fails they are refused (not folded), so they must not stay behind.
+        let waiting = self.deferred.len();
+        for e in events {
+            self.deferred.push(e, now);
         }
+        let written = self.write_deferred(now);
+        if written.is_err() {
+            self.deferred.truncate(waiting);
+        }
+        written
     }
 
     /// Write every deferred record now (before a snapshot, which must cover them).
@@ -651,6 +647,13 @@ impl Server {
         if self.deferred.is_empty() {
             return Ok(());
         }
+        self.write_deferred(now)
+    }
+
+    /// Append the deferred records as one batch with one fsync (taking the journal back
+    /// from the flusher first if it is lent out).
+    fn write_deferred(&mut self, now: TimeUs) -> Result<(), String> {
+        self.journal();
         let journal = self.journal.as_mut().expect("just taken back");
         match journal.append_batch(self.deferred.records()) {
             Ok(_) => {
