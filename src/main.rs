@@ -47,6 +47,10 @@ struct Args {
     /// most clients connected at once (default 20000; each needs a file descriptor)
     #[argh(option)]
     max_clients: Option<usize>,
+    /// journaled events between snapshots (default 100000): a restart replays at most this
+    /// many; each snapshot is a few hundred KB
+    #[argh(option)]
+    snapshot_every: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -88,7 +92,14 @@ fn main() -> ExitCode {
         quiet: args.quiet,
         simulate_bmps: args.simulate_bmps,
         max_clients: args.max_clients.unwrap_or(spalloc::server::MAX_CLIENTS),
+        snapshot_every_events: args
+            .snapshot_every
+            .unwrap_or(spalloc::server::SNAPSHOT_EVERY_EVENTS),
     };
+    if opts.snapshot_every_events == 0 {
+        eprintln!("spalloc-server: --snapshot-every must be at least 1");
+        return ExitCode::from(2);
+    }
     match spalloc::server::run(opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

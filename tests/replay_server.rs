@@ -380,3 +380,67 @@ fn lazily_journaled_keepalives_keep_their_place() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(keepalives(&journaled_commands(&journal)), 6);
 }
+
+/// Snapshots are written by the journal thread while the loop keeps serving (server module
+/// docs): under a stream of keepalives and changes, every snapshot must still be exactly
+/// the fold of the records it claims to cover (`--verify` compares them byte for byte), and
+/// a SIGKILLed server must come back from them with the acknowledged state.
+#[test]
+fn background_snapshots_agree_with_the_fold() {
+    let dir = scratch_dir("replay-bgsnap");
+    let cfg = simple_config(&bmp_net(), json!({}));
+    let server = Server::start(&dir, &cfg, &["--snapshot-every", "40"]);
+    let journal = server.journal.clone();
+    let mut c = server.client();
+    let kept = c.create(json!([1]), json!({"keepalive": null}));
+    let mut destroyed = Vec::new();
+    for round in 0..30 {
+        for _ in 0..5 {
+            c.call("job_keepalive", json!([kept]), json!({}));
+            c.call("get_job_state", json!([kept]), json!({}));
+        }
+        let j = c.create(json!([1]), json!({"keepalive": null}));
+        if round % 2 == 0 {
+            c.call("destroy_job", json!([j]), json!({"reason": "round"}));
+            destroyed.push(j);
+        }
+    }
+    let before = c.call("list_jobs", json!([]), json!({}));
+    let reasons: Vec<Value> = destroyed
+        .iter()
+        .map(|&j| c.state(j)["reason"].clone())
+        .collect();
+    assert!(reasons
+        .iter()
+        .all(|r| r.as_str().is_some_and(|r| r.ends_with("round"))));
+    let snapshots = || {
+        std::fs::read_dir(&journal)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().ends_with(".snap")
+            })
+            .count()
+    };
+    // About 400 records by now, so several snapshots were taken (the newest two are kept).
+    assert!(snapshots() >= 2, "no background snapshots in {journal:?}");
+    server.kill9();
+
+    let (code, out, err) = replay(&journal, &["--verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let server = Server::start(&dir, &cfg, &["--snapshot-every", "40"]);
+    let mut c = server.client();
+    let after = c.call("list_jobs", json!([]), json!({}));
+    let ids = |v: &Value| -> Vec<u64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["job_id"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(ids(&after), ids(&before));
+    for (j, reason) in destroyed.iter().zip(&reasons) {
+        assert_eq!(&c.state(*j)["reason"], reason, "job {j}");
+    }
+    assert!(server.stop().success());
+}

@@ -210,3 +210,39 @@ fn sighup_applies_minor_and_major_changes() {
     let s = c.wait_state(j, 4, WAIT);
     assert_eq!(s["reason"], "Machine removed.");
 }
+
+/// A bad command line is refused before anything starts: exit status 2 and a message that
+/// names the problem (argh's own status 1 would read as a failed start).
+#[test]
+fn bad_command_lines_exit_2_with_a_reason() {
+    let dir = scratch_dir("badargs");
+    let journal = dir.join("journal");
+    let journal = journal.to_str().unwrap();
+    for (args, says) in [
+        (
+            vec!["--journal", journal, "--snapshot-every", "0"],
+            "--snapshot-every must be at least 1",
+        ),
+        (
+            vec!["--journal", journal, "--snapshot-every", "often"],
+            "'--snapshot-every' with value 'often'",
+        ),
+        (
+            vec!["--journal", journal, "--frobnicate"],
+            "Unrecognized argument: --frobnicate",
+        ),
+        (vec![], "--journal DIR is required"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_spalloc-server"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(
+            !std::path::Path::new(journal).join("LOCK").exists(),
+            "{args:?} started"
+        );
+    }
+}

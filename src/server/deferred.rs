@@ -13,6 +13,11 @@
 //!   loop keeps answering while the disk works. While the journal is lent out nothing else
 //!   can be appended, so nothing can overtake the records being written; a failed write
 //!   hands them back to go first again.
+//!
+//! The same thread writes the periodic snapshots: the loop encodes the core (whose state is
+//! exactly the fold of the journal plus the records it hands over), and the thread appends
+//! those records and then writes the snapshot as covering them. Neither the fsyncs nor the
+//! snapshot's file work stall the loop.
 
 use std::sync::Arc;
 
@@ -99,11 +104,18 @@ pub struct FlushDone {
     pub records: Deferred,
     /// The write's outcome.
     pub result: Result<u64, spalloc_journal::Error>,
+    /// If a snapshot was asked for and the records were written: the sequence number it
+    /// covers, or why it could not be written.
+    pub snapshot: Option<Result<u64, spalloc_journal::Error>>,
 }
+
+/// What the thread is given: the journal, records to append, and maybe an encoded core to
+/// write as a snapshot covering them.
+type Job = (Journal, Deferred, Option<Vec<u8>>);
 
 /// The thread that writes deferred records while the loop keeps serving.
 pub struct Flusher {
-    to_thread: Sender<(Journal, Deferred)>,
+    to_thread: Sender<Job>,
     done: Receiver<FlushDone>,
     in_flight: bool,
     /// Records in the write under way (0 when none).
@@ -114,18 +126,27 @@ impl Flusher {
     /// Start the thread; it wakes `poller` when a write finishes.
     pub fn start(poller: Arc<Poller>) -> Result<Flusher, String> {
         // One write at a time: the journal itself travels with the request.
-        let (to_thread, requests) = channel::bounded::<(Journal, Deferred)>(1);
+        let (to_thread, requests) = channel::bounded::<Job>(1);
         let (finished, done) = channel::bounded(1);
         std::thread::Builder::new()
             .name("journal-flush".into())
             .spawn(move || {
-                for (mut journal, records) in requests {
+                for (mut journal, records, state) in requests {
                     let result = journal.append_batch(records.records());
+                    let snapshot = match (&result, state) {
+                        (Ok(last_seq), Some(bytes)) => Some(
+                            journal
+                                .write_snapshot(*last_seq, &bytes)
+                                .map(|()| *last_seq),
+                        ),
+                        _ => None,
+                    };
                     if finished
                         .send(FlushDone {
                             journal,
                             records,
                             result,
+                            snapshot,
                         })
                         .is_err()
                     {
@@ -153,12 +174,13 @@ impl Flusher {
         self.in_flight_records
     }
 
-    /// Lend `journal` to the thread to write `records`.
-    pub fn start_write(&mut self, journal: Journal, records: Deferred) {
+    /// Lend `journal` to the thread to write `records`, and then `snapshot` (the encoded
+    /// core, folded up to and including `records`) if given.
+    pub fn start_write(&mut self, journal: Journal, records: Deferred, snapshot: Option<Vec<u8>>) {
         debug_assert!(!self.in_flight);
         self.in_flight_records = records.len();
         self.to_thread
-            .send((journal, records))
+            .send((journal, records, snapshot))
             .expect("the journal thread runs as long as the server");
         self.in_flight = true;
     }

@@ -76,14 +76,18 @@ pub struct Options {
     pub simulate_bmps: bool,
     /// Most clients connected at once ([`MAX_CLIENTS`] unless a test lowers it).
     pub max_clients: usize,
+    /// Journaled events between snapshots ([`SNAPSHOT_EVERY_EVENTS`] by default).
+    pub snapshot_every_events: u64,
 }
 
 /// At most this many clients are connected at once by default; more are told so and
 /// disconnected. (`--max-clients` lowers it, so tests can reach the edge.)
 pub const MAX_CLIENTS: usize = 20_000;
-/// A snapshot is written after this many journaled events, so a restart replays at most
-/// this many.
+/// By default a snapshot is written after this many journaled events, so a restart replays
+/// at most this many (`--snapshot-every`).
 pub const SNAPSHOT_EVERY_EVENTS: u64 = 100_000;
+/// After a snapshot could not be written, the next is not tried for this long.
+const SNAPSHOT_RETRY_US: TimeUs = 10_000_000;
 /// The loop wakes at least this often even when idle (to notice signals promptly).
 const MAX_WAIT: Duration = Duration::from_secs(1);
 /// At most this many connections are accepted in one pass, so a connect storm cannot starve
@@ -181,6 +185,8 @@ struct Server {
     journal: Option<spalloc_journal::Journal>,
     flusher: Flusher,
     last_snapshot_seq: u64,
+    /// After a failed snapshot, none is tried before this.
+    snapshot_retry_at_us: TimeUs,
     bmp: BmpRuntime,
     completions: crossbeam::channel::Receiver<BmpCompletion>,
     /// Completions that could not be journaled yet (journal trouble): retried next pass.
@@ -321,6 +327,7 @@ impl Server {
             journal: Some(journal),
             flusher,
             last_snapshot_seq,
+            snapshot_retry_at_us: 0,
             bmp,
             completions,
             unjournaled_completions: VecDeque::new(),
@@ -522,7 +529,7 @@ impl Server {
         for r in bmp_requests {
             self.bmp.submit(r);
         }
-        self.maybe_snapshot();
+        self.maybe_snapshot(now);
     }
 
     /// Whether the pass's events may skip the fsync: all keepalive-only (module docs), with
@@ -560,7 +567,7 @@ impl Server {
             .take()
             .expect("the journal is here when not lent");
         self.flusher
-            .start_write(journal, std::mem::take(&mut self.deferred));
+            .start_write(journal, std::mem::take(&mut self.deferred), None);
     }
 
     /// A background write ended: take the journal back; if the write failed, its records go
@@ -573,6 +580,11 @@ impl Server {
                 self.deferred.prepend(done.records);
                 self.journal_failed(&e, now);
             }
+        }
+        match done.snapshot {
+            Some(Ok(covered_seq)) => self.last_snapshot_seq = covered_seq,
+            Some(Err(e)) => self.snapshot_failed(&e.to_string(), now),
+            None => {}
         }
     }
 
@@ -972,17 +984,39 @@ impl Server {
         }
     }
 
-    fn maybe_snapshot(&mut self) {
-        // While the journal is lent out, the next pass checks (no waiting for the disk).
+    /// Every `--snapshot-every` journaled events, hand the encoded core to the
+    /// flusher thread, with the deferred records it already reflects, to be written as a
+    /// snapshot covering them (`deferred.rs`): the loop does not wait for the disk.
+    fn maybe_snapshot(&mut self, now: TimeUs) {
+        // While the journal is lent out, or in trouble, a later pass tries.
         let Some(journal) = &self.journal else {
             return;
         };
         let last = journal.next_seq().saturating_sub(1);
-        if last >= self.last_snapshot_seq + SNAPSHOT_EVERY_EVENTS {
-            self.snapshot();
+        if last < self.last_snapshot_seq + self.opts.snapshot_every_events
+            || self.journal_outage.is_some()
+            || now < self.snapshot_retry_at_us
+        {
+            return;
+        }
+        match rmp_serde::to_vec_named(&self.core) {
+            Ok(bytes) => {
+                let journal = self.journal.take().expect("checked above");
+                let records = std::mem::take(&mut self.deferred);
+                self.flusher.start_write(journal, records, Some(bytes));
+            }
+            Err(e) => self.snapshot_failed(&format!("cannot encode the state: {e}"), now),
         }
     }
 
+    /// A snapshot could not be written: log it, and wait [`SNAPSHOT_RETRY_US`] before the
+    /// next try (not every pass: a failing disk must not also get a flooded log).
+    fn snapshot_failed(&mut self, why: &str, now: TimeUs) {
+        self.log.error(&format!("cannot write a snapshot: {why}"));
+        self.snapshot_retry_at_us = now + SNAPSHOT_RETRY_US;
+    }
+
+    /// A snapshot written now, by the loop itself (at shutdown).
     fn snapshot(&mut self) {
         // The core has folded the deferred keepalives: they must be in the journal before a
         // snapshot claims to cover it.
