@@ -189,10 +189,22 @@ fn sighup_applies_minor_and_major_changes() {
     server.signal("HUP");
     let n = watcher.wait_notification(WAIT, |v| v.get("machines_changed").is_some());
     assert_eq!(n["machines_changed"], json!(["m"]));
-    assert_eq!(c.state(j)["state"], 3);
-    let ms = c.call("list_machines", json!([]), json!({}));
-    assert_eq!(ms[0]["tags"], json!(["default", "extra"]));
+    // (That notification may be the job's allocation, announced before the signal: wait for
+    // the reload itself to show. A signal is not ordered with client commands.)
+    let deadline = std::time::Instant::now() + WAIT;
+    let ms = loop {
+        let ms = c.call("list_machines", json!([]), json!({}));
+        if ms[0]["tags"] == json!(["default", "extra"]) {
+            break ms;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reload never applied: {ms}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(ms[0]["dead_links"], json!([[0, 1, 0, 2]]));
+    assert_eq!(c.state(j)["state"], 3);
 
     // Invalid: kept, logged.
     std::fs::write(&server.config, b"{\"machines\": 5}").unwrap();

@@ -30,7 +30,7 @@
 //!   only taken once the deferred records are written. At most [`DEFERRED_MAX_RECORDS`]
 //!   wait; past that, keepalives are journaled like any change.
 //! - **Answers that need nothing from the pass go first.** In a pass that waits for an
-//!   fsync, a read-only command (or `version`, `notify_*`) from a client with no
+//!   fsync (and reloads no configuration), a read-only command (or `version`, `notify_*`) from a client with no
 //!   state-changing command earlier in the same pass is answered from the state before the
 //!   pass, and sent before the fsync: it is ordered before the pass's changes, which no
 //!   client has yet been told about.
@@ -468,7 +468,10 @@ impl Server {
             self.defer(&events, now);
             Ok(())
         } else {
-            if !events.is_empty() {
+            // (Not around a configuration reload: an admin who saw it logged expects every
+            // later answer to show it.)
+            let reload = events.iter().any(|e| matches!(e, Event::Configure { .. }));
+            if !events.is_empty() && !reload {
                 actions = self.answer_early(actions, &mut touched);
             }
             self.commit(&events, now)
