@@ -219,6 +219,12 @@ fn allocation_and_free_follow_the_reference_transcript() {
     );
     assert_eq!(h.transcript(0), strings(&["POWER off 0x7"]));
     assert!((0..24).all(|b| h.sim.board_power(bmp, b) == Some(BoardPower::Off)));
+    // The BMP thread wakes the loop just after handing over the completion, so the second
+    // wake-up may trail the completion the test already holds: wait for it (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while h.wakes.load(Ordering::SeqCst) < 2 && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
     assert_eq!(
         h.wakes.load(Ordering::SeqCst),
         2,
