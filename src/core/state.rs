@@ -74,13 +74,20 @@ impl From<MachineFields> for Machine {
     }
 }
 
+/// Where board `b` sits in a machine's dense per-board tables (`locations`, `ip_table`):
+/// `(x * height + y) * 3 + z`, or `None` outside a `width`x`height` triad machine.
+fn board_slot(config: &MachineConfig, b: Board) -> Option<usize> {
+    let (w, h) = (config.width, config.height);
+    (b.x < w && b.y < h && b.z < 3)
+        .then(|| (b.x as usize * h as usize + b.y as usize) * 3 + b.z as usize)
+}
+
 impl Machine {
     fn ip_table(config: &MachineConfig, ips: &BTreeMap<Board, Arc<str>>) -> Vec<Option<Arc<str>>> {
-        let (w, h) = (config.width as usize, config.height as usize);
-        let mut table = vec![None; w * h * 3];
-        for (b, ip) in ips {
-            if (b.x as usize) < w && (b.y as usize) < h && b.z < 3 {
-                table[(b.x as usize * h + b.y as usize) * 3 + b.z as usize] = Some(ip.clone());
+        let mut table = vec![None; config.width as usize * config.height as usize * 3];
+        for (&b, ip) in ips {
+            if let Some(i) = board_slot(config, b) {
+                table[i] = Some(ip.clone());
             }
         }
         table
@@ -88,21 +95,17 @@ impl Machine {
 
     /// The Ethernet IP of a logical board, if the configuration lists it.
     fn ip(&self, b: Board) -> Option<&Arc<str>> {
-        let (w, h) = (self.config.width, self.config.height);
-        if b.x >= w || b.y >= h || b.z >= 3 {
-            return self.ips.get(&b); // not in the table (none is listed there)
+        match board_slot(&self.config, b) {
+            Some(i) => self.ip_table[i].as_ref(),
+            None => self.ips.get(&b), // not in the table (none is listed there)
         }
-        self.ip_table[(b.x as usize * h as usize + b.y as usize) * 3 + b.z as usize].as_ref()
     }
 
     fn new(uid: u64, config: MachineConfig) -> Machine {
-        let (w, h) = (config.width as usize, config.height as usize);
-        let mut locations = vec![None; w * h * 3];
+        let mut locations = vec![None; config.width as usize * config.height as usize * 3];
         for b in &config.boards {
-            let l = b.logical;
-            if (l.x as usize) < w && (l.y as usize) < h && l.z < 3 {
-                locations[(l.x as usize * h + l.y as usize) * 3 + l.z as usize] =
-                    Some([b.cabinet, b.frame, b.board]);
+            if let Some(i) = board_slot(&config, b.logical) {
+                locations[i] = Some([b.cabinet, b.frame, b.board]);
             }
         }
         let ips = config
@@ -128,11 +131,7 @@ impl Machine {
 
     /// The (cabinet, frame, board) of a logical board, if it exists and works.
     fn location(&self, b: Board) -> Option<[u32; 3]> {
-        let (w, h) = (self.config.width, self.config.height);
-        if b.x >= w || b.y >= h || b.z >= 3 {
-            return None;
-        }
-        self.locations[(b.x as usize * h as usize + b.y as usize) * 3 + b.z as usize]
+        board_slot(&self.config, b).and_then(|i| self.locations[i])
     }
 
     fn allocator(&self, seconds_before_free_us: u64) -> Allocator {
@@ -1331,42 +1330,44 @@ fn power_requests(
         stop_links: Vec<(u32, Link)>,
     }
     let periphery: &[(Board, Link)] = if on { &alloc.periphery } else { &[] };
+    /// The index of frame `key` in `frames` (added if new), trying `last` (the previous
+    /// board's frame and index) first and remembering the answer there.
     fn frame_index(
         frames: &mut Vec<Frame>,
+        last: &mut ((u32, u32), usize),
         key: (u32, u32),
         boards: usize,
         stop_links: usize,
     ) -> usize {
-        if let Some(i) = frames.iter().position(|f| f.key == key) {
-            return i;
+        if last.0 == key {
+            return last.1;
         }
-        let first = frames.is_empty();
-        frames.push(Frame {
-            key,
-            boards: Vec::with_capacity(if first { boards } else { 0 }),
-            stop_links: Vec::with_capacity(if first { stop_links } else { 0 }),
+        let i = frames.iter().position(|f| f.key == key).unwrap_or_else(|| {
+            let first = frames.is_empty();
+            frames.push(Frame {
+                key,
+                boards: Vec::with_capacity(if first { boards } else { 0 }),
+                stop_links: Vec::with_capacity(if first { stop_links } else { 0 }),
+            });
+            frames.len() - 1
         });
-        frames.len() - 1
+        *last = (key, i);
+        i
     }
     let mut frames: Vec<Frame> = Vec::new();
     // The previous board's frame and its index: consecutive boards are mostly in one frame.
     let mut last = ((u32::MAX, u32::MAX), 0);
+    let sizes = (alloc.boards.len(), periphery.len());
     for b in &alloc.boards {
         if let Some([c, f, n]) = machine.location(*b) {
-            if last.0 != (c, f) {
-                let i = frame_index(&mut frames, (c, f), alloc.boards.len(), periphery.len());
-                last = ((c, f), i);
-            }
-            frames[last.1].boards.push(n);
+            let i = frame_index(&mut frames, &mut last, (c, f), sizes.0, sizes.1);
+            frames[i].boards.push(n);
         }
     }
     for (b, link) in periphery {
         if let Some([c, f, n]) = machine.location(*b) {
-            if last.0 != (c, f) {
-                let i = frame_index(&mut frames, (c, f), alloc.boards.len(), periphery.len());
-                last = ((c, f), i);
-            }
-            frames[last.1].stop_links.push((n, *link));
+            let i = frame_index(&mut frames, &mut last, (c, f), sizes.0, sizes.1);
+            frames[i].stop_links.push((n, *link));
         }
     }
     frames.sort_unstable_by_key(|f| f.key); // keys are distinct

@@ -656,15 +656,6 @@ impl Server {
         written
     }
 
-    /// Write every deferred record now (before a snapshot, which must cover them).
-    fn flush_now(&mut self, now: TimeUs) -> Result<(), String> {
-        self.journal();
-        if self.deferred.is_empty() {
-            return Ok(());
-        }
-        self.write_deferred(now)
-    }
-
     /// Append the deferred records as one batch with one fsync (taking the journal back
     /// from the flusher first if it is lent out).
     fn write_deferred(&mut self, now: TimeUs) -> Result<(), String> {
@@ -916,42 +907,44 @@ impl Server {
                 Effect::Bmp(r) => bmp_requests.push(r),
                 Effect::Log(line) => self.log.info(&line),
                 Effect::JobsChanged(ids) => {
-                    // Every client watching all jobs gets the same line: rendered once.
-                    let for_all = protocol::render_jobs_changed(&ids);
-                    let keys: Vec<usize> = self.clients.keys().copied().collect();
-                    for key in keys {
-                        let own = match &self.clients[&key].jobs {
-                            client::Watch::Nothing => continue,
-                            client::Watch::All => None,
-                            some => {
-                                let selected: Vec<_> =
-                                    some.select(&ids).into_iter().copied().collect();
-                                if selected.is_empty() {
-                                    continue;
-                                }
-                                Some(protocol::render_jobs_changed(&selected))
-                            }
-                        };
-                        self.send(key, own.as_deref().unwrap_or(&for_all), touched);
-                    }
+                    self.notify_watchers(&ids, |c| &c.jobs, protocol::render_jobs_changed, touched)
                 }
-                Effect::MachinesChanged(names) => {
-                    let keys: Vec<usize> = self.clients.keys().copied().collect();
-                    for key in keys {
-                        let selected: Vec<String> = self.clients[&key]
-                            .machines
-                            .select(&names)
-                            .into_iter()
-                            .cloned()
-                            .collect();
-                        if !selected.is_empty() {
-                            self.send(key, &protocol::render_machines_changed(&selected), touched);
-                        }
-                    }
-                }
+                Effect::MachinesChanged(names) => self.notify_watchers(
+                    &names,
+                    |c| &c.machines,
+                    protocol::render_machines_changed,
+                    touched,
+                ),
             }
         }
         bmp_requests
+    }
+
+    /// Queue a notification of `changed` to every client whose watch (`watch`) selects any
+    /// of it. Clients watching everything all get the same line, rendered once.
+    fn notify_watchers<T: Ord + Clone>(
+        &mut self,
+        changed: &[T],
+        watch: fn(&Client) -> &client::Watch<T>,
+        render: fn(&[T]) -> Vec<u8>,
+        touched: &mut BTreeSet<usize>,
+    ) {
+        let for_all = render(changed);
+        let keys: Vec<usize> = self.clients.keys().copied().collect();
+        for key in keys {
+            let own = match watch(&self.clients[&key]) {
+                client::Watch::Nothing => continue,
+                client::Watch::All => None,
+                some => {
+                    let selected: Vec<T> = some.select(changed).into_iter().cloned().collect();
+                    if selected.is_empty() {
+                        continue;
+                    }
+                    Some(render(&selected))
+                }
+            };
+            self.send(key, own.as_deref().unwrap_or(&for_all), touched);
+        }
     }
 
     fn reload_config(&mut self) -> Option<Config> {
@@ -987,24 +980,29 @@ impl Server {
         }
     }
 
-    /// Every `--snapshot-every` journaled events, hand the encoded core to the
-    /// flusher thread, with the deferred records it already reflects, to be written as a
-    /// snapshot covering them (`deferred.rs`): the loop does not wait for the disk.
+    /// Every `--snapshot-every` journaled events, take a snapshot in the background.
     fn maybe_snapshot(&mut self, now: TimeUs) {
         // While the journal is lent out, or in trouble, a later pass tries.
         let Some(journal) = &self.journal else {
             return;
         };
         let last = journal.next_seq().saturating_sub(1);
-        if last < self.last_snapshot_seq + self.opts.snapshot_every_events
-            || self.journal_outage.is_some()
-            || now < self.snapshot_retry_at_us
+        if last >= self.last_snapshot_seq + self.opts.snapshot_every_events
+            && self.journal_outage.is_none()
+            && now >= self.snapshot_retry_at_us
         {
-            return;
+            self.start_snapshot(now);
         }
+    }
+
+    /// Hand the encoded core to the flusher thread, with the deferred records it already
+    /// reflects, to be written as a snapshot covering them (`deferred.rs`); the outcome
+    /// arrives with the write's [`FlushDone`].
+    fn start_snapshot(&mut self, now: TimeUs) {
+        self.journal();
         match rmp_serde::to_vec_named(&self.core) {
             Ok(bytes) => {
-                let journal = self.journal.take().expect("checked above");
+                let journal = self.journal.take().expect("just taken back");
                 let records = std::mem::take(&mut self.deferred);
                 self.flusher.start_write(journal, records, Some(bytes));
             }
@@ -1019,26 +1017,14 @@ impl Server {
         self.snapshot_retry_at_us = now + SNAPSHOT_RETRY_US;
     }
 
-    /// A snapshot written now, by the loop itself (at shutdown).
+    /// A snapshot of everything folded so far, waited for (at shutdown).
     fn snapshot(&mut self) {
-        // The core has folded the deferred keepalives: they must be in the journal before a
-        // snapshot claims to cover it.
-        if self.flush_now(now_us()).is_err() {
-            self.log
-                .error("no snapshot taken: the deferred keepalive records could not be written");
-            return;
-        }
         let last = self.journal().next_seq().saturating_sub(1);
-        if last == self.last_snapshot_seq {
+        if self.deferred.is_empty() && last == self.last_snapshot_seq {
             return;
         }
-        match rmp_serde::to_vec_named(&self.core) {
-            Ok(bytes) => match self.journal().write_snapshot(last, &bytes) {
-                Ok(()) => self.last_snapshot_seq = last,
-                Err(e) => self.log.error(&format!("cannot write a snapshot: {e}")),
-            },
-            Err(e) => self.log.error(&format!("cannot encode a snapshot: {e}")),
-        }
+        self.start_snapshot(now_us());
+        self.journal();
     }
 
     fn shut_down(mut self) -> Result<(), String> {
