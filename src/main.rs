@@ -51,6 +51,11 @@ struct Args {
     /// many; each snapshot is a few hundred KB
     #[argh(option)]
     snapshot_every: Option<u64>,
+    /// after a restart, the least time (seconds, default 30) any job gets before its
+    /// keepalive can expire, however short the keepalive: clients need a few seconds to
+    /// reconnect (the stock client's keepalive process about 5)
+    #[argh(option)]
+    restart_grace_s: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -83,6 +88,13 @@ fn main() -> ExitCode {
         eprintln!("spalloc-server: --journal DIR is required (see --help)");
         return ExitCode::from(2);
     };
+    let restart_grace_s = args
+        .restart_grace_s
+        .unwrap_or(spalloc::server::RESTART_GRACE_US as f64 / 1e6);
+    if !(0.0..=86_400.0).contains(&restart_grace_s) {
+        eprintln!("spalloc-server: --restart-grace-s must be between 0 and 86400 seconds");
+        return ExitCode::from(2);
+    }
     let opts = spalloc::server::Options {
         journal,
         config: args.config,
@@ -95,6 +107,7 @@ fn main() -> ExitCode {
         snapshot_every_events: args
             .snapshot_every
             .unwrap_or(spalloc::server::SNAPSHOT_EVERY_EVENTS),
+        restart_grace_us: (restart_grace_s * 1e6) as u64,
     };
     if opts.snapshot_every_events == 0 {
         eprintln!("spalloc-server: --snapshot-every must be at least 1");

@@ -553,7 +553,17 @@ pub fn event_text(step: &Step) -> String {
                 .collect();
             format!("configure: machines [{}]", machines.join(", "))
         }
-        Event::Restarted { .. } => "server restarted (keepalive timers reset)".to_string(),
+        Event::Restarted { grace_us: 0, .. } => {
+            "server restarted (keepalive timers reset)".to_string()
+        }
+        Event::Restarted { grace_us, .. } => format!(
+            "server restarted (keepalive timers reset, at least {:.1} s of grace)",
+            *grace_us as f64 / 1e6
+        ),
+        Event::KeptAliveUnrecorded { job_ids, .. } => format!(
+            "journal writable again: keepalive timers reset for jobs {job_ids:?}, whose \
+             keepalives were answered while it could not be written"
+        ),
     }
 }
 
@@ -589,6 +599,7 @@ fn event_kind(e: &Event) -> &'static str {
         Event::Tick { .. } => "tick",
         Event::Configure { .. } => "configure",
         Event::Restarted { .. } => "restarted",
+        Event::KeptAliveUnrecorded { .. } => "kept_alive_unrecorded",
     }
 }
 
@@ -1305,6 +1316,17 @@ impl JobHistory {
                 self.reset(step, "server restart".into());
             }
         }
+        if let Event::KeptAliveUnrecorded { job_ids, .. } = &step.event {
+            if *live && job_ids.contains(&id) {
+                self.push(
+                    step,
+                    "keepalive",
+                    "keepalives answered while the journal could not be written: timer reset"
+                        .into(),
+                );
+                self.reset(step, "keepalives answered during a journal outage".into());
+            }
+        }
         if let (Event::BmpDone { failure, .. }, Some(r)) = (&step.event, &step.completed) {
             if r.job_id == id {
                 let outcome = match failure {
@@ -1423,6 +1445,7 @@ impl JobHistory {
                 event_text(step)
             ),
             Event::Restarted { .. } => "server restart".into(),
+            Event::KeptAliveUnrecorded { .. } => "journal recovery".into(),
         }
     }
 

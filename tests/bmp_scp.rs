@@ -209,28 +209,24 @@ fn fatal_codes_fail_at_once_and_transient_codes_are_resent() {
     assert_eq!(transient.unwrap(), 1);
 }
 
+/// A datagram that is not a well-formed reply (a runt, or wrong SDP flags) says nothing
+/// about the command in flight: it is ignored like a stale reply, and the valid reply right
+/// behind it is taken (it used to fail the whole attempt).
 #[test]
-fn malformed_replies_are_errors() {
+fn runt_and_foreign_datagrams_are_ignored() {
     let bmp = FakeBmp::new();
     let mut client = bmp.client(timeouts(2000, 0));
     let call = spawn(move || {
-        let truncated = client.version(0);
-        let bad_flags = client.version(0);
-        let short_read = client.fpga_read(0, 0, 0x40004);
-        let long_write = client.fpga_write(0, 0, 0x5C, 1);
-        let bad_version = client.version(0);
-        [
-            truncated.map(|_| ()),
-            bad_flags.map(|_| ()),
-            short_read.map(|_| ()),
-            long_write,
-            bad_version.map(|_| ()),
-        ]
+        let after_runt = client.version(0).map(|v| v.version);
+        let after_bad_flags = client.version(0).map(|v| v.version);
+        [after_runt, after_bad_flags]
     });
-    let (_, src, _) = bmp.recv();
+    let (_, src, seq) = bmp.recv();
     bmp.socket
         .send_to(&[0, 0, 7, 8, 0xE0, 0, 0, 0, 0, 0], src)
         .unwrap();
+    bmp.socket.send_to(&[], src).unwrap();
+    bmp.reply(src, ReturnCode::OK, seq, &ver_payload(0));
     let (_, src, seq) = bmp.recv();
     let mut bytes = ScpReply {
         rc: ReturnCode::OK,
@@ -240,6 +236,30 @@ fn malformed_replies_are_errors() {
     .encode(0, 0, 0, 0);
     bytes[2] = 0x87;
     bmp.socket.send_to(&bytes, src).unwrap();
+    bmp.reply(src, ReturnCode::OK, seq, &ver_payload(0));
+    for (i, result) in call.join().unwrap().into_iter().enumerate() {
+        assert_eq!(
+            result.unwrap_or_else(|e| panic!("case {i}: {e}")),
+            (2, 1, 2)
+        );
+    }
+    assert!(
+        !bmp.more(Duration::from_millis(300)),
+        "a command was resent"
+    );
+}
+
+/// A well-formed reply to the command in flight whose payload is wrong is an error.
+#[test]
+fn malformed_replies_are_errors() {
+    let bmp = FakeBmp::new();
+    let mut client = bmp.client(timeouts(2000, 0));
+    let call = spawn(move || {
+        let short_read = client.fpga_read(0, 0, 0x40004);
+        let long_write = client.fpga_write(0, 0, 0x5C, 1);
+        let bad_version = client.version(0);
+        [short_read.map(|_| ()), long_write, bad_version.map(|_| ())]
+    });
     let (_, src, seq) = bmp.recv();
     bmp.reply(src, ReturnCode::OK, seq, &[1, 0]);
     let (_, src, seq) = bmp.recv();

@@ -1009,12 +1009,41 @@ fn case17_bmp_failure() {
     sim.advance(0.2);
     assert_eq!(peek(&sim, other).state, 2);
     assert_eq!(boards_of(&sim, other), vec![[0, 0, 0]]);
-    // A failing power-off only delays the release.
+    // A failing power-off holds the board until the BMP answers (a deliberate difference:
+    // the original released it at once, to fail the next job the same way): the power-off
+    // is retried every `retry_delay`, and the board is released only once one succeeds.
     sim.destroy(other, Some("bye"));
     sim.complete_next_bmp(None); // the power-on
     sim.complete_next_bmp(Some("Requests failed on BMP 10.1.0.0")); // the power-off
     assert_eq!(peek(&sim, other).reason.as_deref(), Some("bye"));
     assert!(sim.bmp_pending.is_empty());
+    let retry_s = sim.core.config().bmp.retry_delay_s;
+    sim.advance(retry_s - 0.1);
+    assert!(sim.bmp_pending.is_empty() && !sim.core.is_idle());
+    let third = sim.create(JobRequest::Board(0, 0, 0));
+    assert_eq!(
+        peek(&sim, third).state,
+        1,
+        "a board whose power-off failed was reused"
+    );
+    sim.advance(0.2);
+    assert_eq!(sim.bmp_pending.len(), 1, "the power-off is retried");
+    assert_eq!(
+        sim.bmp_pending[0].action,
+        BmpAction::PowerOff { boards: vec![0] }
+    );
+    sim.complete_next_bmp(Some("Requests failed on BMP 10.1.0.0")); // still failing
+    sim.advance(retry_s + 0.1);
+    sim.complete_next_bmp(None); // answered at last
+    assert_eq!(
+        peek(&sim, third).state,
+        1,
+        "held back for seconds_before_free"
+    );
+    sim.advance(1.1);
+    assert_eq!(peek(&sim, third).state, 2);
+    sim.destroy(third, None);
+    sim.complete_all_bmp();
     sim.advance(1.1);
     assert!(sim.core.is_idle());
 }

@@ -366,6 +366,15 @@ fn bmp_faults_end_only_the_affected_jobs_and_leak_no_boards() {
         }
         h.settle();
         h.advance(SECONDS_BEFORE_FREE + 0.1);
+        // Boards whose power-off failed under the fault are held until a retried power-off
+        // succeeds: let the retries (every retry_delay) go out and be answered.
+        for _ in 0..10 {
+            if h.core.outstanding_bmp_requests().next().is_none() {
+                break;
+            }
+            h.settle();
+            h.advance(SECONDS_BEFORE_FREE + 0.1);
+        }
         assert!(
             h.core.is_idle(),
             "round {round}: boards leaked: {:?}",

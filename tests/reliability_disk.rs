@@ -7,7 +7,8 @@
 //! freed it must acknowledge changes again, on its own, and everything it acknowledged must
 //! survive a SIGKILL and restart.
 //!
-//! Mounting needs root (CI runs as root); without it the test prints a notice and passes.
+//! Mounting needs root (CI runs as root); without it the tests fail under `CI=true` and
+//! elsewhere print a notice and pass.
 mod common;
 mod reliability_support;
 
@@ -24,6 +25,19 @@ use serde_json::json;
 struct Tmpfs(std::path::PathBuf);
 
 impl Tmpfs {
+    /// Mount, or `None` (and a notice) where mounting is not possible; under `CI=true`
+    /// that is a failure, never a silent pass.
+    fn mount_or_skip(dir: &Path, size: &str) -> Option<Tmpfs> {
+        let mounted = Tmpfs::mount(dir, size);
+        if mounted.is_none() {
+            common::cannot_run(&format!(
+                "cannot mount a tmpfs at {} (not root?)",
+                dir.display()
+            ));
+        }
+        mounted
+    }
+
     fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
         std::fs::create_dir_all(dir).unwrap();
         let ok = Command::new("mount")
@@ -88,6 +102,16 @@ fn create(c: &mut Conn, args: serde_json::Value, keepalive: serde_json::Value) -
     .unwrap()
 }
 
+/// Wait (bounded; with `list_jobs`, which keeps nothing alive) until `count` jobs are ready.
+fn wait_ready(c: &mut Conn, count: usize) {
+    poll_until(Duration::from_secs(20), Duration::from_millis(20), || {
+        let jobs = c.call("list_jobs", json!([]), json!({})).ok()?;
+        let ready = jobs.as_array()?.iter().filter(|j| j["state"] == 3).count();
+        (ready == count).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{count} jobs never became ready"));
+}
+
 const REFUSED: &str = "the server could not record this command, so it was not carried out: ";
 
 /// The scenario (machine of 6 boards, journal on a 256 KiB tmpfs):
@@ -108,8 +132,7 @@ const REFUSED: &str = "the server could not record this command, so it was not c
 #[test]
 fn full_disk_refuses_changes_loudly_and_recovers() {
     let dir = scratch_dir("disk");
-    let Some(disk) = Tmpfs::mount(&dir.join("journal"), "256k") else {
-        eprintln!("NOTICE: cannot mount a tmpfs (not root?): full-disk test skipped");
+    let Some(disk) = Tmpfs::mount_or_skip(&dir.join("journal"), "256k") else {
         return;
     };
     let cfg = simple_config(&bmp_net(), json!({"seconds_before_free": 0.1}));
@@ -124,12 +147,7 @@ fn full_disk_refuses_changes_loudly_and_recovers() {
     let created_at = std::time::Instant::now();
     // Wait (read-only, so no keepalive is touched) until the two big jobs are ready: no BMP
     // completion is left to journal.
-    poll_until(Duration::from_secs(20), Duration::from_millis(20), || {
-        let jobs = c.call("list_jobs", json!([]), json!({})).ok()?;
-        let ready = jobs.as_array()?.iter().filter(|j| j["state"] == 3).count();
-        (ready == 2).then_some(())
-    })
-    .expect("the first two jobs never became ready");
+    wait_ready(&mut c, 2);
 
     let filler = fill(&disk.0);
     let huge_owner = "o".repeat(8000);
@@ -314,4 +332,203 @@ fn full_disk_refuses_changes_loudly_and_recovers() {
     let events = common::replay_ok(&journal, &["--events"]);
     let keepalive = format!("job_keepalive({})", expiring[0]);
     assert_eq!(events.matches(&keepalive).count(), 1, "{events}");
+}
+
+/// Issue 15: the server's own trouble never expires a job whose client keeps it alive.
+///
+/// A job K is kept alive (keepalives and get_job_state every 100 ms, from its own host)
+/// while the journal's disk is full for longer than K's keepalive. Meanwhile another job's
+/// expiry is due, so the server retries a tick every 100 ms and few passes are
+/// keepalive-only (that used to get every keepalive refused), and a burst of 70,000
+/// pipelined keepalives overflows the bound on keepalives waiting to be written (past which
+/// they used to be refused too). Every keepalive must be answered, never refused; once the
+/// disk has room K must still be alive (its timer reset by the journaled
+/// `kept_alive_unrecorded` event), while the job nobody kept alive expires; and all of it
+/// survives a SIGKILL.
+#[test]
+fn keepalives_are_answered_through_an_outage_and_kept_alive_jobs_survive() {
+    let dir = scratch_dir("disk-keepalive");
+    // Room for the keepalives that wait in memory to be written once space returns.
+    let Some(disk) = Tmpfs::mount_or_skip(&dir.join("journal"), "16m") else {
+        return;
+    };
+    let cfg = simple_config(&bmp_net(), json!({"seconds_before_free": 0.1}));
+    let mut server = Server::start(&dir, &cfg, &[]);
+    let mut c = Conn::connect(server.port, REPLY_WAIT).unwrap();
+    let kept = create(&mut c, json!([1]), json!(1.5));
+    let neglected = create(&mut c, json!([1]), json!(2.5));
+    wait_ready(&mut c, 2);
+
+    // K's client: a keepalive or a get_job_state every 100 ms; every reply is kept.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = server.port;
+    let keeper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut k = Conn::connect(port, REPLY_WAIT).unwrap();
+            let mut replies = Vec::new();
+            let mut cmd = "job_keepalive";
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                replies.push((cmd, k.call_raw(cmd, json!([kept]), json!({})).unwrap()));
+                cmd = match cmd {
+                    "job_keepalive" => "get_job_state",
+                    _ => "job_keepalive",
+                };
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            replies
+        })
+    };
+
+    let filler = fill(&disk.0);
+    // The neglected job's expiry comes due: its tick cannot be journaled.
+    assert!(
+        server
+            .wait_for_log(" ERROR journal write failed", Duration::from_secs(10))
+            .is_some(),
+        "no outage; log:\n{}",
+        server.log_text()
+    );
+    let outage_started = std::time::Instant::now();
+    // The burst: more keepalives than may wait in memory.
+    let mut burst = Conn::connect(server.port, REPLY_WAIT).unwrap();
+    const BURST: usize = 70_000;
+    let line = json!({"command": "job_keepalive", "args": [kept], "kwargs": {}}).to_string() + "\n";
+    let sender = {
+        let mut stream = burst.stream.try_clone().unwrap();
+        let bytes = line.repeat(BURST);
+        std::thread::spawn(move || stream.write_all(bytes.as_bytes()).unwrap())
+    };
+    for i in 0..BURST {
+        let r = burst.reply().unwrap();
+        assert_eq!(
+            r,
+            json!({"return": null}),
+            "burst keepalive {i} refused during the outage"
+        );
+    }
+    sender.join().unwrap();
+    // The outage lasts well past K's 1.5 s keepalive.
+    let outage = Duration::from_millis(4000);
+    std::thread::sleep(outage.saturating_sub(outage_started.elapsed()));
+    assert!(
+        ids(&c.call("list_jobs", json!([]), json!({})).unwrap()).contains(&kept),
+        "the kept-alive job ended during the outage"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    server
+        .wait_for_log("journal: writable again", Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no recovery logged:\n{}", server.log_text()));
+    // The neglected job expires now; K lives on (its client is still at it).
+    poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        let live = ids(&c.call("list_jobs", json!([]), json!({})).ok()?);
+        (!live.contains(&neglected)).then_some(())
+    })
+    .expect("the neglected job never expired after the outage");
+    let s = c
+        .call("get_job_state", json!([neglected]), json!({}))
+        .unwrap();
+    assert_eq!(s["reason"], "Job timed out.", "{s}");
+    std::thread::sleep(Duration::from_millis(2000)); // longer than K's keepalive
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let replies = keeper.join().unwrap();
+    assert!(replies.len() > 40, "{}", replies.len());
+    for (cmd, r) in &replies {
+        assert!(r.get("exception").is_none(), "{cmd} refused: {r}");
+        if *cmd == "get_job_state" {
+            assert_eq!(r["return"]["state"], 3, "{r}");
+        }
+    }
+    let live = ids(&c.call("list_jobs", json!([]), json!({})).unwrap());
+    assert_eq!(
+        live,
+        vec![kept],
+        "the kept-alive job did not survive the outage"
+    );
+
+    // Acknowledged state survives a SIGKILL; the journal tells what happened.
+    server.kill9();
+    let server = Server::start(&dir, &cfg, &[]);
+    let mut c = Conn::connect(server.port, REPLY_WAIT).unwrap();
+    assert_eq!(
+        ids(&c.call("list_jobs", json!([]), json!({})).unwrap()),
+        vec![kept]
+    );
+    drop(c);
+    let journal = server.journal.clone();
+    assert!(server.stop().success());
+    let (code, out, err) = common::replay(&journal, &["--verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let events = common::replay_ok(&journal, &["--events"]);
+    assert!(
+        events.contains(&format!("keepalive timers reset for jobs [{kept}]")),
+        "no kept_alive_unrecorded event:\n{}",
+        events.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// Issue 15: a snapshot that fails for lack of space used to leave its temporary file
+/// (`.snap.tmp`) taking the last free space until the next start. The journal has room for
+/// small records but not for a snapshot: the snapshot fails, is logged, and leaves nothing.
+#[test]
+fn a_failed_snapshot_leaves_no_temporary_file() {
+    let dir = scratch_dir("disk-snapshot");
+    let Some(disk) = Tmpfs::mount_or_skip(&dir.join("journal"), "2m") else {
+        return;
+    };
+    let cfg = simple_config(&bmp_net(), json!({}));
+    let mut server = Server::start(&dir, &cfg, &["--snapshot-every", "400"]);
+    let mut c = Conn::connect(server.port, REPLY_WAIT).unwrap();
+    // A state of a few hundred KB: queued jobs with long owners.
+    let owner = "o".repeat(2000);
+    for _ in 0..150 {
+        c.call(
+            "create_job",
+            json!([1]),
+            json!({"owner": owner, "keepalive": null}),
+        )
+        .unwrap();
+    }
+    let filler = fill(&disk.0);
+    // Room for small records again, not for a snapshot.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len.saturating_sub(64 * 1024)).unwrap();
+    drop(f);
+    // Small changes up to the snapshot interval (switching off the boards of no job).
+    let mut acked = 0;
+    while server.log_text().matches("cannot write a snapshot").count() == 0 {
+        let r = c
+            .call_raw("power_off_job_boards", json!([0]), json!({}))
+            .unwrap();
+        if r.get("return").is_some() {
+            acked += 1;
+        }
+        assert!(
+            acked < 2000,
+            "no snapshot was attempted; log:\n{}",
+            server.log_text()
+        );
+    }
+    let line = server
+        .wait_for_log(" ERROR cannot write a snapshot", Duration::from_secs(10))
+        .unwrap();
+    assert!(line.contains("No space left"), "{line}");
+    let temps: Vec<String> = std::fs::read_dir(&disk.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(temps.is_empty(), "temporary files left: {temps:?}");
+    // Space again: the next snapshot (after the retry delay) succeeds; nothing was lost.
+    std::fs::remove_file(&filler).unwrap();
+    drop(c);
+    let journal = server.journal.clone();
+    assert!(server.stop().success());
+    let (code, out, err) = common::replay(&journal, &["--verify"]);
+    assert_eq!(code, 0, "{out}{err}");
 }

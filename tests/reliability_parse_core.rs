@@ -397,7 +397,9 @@ fn run(script: Script) -> bool {
         sim.destroy(id, Some("end"));
     }
     sim.complete_all_bmp();
-    sim.advance(2.0);
+    // (Boards whose power-off failed are held until a retried power-off succeeds: let the
+    // retry delay pass too.)
+    sim.advance(sim.core.config().bmp.retry_delay_s + 2.0);
     assert!(
         sim.core.is_idle(),
         "boards leaked: {:?}",

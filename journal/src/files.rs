@@ -106,16 +106,57 @@ pub fn create_atomically(
     let mut tmp = final_path.as_os_str().to_owned();
     tmp.push(TEMP_SUFFIX);
     let tmp = PathBuf::from(tmp);
-    let mut file = OpenOptions::new()
+    let written = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(&tmp)
-        .map_err(Error::io(&tmp))?;
-    for part in parts {
-        file.write_all(part).map_err(Error::io(&tmp))?;
+        .and_then(|mut file| {
+            for part in parts {
+                file.write_all(part)?;
+            }
+            file.sync_all()?;
+            Ok(file)
+        })
+        .map_err(Error::io(&tmp))
+        .and_then(|file| {
+            fs::rename(&tmp, final_path).map_err(Error::io(final_path))?;
+            Ok(file)
+        });
+    match written {
+        Ok(file) => Ok((file, sync_dir(dir))),
+        Err(e) => {
+            // A failed create must not leave its temporary file taking the space that
+            // made it fail (typically a full disk) until the next start (R3 would only
+            // remove it then).
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    file.sync_all().map_err(Error::io(&tmp))?;
-    fs::rename(&tmp, final_path).map_err(Error::io(final_path))?;
-    Ok((file, sync_dir(dir)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_dir::TestDir;
+
+    /// R22: a create that fails after its temporary file exists removes it at once (a
+    /// full disk must not keep losing the space until the next open).
+    #[test]
+    fn failed_create_removes_its_temporary_file() {
+        let t = TestDir::new("create-fails");
+        let dir = t.path();
+        // The final name is taken by a non-empty directory: the rename fails after the
+        // temporary file was written and fsync'd.
+        let final_path = dir.join("snapshot-00000000000000000007.snap");
+        fs::create_dir(&final_path).unwrap();
+        fs::write(final_path.join("occupied"), b"x").unwrap();
+        assert!(create_atomically(dir, &final_path, &[b"some state"]).is_err());
+        let mut left: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["snapshot-00000000000000000007.snap".to_string()]);
+    }
 }

@@ -62,7 +62,7 @@
 //! | R2 | Another writer holds `LOCK` | Refuse: `Error::Locked` with the dir and the holder's pid |
 //! | R3 | `*.tmp` files | Delete (interrupted create/snapshot; the final name was never made) |
 //! | R4 | Header with a version or flags we do not know (segment or snapshot) | Refuse: `Error::UnknownVersion` / `Error::UnknownFlags` |
-//! | R5 | Last segment shorter than its header, or all zeros | Recreate it empty (interrupted creation; it held no records); reported as a cut at offset 0 |
+//! | R5 | Last segment shorter than its header, or all zeros | Refuse: segments are created whole (R3), so a short or zeroed header under a final name is damage after the fact, and the segment may have held acknowledged records |
 //! | R6 | Any other bad segment header (magic, checksum, seq differs from the name) | Refuse |
 //! | R7 | Last segment ends in a partial frame header (< 8 bytes) | Cut |
 //! | R8 | Last segment's final frame is shorter than its length field | Cut |
@@ -77,7 +77,9 @@
 //! | R17 | No valid snapshot reaches the oldest retained record (oldest segment starts after `covered_seq + 1`) | Refuse |
 //! | R18 | A valid snapshot covers records beyond the last record | Refuse (records it covers are missing) |
 //! | R19 | Snapshot files but no segment files | Refuse |
-//! | R20 | Crash during `write_snapshot` | Covered by R3, R15, R5: every step (temp write, rename, new segment, deletions) leaves a journal that opens to the same state |
+//! | R20 | Crash during `write_snapshot` | Covered by R3 and R15: every step (temp write, rename, new segment, deletions) leaves a journal that opens to the same state |
+//! | R21 | Damage (R6–R12, R15) in an older segment or snapshot kept only as the fallback for R15 | Open (this start does not need it); reported in `Opened::fallback_damage` for the server to warn about |
+//! | R22 | A create (segment or snapshot) fails part-way, e.g. on a full disk | Its temp file is deleted at once, not left taking space until the next open (R3) |
 //!
 //! Checks are made, and the whole open can still fail, before anything is
 //! modified: cuts, renames and deletions happen only once the journal is

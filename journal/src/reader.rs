@@ -75,14 +75,12 @@ impl Reader {
         let buf = fs::read(&last_path).map_err(Error::io(&last_path))?;
         // Damage in the last segment does not stop the open, so that
         // `verify` can report it; iteration still runs into it and errors.
-        let mut damaged = false;
         let mut count = 0;
-        if check_last_header(&buf, &last_path, last_first_seq)? {
-            let result = scan_frames(&buf, &last_path, true, |_| count += 1);
-            damaged = matches!(result, Err(Error::Corrupt { .. }));
-            if !damaged {
-                result?;
-            }
+        check_last_header(&buf, &last_path, last_first_seq)?;
+        let result = scan_frames(&buf, &last_path, true, |_| count += 1);
+        let damaged = matches!(result, Err(Error::Corrupt { .. }));
+        if !damaged {
+            result?;
         }
         let mut snapshots = Vec::new();
         for (covered_seq, path) in listing.snapshots {
@@ -203,22 +201,11 @@ impl Reader {
             let header = if is_last {
                 check_last_header(&buf, path, *first_seq)
             } else {
-                check_header(&buf, path, *first_seq).map(|()| true)
+                check_header(&buf, path, *first_seq)
             };
-            match header {
-                Ok(true) => {}
-                Ok(false) => {
-                    report.torn_tail = Some(Problem {
-                        file: path.clone(),
-                        offset: 0,
-                        what: "segment header incomplete".into(),
-                    });
-                    continue;
-                }
-                Err(e) => {
-                    note(&mut report, &e, path);
-                    continue;
-                }
+            if let Err(e) = header {
+                note(&mut report, &e, path);
+                continue;
             }
             match scan_frames(&buf, path, is_last, |_| {}) {
                 Ok(scan) => {
@@ -320,16 +307,12 @@ impl Records {
             .and_then(|mut f| f.read_to_end(&mut self.buf))
             .map_err(Error::io(path))?;
         let is_last = self.index + 1 == self.segments.len();
-        let usable = if is_last {
-            check_last_header(&self.buf, path, *first_seq)?
+        if is_last {
+            check_last_header(&self.buf, path, *first_seq)?;
         } else {
             check_header(&self.buf, path, *first_seq)?;
-            true
-        };
-        if !usable {
-            self.buf.truncate(SEGMENT_HEADER_BYTES.min(self.buf.len()));
         }
-        self.pos = SEGMENT_HEADER_BYTES.min(self.buf.len());
+        self.pos = SEGMENT_HEADER_BYTES;
         self.loaded = true;
         Ok(())
     }

@@ -37,20 +37,33 @@ pub fn check_header(buf: &[u8], file: &Path, name_seq: u64) -> Result<(), Error>
     Ok(())
 }
 
-/// Checks the header of the *last* segment. Returns `Ok(false)` if the file
-/// is a torn creation: shorter than a header, or all zeros (what a file
-/// system without data ordering can leave after a crash right after the
-/// rename). Such a file holds no records, so nothing acknowledged is lost by
-/// treating it as empty. Any other bad header is refused.
-pub fn check_last_header(buf: &[u8], file: &Path, name_seq: u64) -> Result<bool, Error> {
+/// Checks the header of the *last* segment: like [`check_header`], but a
+/// header that is short or all zeros gets a message saying why that is
+/// damage and not a crash. Segments are created whole (header written and
+/// fsync'd under a temporary name, then renamed, R3), so a file under its
+/// final name always had a complete, durable header; a short or zeroed one
+/// was damaged afterwards and may have held acknowledged records (R5).
+pub fn check_last_header(buf: &[u8], file: &Path, name_seq: u64) -> Result<(), Error> {
     match check_header(buf, file, name_seq) {
-        Ok(()) => Ok(true),
-        Err(Error::Corrupt { .. })
+        Err(Error::Corrupt { file, offset, what })
             if buf.len() < SEGMENT_HEADER_BYTES || buf.iter().all(|&b| b == 0) =>
         {
-            Ok(false)
+            let shape = if buf.len() < SEGMENT_HEADER_BYTES {
+                format!("{} bytes long", buf.len())
+            } else {
+                format!("all zeros ({} bytes)", buf.len())
+            };
+            Err(Error::Corrupt {
+                file,
+                offset,
+                what: format!(
+                    "the last segment is {shape} ({what}); segments are created whole under a \
+                     temporary name, so this is damage after the fact, not an interrupted \
+                     creation, and it may have held acknowledged records"
+                ),
+            })
         }
-        Err(e) => Err(e),
+        other => other,
     }
 }
 

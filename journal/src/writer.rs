@@ -67,6 +67,10 @@ pub struct Opened {
     /// Snapshots found damaged and skipped (renamed to `*.corrupt`); the
     /// server should log them.
     pub discarded_snapshots: Vec<Problem>,
+    /// Damage in the older segments and snapshots kept only as a fallback
+    /// (R21): not needed for this open, so not refused, but the fallback is
+    /// gone; the server should warn.
+    pub fallback_damage: Vec<Problem>,
 }
 
 /// The journal writer. Holds the directory's exclusive lock until dropped.
@@ -155,6 +159,7 @@ impl Journal {
                 records_after_snapshot: Vec::new(),
                 repaired: None,
                 discarded_snapshots: Vec::new(),
+                fallback_damage: Vec::new(),
             });
         }
 
@@ -169,28 +174,15 @@ impl Journal {
         // The last segment is read whole: it is where a torn tail can be.
         let (last_first_seq, last_path) = segments[last_index].clone();
         let last_buf = fs::read(&last_path).map_err(Error::io(&last_path))?;
-        let mut repaired = None;
-        let last_scan = if check_last_header(&last_buf, &last_path, last_first_seq)? {
-            let scan = scan_frames(&last_buf, &last_path, true, |_| {})?;
-            if let Some((offset, what)) = &scan.tail {
-                repaired = Some(TailRepair {
-                    file: last_path.clone(),
-                    offset: *offset as u64,
-                    bytes_cut: (last_buf.len() - offset) as u64,
-                    what: what.clone(),
-                });
-            }
-            Some(scan)
-        } else {
-            repaired = Some(TailRepair {
-                file: last_path.clone(),
-                offset: 0,
-                bytes_cut: last_buf.len() as u64,
-                what: "segment header incomplete (interrupted segment creation)".into(),
-            });
-            None
-        };
-        let last_count = last_scan.as_ref().map_or(0, |s| s.count);
+        check_last_header(&last_buf, &last_path, last_first_seq)?;
+        let last_scan = scan_frames(&last_buf, &last_path, true, |_| {})?;
+        let repaired = last_scan.tail.as_ref().map(|(offset, what)| TailRepair {
+            file: last_path.clone(),
+            offset: *offset as u64,
+            bytes_cut: (last_buf.len() - offset) as u64,
+            what: what.clone(),
+        });
+        let last_count = last_scan.count;
         let last_seq = last_first_seq + last_count - 1;
         let first_seq = segments[0].0;
 
@@ -276,17 +268,58 @@ impl Journal {
                 ));
             }
         }
-        if let Some(scan) = &last_scan {
-            let mut seq = last_first_seq;
-            // Re-walking the checked prefix is cheap and avoids keeping
-            // ranges around.
-            scan_frames(&last_buf[..scan.valid_end], &last_path, false, |payload| {
+        // The older segments and snapshots are kept only as a fallback should the
+        // newest snapshot go bad (R15). This open does not need them, but damage in
+        // them means that fallback is gone: reported, not refused (R21).
+        let mut fallback_damage = Vec::new();
+        for (i, (seg_first_seq, path)) in segments[..start_index].iter().enumerate() {
+            let buf = fs::read(path).map_err(Error::io(path))?;
+            match scan_frames(&buf, path, false, |_| {}) {
+                Ok(scan) if seg_first_seq + scan.count != segments[i + 1].0 => fallback_damage
+                    .push(Problem {
+                        file: path.clone(),
+                        offset: scan.valid_end as u64,
+                        what: format!(
+                            "segment ends after record {}, but the next one starts at record {}",
+                            seg_first_seq + scan.count - 1,
+                            segments[i + 1].0
+                        ),
+                    }),
+                Ok(_) => {}
+                Err(e @ Error::Corrupt { .. }) => {
+                    fallback_damage.push(Problem::from_error(&e, path))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let in_use = snapshot.as_ref().map(|s| s.covered_seq);
+        for (covered_seq, path) in &listing.snapshots {
+            if Some(*covered_seq) >= in_use || discarded.iter().any(|p| &p.file == path) {
+                continue;
+            }
+            match read_snapshot_file(path, *covered_seq) {
+                Ok(_) => {}
+                Err(e @ Error::Corrupt { .. }) => {
+                    fallback_damage.push(Problem::from_error(&e, path))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+
+        let mut seq = last_first_seq;
+        // Re-walking the checked prefix is cheap and avoids keeping ranges
+        // around.
+        scan_frames(
+            &last_buf[..last_scan.valid_end],
+            &last_path,
+            false,
+            |payload| {
                 if seq >= replay_from_seq {
                     records.push((seq, payload.to_vec()));
                 }
                 seq += 1;
-            })?;
-        }
+            },
+        )?;
         debug_assert!(records
             .first()
             .map_or(true, |(seq, _)| *seq == replay_from_seq));
@@ -312,20 +345,11 @@ impl Journal {
             }
         }
         let mut journal = Journal::new(dir, options, lock, segments, snapshots, last_seq + 1)?;
-        match &last_scan {
-            Some(scan) => {
-                journal.segments.pop();
-                journal.open_segment(last_first_seq, last_path, scan.valid_end as u64)?;
-                if scan.tail.is_some() {
-                    journal.needs_truncate = true;
-                    journal.truncate_to_durable()?;
-                }
-            }
-            None => {
-                // Recreate the torn segment whole; the rename replaces it.
-                journal.segments.pop();
-                journal.rotate()?;
-            }
+        journal.segments.pop();
+        journal.open_segment(last_first_seq, last_path, last_scan.valid_end as u64)?;
+        if last_scan.tail.is_some() {
+            journal.needs_truncate = true;
+            journal.truncate_to_durable()?;
         }
         sync_dir(dir)?;
         Ok(Opened {
@@ -334,6 +358,7 @@ impl Journal {
             records_after_snapshot: records,
             repaired,
             discarded_snapshots: discarded,
+            fallback_damage,
         })
     }
 

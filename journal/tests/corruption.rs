@@ -268,3 +268,46 @@ fn unknown_snapshot_version_is_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+/// R5: a last segment holding acknowledged records, later truncated into its
+/// header or overwritten with zeros, is damage (segments are created whole
+/// under a temporary name), never an interrupted creation: both the writer
+/// and the reader refuse it, naming the file, and nothing is modified.
+#[test]
+fn short_or_zeroed_last_segment_is_refused_not_recreated() {
+    let t = TestDir::new("short-last");
+    let base = t.sub("base");
+    {
+        let mut j = Journal::open(&base).unwrap().journal;
+        for i in 0..30 {
+            append(&mut j, 1 + i, 1);
+        }
+    }
+    let seg_name = segments(&base)[0].file_name().unwrap().to_owned();
+    let full_len = fs::metadata(base.join(&seg_name)).unwrap().len();
+    let work = t.sub("work");
+    for damage in ["0", "1", "7", "10", "19", "zeros"] {
+        copy_dir(&base, &work);
+        let seg = work.join(&seg_name);
+        if damage == "zeros" {
+            fs::write(&seg, vec![0u8; full_len as usize]).unwrap();
+        } else {
+            OpenOptions::new()
+                .write(true)
+                .open(&seg)
+                .unwrap()
+                .set_len(damage.parse().unwrap())
+                .unwrap();
+        }
+        let before = dir_contents(&work);
+        let e = Journal::open(&work).map(|_| ()).unwrap_err();
+        let (file, _) = corrupt_fields(e);
+        assert_eq!(file, seg, "{damage}");
+        let e = Reader::open(&work).map(|_| ()).unwrap_err();
+        assert!(
+            e.to_string().contains("not an interrupted creation"),
+            "{damage}: {e}"
+        );
+        assert_eq!(dir_contents(&work), before, "{damage}: files modified");
+    }
+}

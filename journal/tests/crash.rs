@@ -1,5 +1,6 @@
-//! Crash simulation: the last segment cut at every possible length opens to
-//! exactly the records that were complete, and appending continues.
+//! Crash simulation: the last segment cut at every possible length past its
+//! header opens to exactly the records that were complete, and appending
+//! continues; cut inside its header, it is refused (R5).
 
 mod common;
 
@@ -35,8 +36,30 @@ fn cut_everywhere(t: &TestDir, base: &Path, snapshot_seq: Option<u64>) {
         let last_complete = first_in_last + complete - 1;
         let at_boundary = offsets.contains(&cut);
 
-        // A reader sees the complete records and modifies nothing.
         let before = dir_contents(&work);
+        if cut < 20 {
+            // Inside the header: segments are created whole under a temporary name, so a
+            // short header under the final name is damage, never a crash (R5): refused by
+            // both, and nothing is modified.
+            for refused in [
+                Reader::open(&work).map(|_| ()),
+                Journal::open(&work).map(|_| ()),
+            ] {
+                match refused {
+                    Err(spalloc_journal::Error::Corrupt { file, what, .. }) => {
+                        assert_eq!(file, seg, "cut {cut}");
+                        assert!(
+                            what.contains("not an interrupted creation"),
+                            "cut {cut}: {what}"
+                        );
+                    }
+                    other => panic!("cut {cut}: a short last segment was accepted: {other:?}"),
+                }
+            }
+            assert_eq!(dir_contents(&work), before, "files modified at cut {cut}");
+            continue;
+        }
+        // A reader sees the complete records and modifies nothing.
         let reader = Reader::open(&work).unwrap();
         assert_eq!(reader.last_seq(), last_complete, "cut {cut}");
         let from = reader.first_seq();
@@ -70,12 +93,7 @@ fn cut_everywhere(t: &TestDir, base: &Path, snapshot_seq: Option<u64>) {
             Some(r) => {
                 assert!(!at_boundary, "clean cut {cut} reported as {r:?}");
                 assert_eq!(r.file, seg);
-                let expected_offset = if cut < 20 {
-                    0
-                } else {
-                    offsets[complete as usize]
-                };
-                assert_eq!(r.offset as usize, expected_offset, "cut {cut}");
+                assert_eq!(r.offset as usize, offsets[complete as usize], "cut {cut}");
                 assert_eq!(r.offset + r.bytes_cut, cut as u64, "cut {cut}");
             }
         }

@@ -264,3 +264,63 @@ fn retention_bounds_files_and_reader_reads_all_retained_history() {
     assert_eq!(opened.snapshot.unwrap().covered_seq, 100);
     assert_eq!(opened.records_after_snapshot, expected(101..=103));
 }
+
+/// R21: damage in what is kept only as the fallback for a damaged newest
+/// snapshot (the older segment and the older snapshot) does not stop an open
+/// that does not need it, but it is reported, so the server can warn that
+/// the fallback is gone. `verify` reports the same spot.
+#[test]
+fn damage_in_the_fallback_is_reported_not_refused() {
+    let t = TestDir::new("fallback-damage");
+    let base = t.sub("base");
+    base_journal(&base);
+    let segs = segments(&base);
+    assert_eq!(segs.len(), 3, "{segs:?}");
+    let clean = Journal::open(&base).unwrap();
+    assert!(
+        clean.fallback_damage.is_empty(),
+        "{:?}",
+        clean.fallback_damage
+    );
+    drop(clean);
+
+    // A record in the segment that only the older snapshot (6) needs (records 1..=10;
+    // the newest snapshot, 12, replays from the second segment, 11..=15).
+    let work = t.sub("work-segment");
+    copy_dir(&base, &work);
+    let older_segment = work.join(segs[0].file_name().unwrap());
+    let offsets = frame_offsets(&older_segment);
+    flip_bit(&older_segment, offsets[1] + 9, 3); // inside the second record's payload
+    let opened = Journal::open(&work).unwrap();
+    assert_eq!(opened.snapshot.as_ref().unwrap().covered_seq, 12);
+    assert_eq!(opened.records_after_snapshot, expected(13..=20));
+    assert_eq!(
+        opened.fallback_damage.len(),
+        1,
+        "{:?}",
+        opened.fallback_damage
+    );
+    let p = &opened.fallback_damage[0];
+    assert_eq!((&p.file, p.offset as usize), (&older_segment, offsets[1]));
+    drop(opened);
+    let report = Reader::open(&work).unwrap().verify().unwrap();
+    let bad = report.first_bad.expect("verify finds it too");
+    assert_eq!((bad.file, bad.offset as usize), (older_segment, offsets[1]));
+
+    // The older snapshot itself.
+    let work = t.sub("work-snapshot");
+    copy_dir(&base, &work);
+    let older_snapshot = snapshots(&work)[0].clone();
+    flip_bit(&older_snapshot, 30, 0);
+    let opened = Journal::open(&work).unwrap();
+    assert_eq!(opened.snapshot.as_ref().unwrap().covered_seq, 12);
+    assert_eq!(
+        opened.fallback_damage.len(),
+        1,
+        "{:?}",
+        opened.fallback_damage
+    );
+    assert_eq!(opened.fallback_damage[0].file, older_snapshot);
+    // Reported, not renamed: it is not in the way of anything.
+    assert!(older_snapshot.exists());
+}

@@ -469,7 +469,8 @@ pub fn resolve_address(address: &str) -> io::Result<SocketAddr> {
 /// One command is in flight at a time. Each new command takes the next sequence number;
 /// a resend reuses it (the firmware does not de-duplicate, so every resend executes again).
 /// Replies whose sequence number is not the one in flight are stale (a late or duplicated
-/// answer to an earlier command) and are ignored while the client keeps waiting.
+/// answer to an earlier command) and are ignored while the client keeps waiting; so are
+/// datagrams that are not well-formed replies at all.
 #[derive(Debug)]
 pub struct ScpClient {
     socket: UdpSocket,
@@ -606,7 +607,12 @@ impl ScpClient {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(ScpError::Io(e)),
             };
-            let reply = ScpReply::decode(&buf[..len])?;
+            // A datagram that is not a reply at all (a runt, or not SCP) says nothing about
+            // the command in flight: ignored like a stale reply, so the real reply right
+            // behind it still counts.
+            let Ok(reply) = ScpReply::decode(&buf[..len]) else {
+                continue;
+            };
             if reply.seq != seq {
                 continue; // Stale: a late or duplicate answer to an earlier command.
             }

@@ -109,6 +109,8 @@ pub enum FaultKind {
     },
     /// The reply is sent twice.
     DuplicateReply,
+    /// A runt datagram (3 bytes, not a reply at all) is sent just before the reply.
+    RuntBeforeReply,
     /// The request is not executed; it gets this return code (e.g. `0x84` RC_ARG).
     ErrorCode(u16),
     /// The endpoint answers nothing at all (until the fault is cleared or used up).
@@ -692,11 +694,15 @@ impl EndpointWorker {
         } else {
             1
         };
+        let runt = reply_fault(|k| *k == FaultKind::RuntBeforeReply).is_some();
         entry.replied = !drop_reply;
         // Log before replying, so that a client that has its reply finds the entry logged.
         shared.record(entry);
         if drop_reply {
             return;
+        }
+        if runt {
+            let _ = self.socket.send_to(&[0, 0, 7], source);
         }
         match delay {
             None => {

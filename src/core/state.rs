@@ -202,10 +202,26 @@ struct Job {
 }
 
 /// A destroyed job whose boards wait for the hardware before they are released.
+///
+/// A power-off that fails leaves the boards in an unknown state (possibly still on, still
+/// running the last job's code), and handing them to the next job would only make that job
+/// fail the same way moments later. So the boards stay here, and the failed request is
+/// issued again after the configuration's `retry_delay`, until the BMP answers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Draining {
     allocation: JobAllocation,
     bmp_outstanding: u32,
+    /// Failed power-offs waiting to be issued again, in the order they failed. (Absent from
+    /// snapshots written before retries existed: none.)
+    #[serde(default)]
+    retries: Vec<PowerOffRetry>,
+}
+
+/// A failed power-off to be issued again (with a new id) at `at_us`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct PowerOffRetry {
+    at_us: TimeUs,
+    request: BmpRequest,
 }
 
 /// An output waiting in [`Core::poll_effect`]'s queue.
@@ -313,8 +329,12 @@ impl Core {
                 self.handle_configure(now, config);
                 None
             }
-            Event::Restarted { .. } => {
-                self.handle_restarted(now);
+            Event::Restarted { grace_us, .. } => {
+                self.handle_restarted(now, *grace_us);
+                None
+            }
+            Event::KeptAliveUnrecorded { job_ids, .. } => {
+                self.handle_kept_alive_unrecorded(now, job_ids);
                 None
             }
         }
@@ -391,6 +411,36 @@ impl Core {
         }
     }
 
+    /// The reply [`Core::handle`] would give a keepalive-only command (see
+    /// [`Core::is_keepalive_only`]) without folding it: for when the journal cannot record
+    /// the keepalive (the caller then resets the job's timer with
+    /// [`Event::KeptAliveUnrecorded`] once it can). Any other command answers `null`.
+    pub fn peek_keepalive(&self, command: &Command) -> Response {
+        match command {
+            Command::JobKeepalive { .. } => Response::Null,
+            Command::GetJobState { job_id } => Response::JobState(self.job_state(*job_id)),
+            Command::GetJobMachineInfo { job_id } => {
+                Response::MachineInfo(self.job_machine_info(*job_id))
+            }
+            _ => {
+                debug_assert!(false, "peek_keepalive() given {command:?}");
+                Response::Null
+            }
+        }
+    }
+
+    /// The live job a keepalive-only command keeps alive, if any.
+    pub fn kept_alive_job(&self, command: &Command) -> Option<JobId> {
+        match command {
+            Command::JobKeepalive { job_id }
+            | Command::GetJobState { job_id }
+            | Command::GetJobMachineInfo { job_id } => {
+                self.jobs.contains_key(job_id).then_some(*job_id)
+            }
+            _ => None,
+        }
+    }
+
     /// Answer a read-only command (one for which [`Command::is_read_only`] is true). Other
     /// commands answer `null` here: they must go through [`Core::handle`].
     pub fn query(&self, command: &Command) -> Response {
@@ -425,21 +475,94 @@ impl Core {
             self.log(format!("job {id}: keepalive expired"));
             self.destroy_job(now, id, Some(TIMED_OUT.to_string()));
         }
+        self.retry_power_offs(now);
         let mut out = Vec::new();
         self.queue.check_free(now, &mut out);
         self.apply_outcomes(now, out);
     }
 
-    fn handle_restarted(&mut self, now: TimeUs) {
+    /// Issue again, with new ids, the failed power-offs whose retry time has come.
+    fn retry_power_offs(&mut self, now: TimeUs) {
+        // A machine removed by a new configuration has no boards left to hold back.
+        let machines = &self.machines;
+        let gone = |d: &Draining| match machines.get(&d.allocation.machine) {
+            Some(m) => m.uid != d.allocation.machine_uid,
+            None => true,
+        };
+        let forgotten: Vec<JobId> = self
+            .draining
+            .iter()
+            .filter(|(_, d)| !d.retries.is_empty() && gone(d))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in forgotten {
+            let d = self.draining.get_mut(&id).expect("listed");
+            d.retries.clear();
+            if d.bmp_outstanding == 0 {
+                self.draining.remove(&id);
+            }
+        }
+        let mut due = Vec::new();
+        for (&job_id, d) in self.draining.iter_mut() {
+            if d.retries.iter().any(|r| r.at_us <= now) {
+                let (ready, waiting) = std::mem::take(&mut d.retries)
+                    .into_iter()
+                    .partition(|r| r.at_us <= now);
+                d.retries = waiting;
+                due.push((job_id, ready));
+            }
+        }
+        for (job_id, ready) in due {
+            let requests: Vec<BmpRequest> = ready
+                .into_iter()
+                .map(|r| {
+                    let mut request = r.request;
+                    request.id = self.next_request_id;
+                    self.next_request_id += 1;
+                    request
+                })
+                .collect();
+            self.log(format!(
+                "job {job_id}: retrying {} failed power-off requests",
+                requests.len()
+            ));
+            let issued = self.issue(requests);
+            self.draining
+                .get_mut(&job_id)
+                .expect("taken from draining")
+                .bmp_outstanding += issued;
+        }
+    }
+
+    fn handle_restarted(&mut self, now: TimeUs, grace_us: TimeUs) {
         for job in self.jobs.values_mut() {
             if let Some(k) = job.keepalive_s {
-                job.keepalive_until_us = Some(deadline_us(now, k));
+                job.keepalive_until_us =
+                    Some(deadline_us(now, k).max(now.saturating_add(grace_us)));
             }
         }
         self.log(format!(
             "restarted: {} live jobs, {} BMP requests to re-issue",
             self.jobs.len(),
             self.outstanding.len()
+        ));
+    }
+
+    /// Keepalives of `job_ids` were answered while the journal could not record them: each
+    /// job gets the deadline such a keepalive would have given it (never an earlier one).
+    fn handle_kept_alive_unrecorded(&mut self, now: TimeUs, job_ids: &[JobId]) {
+        let mut reset = 0;
+        for id in job_ids {
+            if let Some(job) = self.jobs.get_mut(id) {
+                if let (Some(k), Some(until)) = (job.keepalive_s, job.keepalive_until_us) {
+                    job.keepalive_until_us = Some(until.max(deadline_us(now, k)));
+                    reset += 1;
+                }
+            }
+        }
+        self.log(format!(
+            "journal writable again: keepalive timers reset for {reset} jobs whose keepalives \
+             were answered while it could not be written"
         ));
     }
 
@@ -459,6 +582,28 @@ impl Core {
             *pending = PendingEffect::Ready(Effect::Bmp(req.clone()));
         }
         let job_id = req.job_id;
+        if let Some(reason) = failure.filter(|_| self.draining.contains_key(&job_id)) {
+            if let BmpAction::PowerOff { .. } = req.action {
+                // The boards' state is unknown: hold them until the BMP answers (`Draining`).
+                let delay_us = (self.config.bmp.retry_delay_s.max(0.0) * 1e6) as TimeUs;
+                let at_us = now.saturating_add(delay_us);
+                self.log(format!(
+                    "job {job_id}: power-off on BMP {} (cabinet {}, frame {}) failed: {reason}; \
+                     its boards are held back and the power-off is retried in {:.1} s",
+                    req.address,
+                    req.cabinet,
+                    req.frame,
+                    delay_us as f64 / 1e6
+                ));
+                let d = self.draining.get_mut(&job_id).expect("checked above");
+                d.bmp_outstanding = d.bmp_outstanding.saturating_sub(1);
+                d.retries.push(PowerOffRetry {
+                    at_us,
+                    request: req,
+                });
+                return;
+            }
+        }
         if let Some(reason) = failure {
             let what = match req.action {
                 BmpAction::PowerOn { .. } => "power-on",
@@ -488,7 +633,7 @@ impl Core {
         } else if let Some(d) = self.draining.get_mut(&job_id) {
             debug_assert!(d.bmp_outstanding > 0);
             d.bmp_outstanding = d.bmp_outstanding.saturating_sub(1);
-            if d.bmp_outstanding == 0 {
+            if d.bmp_outstanding == 0 && d.retries.is_empty() {
                 let d = self.draining.remove(&job_id).expect("present");
                 let mut out = Vec::new();
                 self.queue
@@ -808,6 +953,7 @@ impl Core {
                     Draining {
                         allocation: alloc,
                         bmp_outstanding: outstanding,
+                        retries: Vec::new(),
                     },
                 );
             } else {
@@ -886,7 +1032,12 @@ impl Core {
             .filter_map(|j| j.keepalive_until_us)
             .min()
             .map(|t| t.saturating_add(1)); // expiry is `until < now`
-        [keepalive, self.queue.next_release_us()]
+        let retry = self
+            .draining
+            .values()
+            .flat_map(|d| d.retries.iter().map(|r| r.at_us))
+            .min();
+        [keepalive, self.queue.next_release_us(), retry]
             .into_iter()
             .flatten()
             .min()
@@ -1215,7 +1366,10 @@ impl Core {
         }
         for (id, d) in &self.draining {
             let issued = per_job.get(id).copied().unwrap_or(0);
-            if d.bmp_outstanding == 0 || issued != d.bmp_outstanding || self.jobs.contains_key(id) {
+            if (d.bmp_outstanding == 0 && d.retries.is_empty())
+                || issued != d.bmp_outstanding
+                || self.jobs.contains_key(id)
+            {
                 return Err(format!(
                     "draining job {id}: counter {} vs {issued} outstanding",
                     d.bmp_outstanding

@@ -52,10 +52,26 @@ pub enum Event {
         config: Config,
     },
     /// The server restarted: every live job's keepalive timer is reset, as the original does
-    /// on a warm start. Outstanding BMP work is re-issued by the caller.
+    /// on a warm start, to at least `grace_us` from now. Outstanding BMP work is re-issued
+    /// by the caller.
     Restarted {
         /// When the server came back.
         now_us: TimeUs,
+        /// The least time any job is given before its keepalive can expire: the stock
+        /// client's keepalive process takes a few seconds to reconnect after a restart.
+        /// (Absent from records written before it existed: 0, a plain reset.)
+        #[serde(default)]
+        grace_us: TimeUs,
+    },
+    /// The journal could not be written for a while, and these jobs' clients sent keepalives
+    /// meanwhile that were answered but could not be recorded: each gets a full keepalive
+    /// period from now, as if that keepalive had just been folded. (The server's own
+    /// trouble must never expire a job whose client kept it alive.)
+    KeptAliveUnrecorded {
+        /// When the journal could be written again.
+        now_us: TimeUs,
+        /// The jobs whose keepalives were answered but not recorded, ascending.
+        job_ids: Vec<JobId>,
     },
 }
 
@@ -67,7 +83,8 @@ impl Event {
             | Event::BmpDone { now_us, .. }
             | Event::Tick { now_us }
             | Event::Configure { now_us, .. }
-            | Event::Restarted { now_us } => *now_us,
+            | Event::Restarted { now_us, .. }
+            | Event::KeptAliveUnrecorded { now_us, .. } => *now_us,
         }
     }
 }

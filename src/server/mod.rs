@@ -12,8 +12,14 @@
 //! 4. only then release the outputs: replies (per client, in command order), the batched
 //!    notifications, and BMP requests to the BMP threads.
 //!
-//! A reply therefore never leaves before its event is durable. If the journal cannot be
-//! written, state-changing commands are refused with an error and nothing is applied.
+//! A reply therefore never leaves before its event is durable. Everything on disk (journal,
+//! deferred records, snapshots, outages) belongs to one owner, `durability`. Event times
+//! come from `clock`, which wall-clock steps do not move.
+//!
+//! If the journal cannot be written, state-changing commands are refused with an error and
+//! nothing is applied, and work the server starts itself (ticks, BMP completions) waits.
+//! Keepalives are never refused for the server's own trouble (see `Server::refused`): a
+//! job its client keeps alive must not expire because the disk filled up.
 //!
 //! Two refinements keep clients from waiting on an fsync that cannot matter to them:
 //!
@@ -24,11 +30,12 @@
 //!   such an event changes nothing a client was told: the state after restart is the same
 //!   with or without it. A pass made only of such events is folded and answered at once;
 //!   its records wait in memory and are written, in order, ahead of the next batch that is
-//!   fsync'd anyway, or after [`DEFERRED_FLUSH_US`] by a thread that borrows the journal
-//!   meanwhile (`deferred.rs`). The journal therefore still holds every event in fold order
+//!   fsync'd anyway, or after `DEFERRED_FLUSH_US` by a thread that borrows
+//!   the journal meanwhile. The journal therefore still holds every event in fold order
 //!   (replay and `--verify` see exactly what the live server folded), and a snapshot is
-//!   only taken once the deferred records are written. At most [`DEFERRED_MAX_RECORDS`]
-//!   wait; past that, keepalives are journaled like any change.
+//!   only taken once the deferred records are written. At most
+//!   `DEFERRED_MAX_RECORDS` wait; past that, keepalives are journaled like
+//!   any change.
 //! - **Answers that need nothing from the pass go first.** In a pass that waits for an
 //!   fsync (and reloads no configuration), a read-only command (or `version`, `notify_*`) from a client with no
 //!   state-changing command earlier in the same pass is answered from the state before the
@@ -36,7 +43,8 @@
 //!   client has yet been told about.
 
 pub mod client;
-mod deferred;
+mod clock;
+mod durability;
 mod recovery;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -55,7 +63,8 @@ use crate::core::{Command, Core, Effect, Event, Response, TimeUs};
 use crate::protocol::{self, Parsed};
 use crate::timefmt::now_us;
 use client::{Client, ReadOutcome};
-use deferred::{Deferred, FlushDone, Flusher};
+use clock::EventClock;
+use durability::Durability;
 
 /// What the command line asked for (see `spalloc-server --help`).
 #[derive(Clone, Debug)]
@@ -78,6 +87,9 @@ pub struct Options {
     pub max_clients: usize,
     /// Journaled events between snapshots ([`SNAPSHOT_EVERY_EVENTS`] by default).
     pub snapshot_every_events: u64,
+    /// After a restart, no job's keepalive expires sooner than this
+    /// ([`RESTART_GRACE_US`] by default).
+    pub restart_grace_us: TimeUs,
 }
 
 /// At most this many clients are connected at once by default; more are told so and
@@ -86,28 +98,15 @@ pub const MAX_CLIENTS: usize = 20_000;
 /// By default a snapshot is written after this many journaled events, so a restart replays
 /// at most this many (`--snapshot-every`).
 pub const SNAPSHOT_EVERY_EVENTS: u64 = 100_000;
-/// After a snapshot could not be written, the next is not tried for this long.
-const SNAPSHOT_RETRY_US: TimeUs = 10_000_000;
+/// After a restart, every job has at least this long before its keepalive can expire
+/// (`--restart-grace-s`): the stock client's keepalive process needs about 5 s to reconnect
+/// after a restart, so a job with a short keepalive would otherwise die of the restart.
+pub const RESTART_GRACE_US: TimeUs = 30_000_000;
 /// The loop wakes at least this often even when idle (to notice signals promptly).
 const MAX_WAIT: Duration = Duration::from_secs(1);
 /// At most this many connections are accepted in one pass, so a connect storm cannot starve
 /// the clients already connected.
 const ACCEPTS_PER_PASS: usize = 1024;
-/// While the journal cannot be written, work the server itself starts (ticks, BMP
-/// completions) is retried at most this often, so a due tick does not make the loop spin.
-/// Client commands are still tried as they arrive (each is refused while the trouble lasts).
-const JOURNAL_RETRY_US: TimeUs = 100_000;
-/// While the journal cannot be written, the ERROR is repeated this often (not per refused
-/// batch: a full disk must not also get a flooded log).
-const JOURNAL_ERROR_REPEAT_US: TimeUs = 10_000_000;
-
-/// Keepalive-only events (see the module docs) wait in memory about this long before they
-/// are written and fsync'd in the background...
-const DEFERRED_FLUSH_US: TimeUs = 200_000;
-/// ...and at most this many wait: past it, keepalives are journaled like any change (and so
-/// refused while the journal cannot be written), which bounds the memory they hold.
-const DEFERRED_MAX_RECORDS: usize = 65_536;
-
 const LISTENER_KEY: usize = usize::MAX - 1;
 
 /// Something to do for one client, in arrival order, after the pass's events are durable.
@@ -122,47 +121,70 @@ enum Action {
     Close { client: usize },
 }
 
-/// Log sink: timestamped lines on stderr, suppressed (except errors) by `--quiet`.
+/// Log sink: timestamped lines on stderr, suppressed (except warnings and errors) by
+/// `--quiet`. (Tests can capture the lines instead.)
 #[derive(Clone)]
 pub struct Logger {
     quiet: bool,
+    captured: Option<Arc<std::sync::Mutex<Vec<String>>>>,
 }
 
 impl Logger {
-    /// A logger; `quiet` keeps only errors.
+    /// A logger; `quiet` keeps only warnings and errors.
     pub fn new(quiet: bool) -> Logger {
-        Logger { quiet }
+        Logger {
+            quiet,
+            captured: None,
+        }
+    }
+
+    /// A logger that keeps its lines (without timestamps) for a test to read.
+    #[cfg(test)]
+    pub fn capture() -> Logger {
+        Logger {
+            quiet: false,
+            captured: Some(Arc::default()),
+        }
+    }
+
+    /// The lines captured so far (see [`Logger::capture`]).
+    #[cfg(test)]
+    pub fn lines(&self) -> Vec<String> {
+        self.captured
+            .as_ref()
+            .map(|c| c.lock().unwrap().clone())
+            .unwrap_or_default()
+    }
+
+    fn emit(&self, level: &str, msg: &str) {
+        if let Some(c) = &self.captured {
+            c.lock().unwrap().push(format!("{level}{msg}"));
+            return;
+        }
+        // Log lines carry the wall clock (what an admin correlates with), not event time.
+        eprintln!(
+            "{} {level}{msg}",
+            crate::timefmt::format_iso(now_us() / 1_000_000 * 1_000_000)
+        );
     }
 
     /// An informational line.
     pub fn info(&self, msg: &str) {
         if !self.quiet {
-            eprintln!(
-                "{} {msg}",
-                crate::timefmt::format_iso(now_us() / 1_000_000 * 1_000_000)
-            );
+            self.emit("", msg);
         }
+    }
+
+    /// A warning: something an admin should look at, though the server carries on
+    /// (always printed).
+    pub fn warn(&self, msg: &str) {
+        self.emit("WARNING ", msg);
     }
 
     /// An error line (always printed).
     pub fn error(&self, msg: &str) {
-        eprintln!(
-            "{} ERROR {msg}",
-            crate::timefmt::format_iso(now_us() / 1_000_000 * 1_000_000)
-        );
+        self.emit("ERROR ", msg);
     }
-}
-
-/// A period during which the journal could not be written.
-struct JournalOutage {
-    /// When the first write failed.
-    since_us: TimeUs,
-    /// Batches refused so far.
-    refused_batches: u64,
-    /// When the ERROR was last logged.
-    logged_us: TimeUs,
-    /// Ticks and BMP completions are not retried before this.
-    retry_at_us: TimeUs,
 }
 
 /// Signals noticed by the signal thread, consumed by the loop.
@@ -181,20 +203,17 @@ struct Server {
     clients: BTreeMap<usize, Client>,
     next_client_key: usize,
     core: Core,
-    /// The journal; `None` while it is lent to `flusher` (see [`Server::journal`]).
-    journal: Option<spalloc_journal::Journal>,
-    flusher: Flusher,
-    last_snapshot_seq: u64,
-    /// After a failed snapshot, none is tried before this.
-    snapshot_retry_at_us: TimeUs,
+    /// The journal, deferred records, snapshots: everything on disk.
+    durability: Durability,
+    /// Stamps events: monotonic, so wall-clock steps move no timer.
+    clock: EventClock,
     bmp: BmpRuntime,
     completions: crossbeam::channel::Receiver<BmpCompletion>,
     /// Completions that could not be journaled yet (journal trouble): retried next pass.
     unjournaled_completions: VecDeque<BmpCompletion>,
-    /// Set while the journal cannot be written.
-    journal_outage: Option<JournalOutage>,
-    /// Keepalive-only events already folded but not yet written (module docs).
-    deferred: Deferred,
+    /// Jobs whose keepalives were answered while the journal could not record them: their
+    /// timers are reset ([`Event::KeptAliveUnrecorded`]) as soon as it can.
+    kept_alive_unrecorded: BTreeSet<crate::core::JobId>,
     signals: Arc<SignalFlags>,
     accept_paused_until_us: TimeUs,
     _simulator: Option<crate::bmp::Simulator>,
@@ -222,13 +241,17 @@ impl Server {
         let recovered = recovery::open_and_replay(&opts.journal, &log)?;
         let mut core = recovered.core;
         let mut journal = recovered.journal;
-        let now = now_us();
+        let clock = EventClock::start(core.now_us());
+        let now = clock.now_us();
 
-        // The start-up batch: a warm start resets keepalives; a configuration that differs
-        // from the journal's is applied as a diff.
+        // The start-up batch: a warm start resets keepalives (with a grace); a configuration
+        // that differs from the journal's is applied as a diff.
         let mut startup = Vec::new();
         if recovered.warm {
-            startup.push(Event::Restarted { now_us: now });
+            startup.push(Event::Restarted {
+                now_us: now,
+                grace_us: opts.restart_grace_us,
+            });
         }
         match (&config, recovered.configured) {
             (Some(c), configured) if !configured || c != core.config() => {
@@ -314,8 +337,13 @@ impl Server {
         let signals = Arc::new(SignalFlags::default());
         start_signal_thread(Arc::clone(&signals), Arc::clone(&poller))?;
 
-        let flusher = Flusher::start(Arc::clone(&poller))?;
-        let last_snapshot_seq = recovered.snapshot_seq;
+        let durability = Durability::new(
+            journal,
+            recovered.snapshot_seq,
+            opts.snapshot_every_events,
+            Arc::clone(&poller),
+            log.clone(),
+        )?;
         let mut server = Server {
             opts,
             log,
@@ -324,15 +352,12 @@ impl Server {
             clients: BTreeMap::new(),
             next_client_key: 0,
             core,
-            journal: Some(journal),
-            flusher,
-            last_snapshot_seq,
-            snapshot_retry_at_us: 0,
+            durability,
+            clock,
             bmp,
             completions,
             unjournaled_completions: VecDeque::new(),
-            journal_outage: None,
-            deferred: Deferred::default(),
+            kept_alive_unrecorded: BTreeSet::new(),
             signals,
             accept_paused_until_us: 0,
             _simulator: simulator,
@@ -360,7 +385,7 @@ impl Server {
     fn serve(&mut self) -> Result<(), String> {
         let mut events = Events::new();
         loop {
-            let wait = self.next_wait(now_us());
+            let wait = self.next_wait(self.clock.now_us());
             events.clear();
             match self.poller.wait(&mut events, Some(wait)) {
                 Ok(_) => {}
@@ -380,21 +405,22 @@ impl Server {
         }
     }
 
-    /// How long the loop may sleep: until the core's next deadline, or sooner for BMP
-    /// completions still to be journaled, but while the journal cannot be written not before
-    /// the next retry (a deadline already past would otherwise make the loop spin).
+    /// How long the loop may sleep: until the core's next deadline, or sooner for work of
+    /// its own still to be journaled (BMP completions, unrecorded keepalives), but while
+    /// the journal cannot be written not before the next retry (a deadline already past
+    /// would otherwise make the loop spin); or until durability has housekeeping to do.
     fn next_wait(&self, now: TimeUs) -> Duration {
         let mut deadline = self.core.poll_deadline();
-        if !self.unjournaled_completions.is_empty() {
+        if !self.unjournaled_completions.is_empty() || !self.kept_alive_unrecorded.is_empty() {
             deadline = Some(now);
         }
-        if !self.deferred.is_empty() && !self.flusher.in_flight() {
-            let flush_at = self.deferred.since_us() + DEFERRED_FLUSH_US;
-            deadline = Some(deadline.map_or(flush_at, |d| d.min(flush_at)));
+        if let Some(retry_at) = self.durability.retry_at() {
+            deadline = deadline.map(|d| d.max(retry_at));
         }
-        if let Some(o) = &self.journal_outage {
-            deadline = deadline.map(|d| d.max(o.retry_at_us));
-        }
+        let deadline = [deadline, self.durability.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min();
         deadline
             .map(|d| Duration::from_micros(d.saturating_sub(now)))
             .map_or(MAX_WAIT, |d| d.min(MAX_WAIT))
@@ -402,10 +428,9 @@ impl Server {
 
     /// One pass of the loop (see the module docs).
     fn pass(&mut self, ready: &[(usize, bool, bool)], stopping: bool) {
-        let now = now_us();
-        if let Some(done) = self.flusher.finished(false) {
-            self.flush_finished(done, now);
-        }
+        let now = self.clock.now_us();
+        self.durability.poll(now);
+        let retry_due = self.durability.retry_due(now);
         let mut events: Vec<Event> = Vec::new();
         let mut actions: Vec<Action> = Vec::new();
         let mut touched: BTreeSet<usize> = BTreeSet::new();
@@ -421,6 +446,18 @@ impl Server {
                     config,
                 });
             }
+        }
+        // Keepalives answered while the journal could not record them: the first thing
+        // recorded once it can (before any tick could expire those jobs).
+        if !self.kept_alive_unrecorded.is_empty() && retry_due {
+            actions.push(Action::Event {
+                client: None,
+                index: events.len(),
+            });
+            events.push(Event::KeptAliveUnrecorded {
+                now_us: now,
+                job_ids: self.kept_alive_unrecorded.iter().copied().collect(),
+            });
         }
         let completions: Vec<BmpCompletion> = self
             .unjournaled_completions
@@ -453,8 +490,6 @@ impl Server {
                 self.read_client(key, now, &mut events, &mut actions);
             }
         }
-        // (Written without `Option::is_none_or`, which is newer than our MSRV.)
-        let retry_due = !matches!(&self.journal_outage, Some(o) if now < o.retry_at_us);
         if self.core.tick_due(now) && retry_due {
             actions.push(Action::Event {
                 client: None,
@@ -465,7 +500,7 @@ impl Server {
 
         // Persist, then apply, then release.
         let durable = if self.can_defer(&events) {
-            self.defer(&events, now);
+            self.durability.defer(&events, now);
             Ok(())
         } else {
             // (Not around a configuration reload: an admin who saw it logged expects every
@@ -474,38 +509,20 @@ impl Server {
             if !events.is_empty() && !reload {
                 actions = self.answer_early(actions, &mut touched);
             }
-            self.commit(&events, now)
+            self.durability.commit(&events, now)
         };
         for action in actions {
             match action {
                 Action::Event { client, index } => {
                     let event = &events[index];
                     if let Err(why) = &durable {
-                        if let Event::BmpDone {
-                            request_id,
-                            failure,
-                            ..
-                        } = event
-                        {
-                            self.unjournaled_completions.push_back(BmpCompletion {
-                                request_id: *request_id,
-                                failure: failure.clone(),
-                            });
-                        }
-                        if let Some(c) = client {
-                            let msg = format!("the server could not record this command, so it was not carried out: {why}");
-                            self.send(c, &protocol::render_exception(&msg), &mut touched);
-                        }
+                        self.refused(client, event, why, now, &mut touched);
                         continue;
                     }
-                    let reply = self.core.handle(event);
-                    #[cfg(debug_assertions)]
-                    if let Err(e) = self.core.check_invariants() {
-                        panic!("core invariant broken after {event:?}: {e}");
+                    if let Event::KeptAliveUnrecorded { .. } = event {
+                        self.kept_alive_unrecorded.clear();
                     }
-                    if let (Some(c), Some(r)) = (client, reply) {
-                        self.send(c, &protocol::render_response(&r), &mut touched);
-                    }
+                    self.fold(client, event, &mut touched);
                 }
                 Action::Query { client, command } => {
                     let r = self.core.query(&command);
@@ -532,73 +549,79 @@ impl Server {
         for r in bmp_requests {
             self.bmp.submit(r);
         }
-        self.maybe_snapshot(now);
+        self.durability.maybe_snapshot(&self.core, now);
+    }
+
+    /// Fold a durable (or deferred) event and send its reply, if any, to `client`.
+    fn fold(&mut self, client: Option<usize>, event: &Event, touched: &mut BTreeSet<usize>) {
+        let reply = self.core.handle(event);
+        #[cfg(debug_assertions)]
+        if let Err(e) = self.core.check_invariants() {
+            panic!("core invariant broken after {event:?}: {e}");
+        }
+        if let (Some(c), Some(r)) = (client, reply) {
+            self.send(c, &protocol::render_response(&r), touched);
+        }
+    }
+
+    /// An event of a pass the journal could not record (`why`). A change is refused (its
+    /// client told so), and a BMP completion kept to be retried. But a keepalive is never
+    /// refused because of the server's own trouble: it is folded and kept to be written
+    /// later if there is room, else answered without folding and its job's timer reset
+    /// once the journal can be written ([`Event::KeptAliveUnrecorded`]). Either way no
+    /// kept-alive job can expire of the outage, and the journal still receives every
+    /// folded event in order (nothing else of this pass is folded).
+    fn refused(
+        &mut self,
+        client: Option<usize>,
+        event: &Event,
+        why: &str,
+        now: TimeUs,
+        touched: &mut BTreeSet<usize>,
+    ) {
+        match event {
+            Event::BmpDone {
+                request_id,
+                failure,
+                ..
+            } => self.unjournaled_completions.push_back(BmpCompletion {
+                request_id: *request_id,
+                failure: failure.clone(),
+            }),
+            Event::Command { peer, command, .. } if self.core.is_keepalive_only(peer, command) => {
+                if self.durability.has_room(1) {
+                    self.durability.defer(std::slice::from_ref(event), now);
+                    self.fold(client, event, touched);
+                } else {
+                    if let Some(job) = self.core.kept_alive_job(command) {
+                        self.kept_alive_unrecorded.insert(job);
+                    }
+                    if let Some(c) = client {
+                        let r = self.core.peek_keepalive(command);
+                        self.send(c, &protocol::render_response(&r), touched);
+                    }
+                }
+            }
+            _ => {
+                if let Some(c) = client {
+                    let msg = format!(
+                        "the server could not record this command, so it was not carried out: {why}"
+                    );
+                    self.send(c, &protocol::render_exception(&msg), touched);
+                }
+            }
+        }
     }
 
     /// Whether the pass's events may skip the fsync: all keepalive-only (module docs), with
     /// room for them among the deferred records.
     fn can_defer(&self, events: &[Event]) -> bool {
         !events.is_empty()
-            && self.deferred.len() + self.flusher.in_flight_records() + events.len()
-                <= DEFERRED_MAX_RECORDS
+            && self.durability.has_room(events.len())
             && events.iter().all(|e| match e {
                 Event::Command { peer, command, .. } => self.core.is_keepalive_only(peer, command),
                 _ => false,
             })
-    }
-
-    /// Keep keepalive-only events to be written later (they are folded now), and start
-    /// writing the deferred records if the oldest has waited long enough.
-    fn defer(&mut self, events: &[Event], now: TimeUs) {
-        for e in events {
-            self.deferred.push(e, now);
-        }
-        self.start_flush_if_due(now);
-    }
-
-    /// Lend the journal to the flusher thread for the deferred records, if they are due and
-    /// the journal is not in trouble (then only at the retry time).
-    fn start_flush_if_due(&mut self, now: TimeUs) {
-        let retry_due = !matches!(&self.journal_outage, Some(o) if now < o.retry_at_us);
-        let due = now >= self.deferred.since_us() + DEFERRED_FLUSH_US
-            || self.deferred.len() >= DEFERRED_MAX_RECORDS;
-        if self.deferred.is_empty() || !due || !retry_due || self.flusher.in_flight() {
-            return;
-        }
-        let journal = self
-            .journal
-            .take()
-            .expect("the journal is here when not lent");
-        self.flusher
-            .start_write(journal, std::mem::take(&mut self.deferred), None);
-    }
-
-    /// A background write ended: take the journal back; if the write failed, its records go
-    /// first again.
-    fn flush_finished(&mut self, done: FlushDone, now: TimeUs) {
-        self.journal = Some(done.journal);
-        match done.result {
-            Ok(_) => self.journal_written(now),
-            Err(e) => {
-                self.deferred.prepend(done.records);
-                self.journal_failed(&e, now);
-            }
-        }
-        match done.snapshot {
-            Some(Ok(covered_seq)) => self.last_snapshot_seq = covered_seq,
-            Some(Err(e)) => self.snapshot_failed(&e.to_string(), now),
-            None => {}
-        }
-    }
-
-    /// The journal, waiting for a background write to finish if one is under way.
-    fn journal(&mut self) -> &mut spalloc_journal::Journal {
-        if let Some(done) = self.flusher.finished(true) {
-            self.flush_finished(done, now_us());
-        }
-        self.journal
-            .as_mut()
-            .expect("the journal is here when not lent")
     }
 
     /// Before a pass's fsync: carry out at once the actions that depend on nothing in the
@@ -631,87 +654,6 @@ impl Server {
             self.flush_client(key);
         }
         rest
-    }
-
-    /// Journal the pass's events as one batch (one fsync), after any deferred keepalive
-    /// records, which go first because they were folded first. With no events, start writing
-    /// the deferred records if they are due. While the journal cannot be written, the ERROR
-    /// is logged when the trouble starts and then every [`JOURNAL_ERROR_REPEAT_US`], and the
-    /// recovery is logged too.
-    fn commit(&mut self, events: &[Event], now: TimeUs) -> Result<(), String> {
-        if events.is_empty() {
-            self.start_flush_if_due(now);
-            return Ok(());
-        }
-        // The pass's events go in behind the deferred ones and are written with them; if
-        // the write fails they are refused (not folded), so they must not stay behind.
-        let waiting = self.deferred.len();
-        for e in events {
-            self.deferred.push(e, now);
-        }
-        let written = self.write_deferred(now);
-        if written.is_err() {
-            self.deferred.truncate(waiting);
-        }
-        written
-    }
-
-    /// Append the deferred records as one batch with one fsync (taking the journal back
-    /// from the flusher first if it is lent out).
-    fn write_deferred(&mut self, now: TimeUs) -> Result<(), String> {
-        self.journal();
-        let journal = self.journal.as_mut().expect("just taken back");
-        match journal.append_batch(self.deferred.records()) {
-            Ok(_) => {
-                self.deferred.clear();
-                self.journal_written(now);
-                Ok(())
-            }
-            Err(e) => Err(self.journal_failed(&e, now)),
-        }
-    }
-
-    /// A journal write succeeded: end an outage, logging it.
-    fn journal_written(&mut self, now: TimeUs) {
-        if let Some(o) = self.journal_outage.take() {
-            self.log.info(&format!(
-                "journal: writable again after {:.1} s; {} batches of changes were refused meanwhile",
-                now.saturating_sub(o.since_us) as f64 / 1e6,
-                o.refused_batches
-            ));
-        }
-    }
-
-    /// A journal write failed: start or extend an outage (logging as the module says), and
-    /// return the message for the refused commands.
-    fn journal_failed(&mut self, e: &spalloc_journal::Error, now: TimeUs) -> String {
-        let msg =
-            format!("journal write failed ({e}); changes are refused until it can be written");
-        match &mut self.journal_outage {
-            None => {
-                self.log.error(&msg);
-                self.journal_outage = Some(JournalOutage {
-                    since_us: now,
-                    refused_batches: 1,
-                    logged_us: now,
-                    retry_at_us: now + JOURNAL_RETRY_US,
-                });
-            }
-            Some(o) => {
-                o.refused_batches += 1;
-                o.retry_at_us = now + JOURNAL_RETRY_US;
-                if now >= o.logged_us + JOURNAL_ERROR_REPEAT_US {
-                    o.logged_us = now;
-                    let line = format!(
-                        "{msg} (for {:.0} s now; {} batches refused)",
-                        now.saturating_sub(o.since_us) as f64 / 1e6,
-                        o.refused_batches
-                    );
-                    self.log.error(&line);
-                }
-            }
-        }
-        msg
     }
 
     fn accept(&mut self, now: TimeUs) {
@@ -980,60 +922,14 @@ impl Server {
         }
     }
 
-    /// Every `--snapshot-every` journaled events, take a snapshot in the background.
-    fn maybe_snapshot(&mut self, now: TimeUs) {
-        // While the journal is lent out, or in trouble, a later pass tries.
-        let Some(journal) = &self.journal else {
-            return;
-        };
-        let last = journal.next_seq().saturating_sub(1);
-        if last >= self.last_snapshot_seq + self.opts.snapshot_every_events
-            && self.journal_outage.is_none()
-            && now >= self.snapshot_retry_at_us
-        {
-            self.start_snapshot(now);
-        }
-    }
-
-    /// Hand the encoded core to the flusher thread, with the deferred records it already
-    /// reflects, to be written as a snapshot covering them (`deferred.rs`); the outcome
-    /// arrives with the write's [`FlushDone`].
-    fn start_snapshot(&mut self, now: TimeUs) {
-        self.journal();
-        match rmp_serde::to_vec_named(&self.core) {
-            Ok(bytes) => {
-                let journal = self.journal.take().expect("just taken back");
-                let records = std::mem::take(&mut self.deferred);
-                self.flusher.start_write(journal, records, Some(bytes));
-            }
-            Err(e) => self.snapshot_failed(&format!("cannot encode the state: {e}"), now),
-        }
-    }
-
-    /// A snapshot could not be written: log it, and wait [`SNAPSHOT_RETRY_US`] before the
-    /// next try (not every pass: a failing disk must not also get a flooded log).
-    fn snapshot_failed(&mut self, why: &str, now: TimeUs) {
-        self.log.error(&format!("cannot write a snapshot: {why}"));
-        self.snapshot_retry_at_us = now + SNAPSHOT_RETRY_US;
-    }
-
-    /// A snapshot of everything folded so far, waited for (at shutdown).
-    fn snapshot(&mut self) {
-        let last = self.journal().next_seq().saturating_sub(1);
-        if self.deferred.is_empty() && last == self.last_snapshot_seq {
-            return;
-        }
-        self.start_snapshot(now_us());
-        self.journal();
-    }
-
     fn shut_down(mut self) -> Result<(), String> {
         let _ = self.poller.delete(&self.listener);
         let keys: Vec<usize> = self.clients.keys().copied().collect();
         for key in keys {
             self.close_client(key);
         }
-        self.snapshot();
+        self.durability
+            .snapshot_and_wait(&self.core, self.clock.now_us());
         self.bmp.shutdown();
         self.log.info("stopped; powered boards are left on");
         Ok(())
@@ -1151,7 +1047,14 @@ mod tests {
                 failure: Some("Requests failed on BMP 10.0.0.2".into()),
             },
             Event::Tick { now_us: 6 },
-            Event::Restarted { now_us: 7 },
+            Event::Restarted {
+                now_us: 7,
+                grace_us: 30_000_000,
+            },
+            Event::KeptAliveUnrecorded {
+                now_us: 8,
+                job_ids: vec![1, 4],
+            },
         ]
     }
 
@@ -1163,6 +1066,36 @@ mod tests {
             assert!(compact.len() < named.len(), "{e:?}");
             assert_eq!(decode_event(&compact).unwrap(), e);
         }
+    }
+
+    /// A restart recorded before `grace_us` existed decodes as a plain reset (grace 0).
+    #[test]
+    fn restart_records_without_a_grace_still_decode() {
+        #[derive(serde::Serialize)]
+        #[allow(dead_code)]
+        enum Before {
+            Command,
+            BmpDone,
+            Tick,
+            Configure,
+            Restarted { now_us: TimeUs },
+        }
+        let old = rmp_serde::to_vec(&Before::Restarted { now_us: 7 }).unwrap();
+        assert_eq!(
+            decode_event(&old).unwrap(),
+            Event::Restarted {
+                now_us: 7,
+                grace_us: 0
+            }
+        );
+        let named = rmp_serde::to_vec_named(&Before::Restarted { now_us: 7 }).unwrap();
+        assert_eq!(
+            decode_event(&named).unwrap(),
+            Event::Restarted {
+                now_us: 7,
+                grace_us: 0
+            }
+        );
     }
 
     /// Journals written before records dropped their field names must still replay.

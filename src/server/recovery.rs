@@ -41,6 +41,13 @@ pub fn open_and_replay(dir: &Path, log: &Logger) -> Result<Recovered, String> {
     for p in &opened.discarded_snapshots {
         log.error(&format!("journal: ignored a damaged snapshot: {p}"));
     }
+    for p in &opened.fallback_damage {
+        log.warn(&format!(
+            "journal: damage in a file kept only as the fallback should the newest snapshot \
+             go bad: {p}. This start does not need it, but that fallback is gone; check the \
+             disk, and see spalloc-replay DIR --verify"
+        ));
+    }
     let (mut core, snapshot_seq) = match &opened.snapshot {
         Some(s) => {
             let core: Core = rmp_serde::from_slice(&s.data).map_err(|e| {
