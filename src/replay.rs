@@ -26,7 +26,9 @@ use serde_json::{json, Value};
 use spalloc_journal::{Error as JournalError, Reader};
 
 use crate::core::coordinates::Board;
-use crate::core::{BmpAction, BmpRequest, Command, Core, Effect, Event, JobId, Response, TimeUs};
+use crate::core::{
+    BmpAction, BmpRequest, Command, Core, Effect, Event, JobId, Lifecycle, Response, TimeUs,
+};
 use crate::server::decode_event;
 use crate::timefmt::{format_iso, parse_time};
 
@@ -291,6 +293,8 @@ pub struct Step {
     pub reply: Option<Response>,
     /// The core's log lines.
     pub logs: Vec<String>,
+    /// The steps of job lives this event caused, as data.
+    pub lifecycle: Vec<Lifecycle>,
     /// BMP requests issued.
     pub issued: Vec<BmpRequest>,
     /// For a BMP completion: the request it completed (`None` if the core did not know it).
@@ -340,12 +344,14 @@ impl Folder {
         let reply = self.core.handle(&event);
         self.seq = seq;
         let (mut logs, mut issued, mut changed) = (Vec::new(), Vec::new(), BTreeSet::new());
+        let mut lifecycle = Vec::new();
         while let Some(effect) = self.core.poll_effect() {
             match effect {
                 Effect::Log(l) => logs.push(l),
                 Effect::Bmp(r) => issued.push(r),
                 Effect::JobsChanged(ids) => changed.extend(ids),
                 Effect::MachinesChanged(_) => {}
+                Effect::Lifecycle(step) => lifecycle.push(step),
             }
         }
         let created = match (&event, &reply) {
@@ -400,6 +406,7 @@ impl Folder {
             event,
             reply,
             logs,
+            lifecycle,
             issued,
             completed,
             created,

@@ -25,7 +25,6 @@ fn libfaketime() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-
 /// A server whose wall clock is the real one plus the offset in `offset_file`, read at
 /// every clock reading (so the test can step it); its monotonic clock is left alone.
 fn start(dir: &Path, cfg: &Value, lib: &Path, offset_file: &Path) -> Server {

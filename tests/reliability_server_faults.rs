@@ -25,7 +25,6 @@ fn simulated_bmps(net: &str) -> Simulator {
     Simulator::start(&addrs, SimOptions::default()).expect("simulator starts")
 }
 
-
 /// A runt datagram from the BMP's own address right before each reply used to fail the
 /// whole attempt (and so the job); it is now ignored like a stale reply.
 #[test]

@@ -248,6 +248,10 @@ pub struct Core {
     jobs: BTreeMap<JobId, Job>,
     retired: VecDeque<JobId>,
     retired_reasons: BTreeMap<JobId, Option<String>>,
+    /// Why each retired job ended, typed (absent from snapshots written before it existed,
+    /// and so for the jobs retired before then).
+    #[serde(default)]
+    retired_end_reasons: BTreeMap<JobId, EndReason>,
     draining: BTreeMap<JobId, Draining>,
     outstanding: BTreeMap<BmpRequestId, BmpRequest>,
     next_job_id: JobId,
@@ -293,6 +297,7 @@ impl Core {
             jobs: BTreeMap::new(),
             retired: VecDeque::new(),
             retired_reasons: BTreeMap::new(),
+            retired_end_reasons: BTreeMap::new(),
             draining: BTreeMap::new(),
             outstanding: BTreeMap::new(),
             next_job_id: 1,
@@ -387,7 +392,7 @@ impl Core {
                             .unwrap_or_default()
                     ));
                 }
-                self.destroy_job(now, *job_id, reason.clone());
+                self.destroy_job(now, *job_id, reason.clone(), EndReason::Owner);
                 Response::Null
             }
             read_only => self.query(read_only),
@@ -473,7 +478,12 @@ impl Core {
             .collect();
         for id in expired {
             self.log(format!("job {id}: keepalive expired"));
-            self.destroy_job(now, id, Some(TIMED_OUT.to_string()));
+            self.destroy_job(
+                now,
+                id,
+                Some(TIMED_OUT.to_string()),
+                EndReason::KeepaliveExpired,
+            );
         }
         self.retry_power_offs(now);
         let mut out = Vec::new();
@@ -618,6 +628,7 @@ impl Core {
                     now,
                     job_id,
                     Some(format!("Machine configuration failed. Error: {reason}")),
+                    EndReason::BoardFailure,
                 );
             }
         }
@@ -627,8 +638,10 @@ impl Core {
             if job.bmp_outstanding == 0 {
                 job.state = JobState::Ready;
                 self.changed_jobs.insert(job_id);
-                let power = if job.power == Some(true) { "on" } else { "off" };
+                let on = job.power == Some(true);
+                let power = if on { "on" } else { "off" };
                 self.log(format!("job {job_id}: ready (power {power})"));
+                self.lifecycle(Lifecycle::Ready { job_id, power: on });
             }
         } else if let Some(d) = self.draining.get_mut(&job_id) {
             debug_assert!(d.bmp_outstanding > 0);
@@ -685,7 +698,11 @@ impl Core {
                 self.log(format!(
                     "job {id}: destroyed because machine {name} was removed or changed"
                 ));
-                self.teardown(id, Some(MACHINE_REMOVED.to_string()));
+                self.teardown(
+                    id,
+                    Some(MACHINE_REMOVED.to_string()),
+                    EndReason::MachineRemoved,
+                );
             }
             self.queue.machines.retain(|m| m.name != *name);
             self.machines.remove(name);
@@ -781,6 +798,11 @@ impl Core {
             "job {id}: created by {} from {peer}: create_job({}, {})",
             c.owner, c.args_json, c.kwargs_json
         ));
+        self.lifecycle(Lifecycle::Queued {
+            job_id: id,
+            owner: c.owner.clone(),
+            host: peer.to_string(),
+        });
         let mut out = Vec::new();
         self.queue
             .create_job(id, PendingJob::from_create(c), now, &mut out);
@@ -819,7 +841,11 @@ impl Core {
                 } => self.on_allocate(now, job_id, &machine, allocation),
                 QueueOutcome::NoSuitableMachine(id) => {
                     self.log(format!("job {id}: cancelled, no suitable machine"));
-                    self.teardown(id, Some(format!("Cancelled: {NO_SUITABLE_MACHINE}")));
+                    self.teardown(
+                        id,
+                        Some(format!("Cancelled: {NO_SUITABLE_MACHINE}")),
+                        EndReason::NoSuitableMachine,
+                    );
                 }
             }
         }
@@ -867,6 +893,11 @@ impl Core {
             allocation.boards.len(),
             allocation.boards[0],
         ));
+        self.lifecycle(Lifecycle::Allocated {
+            job_id,
+            machine: machine_name.to_string(),
+            boards: allocation.boards.clone(),
+        });
         let job = self.jobs.get_mut(&job_id).expect("allocated job is live");
         job.allocation = Some(allocation);
         self.changed_jobs.insert(job_id);
@@ -894,7 +925,12 @@ impl Core {
             JobState::Ready
         };
         job.power = Some(on);
+        let ready = job.state == JobState::Ready;
         self.changed_jobs.insert(job_id);
+        self.lifecycle(Lifecycle::Powering { job_id, on });
+        if ready {
+            self.lifecycle(Lifecycle::Ready { job_id, power: on });
+        }
     }
 
     /// Record BMP requests as outstanding and hand them to the caller. Returns how many.
@@ -907,7 +943,7 @@ impl Core {
         n
     }
 
-    fn destroy_job(&mut self, now: TimeUs, job_id: JobId, reason: Option<String>) {
+    fn destroy_job(&mut self, now: TimeUs, job_id: JobId, reason: Option<String>, kind: EndReason) {
         let Some(job) = self.jobs.get(&job_id) else {
             return;
         };
@@ -916,9 +952,10 @@ impl Core {
             self.teardown(
                 job_id,
                 Some(format!("Cancelled: {}", reason.unwrap_or_default())),
+                kind,
             );
         } else {
-            self.teardown(job_id, reason);
+            self.teardown(job_id, reason, kind);
         }
         let mut out = Vec::new();
         self.queue.process(now, &mut out);
@@ -927,7 +964,7 @@ impl Core {
 
     /// Retire a live job: record its reason, power its boards off, and keep its allocation
     /// until the hardware is done.
-    fn teardown(&mut self, job_id: JobId, reason: Option<String>) {
+    fn teardown(&mut self, job_id: JobId, reason: Option<String>, kind: EndReason) {
         let Some(job) = self.jobs.remove(&job_id) else {
             return;
         };
@@ -935,7 +972,12 @@ impl Core {
             "job {job_id}: destroyed: {}",
             reason.as_deref().unwrap_or("(no reason)")
         ));
-        self.retire(job_id, reason);
+        self.lifecycle(Lifecycle::Ended {
+            job_id,
+            reason: kind,
+            text: reason.clone(),
+        });
+        self.retire(job_id, reason, kind);
         self.changed_jobs.insert(job_id);
         if let Some(alloc) = job.allocation {
             self.changed_machines.insert(alloc.machine.clone());
@@ -966,9 +1008,10 @@ impl Core {
         }
     }
 
-    fn retire(&mut self, job_id: JobId, reason: Option<String>) {
+    fn retire(&mut self, job_id: JobId, reason: Option<String>, kind: EndReason) {
         self.retired.push_back(job_id);
         self.retired_reasons.insert(job_id, reason);
+        self.retired_end_reasons.insert(job_id, kind);
         self.trim_retired();
     }
 
@@ -976,12 +1019,24 @@ impl Core {
         while self.retired.len() > self.config.max_retired_jobs {
             let old = self.retired.pop_front().expect("non-empty");
             self.retired_reasons.remove(&old);
+            self.retired_end_reasons.remove(&old);
         }
     }
 
     fn log(&mut self, line: String) {
         self.effects
             .push_back(PendingEffect::Ready(Effect::Log(line)));
+    }
+
+    fn lifecycle(&mut self, step: Lifecycle) {
+        self.effects
+            .push_back(PendingEffect::Ready(Effect::Lifecycle(step)));
+    }
+
+    /// Why a retired job ended, typed (`None` for a live job, one retired before typed
+    /// reasons were recorded, or one beyond the retired-job history).
+    pub fn end_reason(&self, job_id: JobId) -> Option<EndReason> {
+        self.retired_end_reasons.get(&job_id).copied()
     }
 
     // ----- outputs ------------------------------------------------------------------------
@@ -1396,6 +1451,10 @@ impl Core {
         }
         if self.retired.len() > self.config.max_retired_jobs
             || self.retired.len() != self.retired_reasons.len()
+            || self
+                .retired_end_reasons
+                .keys()
+                .any(|id| !self.retired_reasons.contains_key(id))
         {
             return Err("retired-job history out of bounds".into());
         }

@@ -412,6 +412,90 @@ pub enum Effect {
     Bmp(BmpRequest),
     /// A line worth an admin's attention (job created, allocated, ready, destroyed and why…).
     Log(String),
+    /// A step of a job's life, as data (what `spalloc-replay` builds histories and
+    /// accounting from; the server itself ignores it).
+    Lifecycle(Lifecycle),
+}
+
+/// Why a job ended, kept beside the free text a client sees as `get_job_state`'s reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum EndReason {
+    /// `destroy_job` from a client (normally its owner).
+    Owner,
+    /// Its keepalive expired.
+    KeepaliveExpired,
+    /// No configured machine can ever satisfy the request (cancelled while queued).
+    NoSuitableMachine,
+    /// Its machine was removed or changed by a new configuration.
+    MachineRemoved,
+    /// Its boards' hardware failed (power-on, FPGA check or link setup).
+    BoardFailure,
+    /// An administrator ended it.
+    Admin,
+    /// An administrator's emergency stop ended it.
+    EmergencyStop,
+}
+
+impl EndReason {
+    /// The reason as a short name (`owner`, `keepalive_expired`, …), for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            EndReason::Owner => "owner",
+            EndReason::KeepaliveExpired => "keepalive_expired",
+            EndReason::NoSuitableMachine => "no_suitable_machine",
+            EndReason::MachineRemoved => "machine_removed",
+            EndReason::BoardFailure => "board_failure",
+            EndReason::Admin => "admin",
+            EndReason::EmergencyStop => "emergency_stop",
+        }
+    }
+}
+
+/// One step of a job's life ([`Effect::Lifecycle`]). Every step names its job; the time is
+/// that of the event being folded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Lifecycle {
+    /// Created (and queued, until allocated).
+    Queued {
+        /// The job.
+        job_id: JobId,
+        /// Its owner, as given.
+        owner: String,
+        /// The client's address.
+        host: String,
+    },
+    /// Given boards.
+    Allocated {
+        /// The job.
+        job_id: JobId,
+        /// The machine.
+        machine: String,
+        /// The boards, lexicographic minimum first.
+        boards: Vec<Board>,
+    },
+    /// Its boards are being switched on or off.
+    Powering {
+        /// The job.
+        job_id: JobId,
+        /// On (`true`) or off.
+        on: bool,
+    },
+    /// Its boards are in the state asked for.
+    Ready {
+        /// The job.
+        job_id: JobId,
+        /// Whether they are on.
+        power: bool,
+    },
+    /// Ended (destroyed, expired, cancelled…).
+    Ended {
+        /// The job.
+        job_id: JobId,
+        /// Why, typed.
+        reason: EndReason,
+        /// Why, as the client sees it (`get_job_state`'s `reason`).
+        text: Option<String>,
+    },
 }
 
 /// One unit of hardware work for one BMP (one frame), carried out as the original's

@@ -848,6 +848,8 @@ impl Server {
             match effect {
                 Effect::Bmp(r) => bmp_requests.push(r),
                 Effect::Log(line) => self.log.info(&line),
+                // (The log lines say the same for the admin; replay reads these.)
+                Effect::Lifecycle(_) => {}
                 Effect::JobsChanged(ids) => {
                     self.notify_watchers(&ids, |c| &c.jobs, protocol::render_jobs_changed, touched)
                 }
