@@ -15,6 +15,7 @@ pub mod allocator;
 pub mod area_to_rect;
 pub mod coordinates;
 pub mod pack_tree;
+pub mod pyset;
 pub mod queue;
 pub mod sim;
 mod state;
