@@ -147,7 +147,7 @@ impl Source {
         if first == 1 {
             return Ok(Source {
                 reader,
-                start_core: Core::new(),
+                start_core: Core::at_journal_start(),
                 start_seq: 0,
                 start_snapshot: None,
                 notes: Vec::new(),
@@ -554,6 +554,7 @@ pub fn event_text(step: &Step) -> String {
             format!("configure: machines [{}]", machines.join(", "))
         }
         Event::Restarted { .. } => "server restarted (keepalive timers reset)".to_string(),
+        Event::Rules { pop, .. } => format!("allocation rules: single boards by {pop:?}"),
     }
 }
 
@@ -589,6 +590,7 @@ fn event_kind(e: &Event) -> &'static str {
         Event::Tick { .. } => "tick",
         Event::Configure { .. } => "configure",
         Event::Restarted { .. } => "restarted",
+        Event::Rules { .. } => "rules",
     }
 }
 
@@ -1423,6 +1425,7 @@ impl JobHistory {
                 event_text(step)
             ),
             Event::Restarted { .. } => "server restart".into(),
+            Event::Rules { .. } => event_text(step),
         }
     }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::allocator::{AllocHandle, Allocation, Allocator};
+use super::allocator::{AllocHandle, Allocation, Allocator, PopRule};
 use super::coordinates::{
     board_offset_to_chip, board_to_chip, chip_to_board, local_chip_coordinate,
     triad_dimensions_to_chips, Board, Link, WrapAround,
@@ -134,14 +134,16 @@ impl Machine {
         board_slot(&self.config, b).and_then(|i| self.locations[i])
     }
 
-    fn allocator(&self, seconds_before_free_us: u64) -> Allocator {
-        Allocator::new(
+    fn allocator(&self, seconds_before_free_us: u64, pop_rule: PopRule) -> Allocator {
+        let mut a = Allocator::new(
             self.config.width,
             self.config.height,
             self.config.dead_boards.iter().copied().collect(),
             self.config.dead_links.iter().copied().collect(),
             seconds_before_free_us,
-        )
+        );
+        a.set_pop_rule(pop_rule);
+        a
     }
 
     /// True if a change from `self` to `new` needs the machine rebuilt (jobs destroyed):
@@ -237,6 +239,10 @@ pub struct Core {
     next_job_id: JobId,
     next_request_id: BmpRequestId,
     next_machine_uid: u64,
+    /// The allocation rules in force (state from before they existed: the old ones, so that
+    /// its journal replays as it was served).
+    #[serde(default)]
+    pop_rule: PopRule,
     /// Outputs not yet drained (transient: always empty in a snapshot taken between passes).
     #[serde(skip)]
     effects: VecDeque<PendingEffect>,
@@ -267,7 +273,23 @@ fn deadline_us(now_us: TimeUs, keepalive_s: f64) -> TimeUs {
 }
 
 impl Core {
-    /// An empty core with no machines (the state before the first configuration event).
+    /// The state a journal starts from: empty, under the rules of the first journals (an
+    /// [`Event::Rules`] in the journal moves it on). Replay from a journal's first record
+    /// starts here; the server journals the rules it applies before anything else.
+    pub fn at_journal_start() -> Core {
+        Core {
+            pop_rule: PopRule::Smallest,
+            ..Core::new()
+        }
+    }
+
+    /// The allocation rules in force.
+    pub fn pop_rule(&self) -> PopRule {
+        self.pop_rule
+    }
+
+    /// An empty core with no machines (the state before the first configuration event),
+    /// under the current rules.
     pub fn new() -> Core {
         Core {
             config: Config::default(),
@@ -282,6 +304,7 @@ impl Core {
             next_job_id: 1,
             next_request_id: 1,
             next_machine_uid: 1,
+            pop_rule: PopRule::CURRENT,
             effects: VecDeque::new(),
             changed_jobs: BTreeSet::new(),
             changed_machines: BTreeSet::new(),
@@ -315,6 +338,10 @@ impl Core {
             }
             Event::Restarted { .. } => {
                 self.handle_restarted(now);
+                None
+            }
+            Event::Rules { pop, .. } => {
+                self.handle_rules(*pop);
                 None
             }
         }
@@ -430,6 +457,19 @@ impl Core {
         self.apply_outcomes(now, out);
     }
 
+    fn handle_rules(&mut self, pop: PopRule) {
+        if pop != self.pop_rule {
+            self.log(format!(
+                "allocation rules: boards of single-board triads now chosen by {pop:?} (were {:?})",
+                self.pop_rule
+            ));
+        }
+        self.pop_rule = pop;
+        for m in &mut self.queue.machines {
+            m.allocator.set_pop_rule(pop);
+        }
+    }
+
     fn handle_restarted(&mut self, now: TimeUs) {
         for job in self.jobs.values_mut() {
             if let Some(k) = job.keepalive_s {
@@ -490,6 +530,9 @@ impl Core {
             d.bmp_outstanding = d.bmp_outstanding.saturating_sub(1);
             if d.bmp_outstanding == 0 {
                 let d = self.draining.remove(&job_id).expect("present");
+                // When the boards really come back (after the hold-back): worth an admin's
+                // line, and what a test waits for to know the hardware work has finished.
+                self.log(format!("job {job_id}: powered down; boards handed back"));
                 let mut out = Vec::new();
                 self.queue
                     .free(d.allocation.machine_uid, d.allocation.handle, now, &mut out);
@@ -569,7 +612,7 @@ impl Core {
                 uid,
                 name: n.name.clone(),
                 tags: n.tags.iter().cloned().collect(),
-                allocator: m.allocator(free_us),
+                allocator: m.allocator(free_us, self.pop_rule),
                 queue: VecDeque::new(),
             });
             self.machines.insert(n.name.clone(), m);

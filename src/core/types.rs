@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::core::allocator::PopRule;
 use crate::core::coordinates::{Board, Link};
 
 /// A job's identifier. Ids start at 1 and never repeat.
@@ -57,6 +58,15 @@ pub enum Event {
         /// When the server came back.
         now_us: TimeUs,
     },
+    /// From now on, choose boards by these rules. A server journals it at start-up when the
+    /// state it recovered follows older rules (and first thing in a new journal), so that a
+    /// journal written by an older version still replays to the boards that version chose.
+    Rules {
+        /// When the server started.
+        now_us: TimeUs,
+        /// How a board is picked from a triad split into single boards.
+        pop: PopRule,
+    },
 }
 
 impl Event {
@@ -67,7 +77,8 @@ impl Event {
             | Event::BmpDone { now_us, .. }
             | Event::Tick { now_us }
             | Event::Configure { now_us, .. }
-            | Event::Restarted { now_us } => *now_us,
+            | Event::Restarted { now_us }
+            | Event::Rules { now_us, .. } => *now_us,
         }
     }
 }

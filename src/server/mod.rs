@@ -39,6 +39,8 @@ pub mod client;
 mod deferred;
 mod recovery;
 
+use crate::core::allocator::PopRule;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -227,6 +229,14 @@ impl Server {
         // The start-up batch: a warm start resets keepalives; a configuration that differs
         // from the journal's is applied as a diff.
         let mut startup = Vec::new();
+        // Boards are chosen by this version's rules from here on (a journal that older
+        // versions wrote replays by theirs up to this record).
+        if core.pop_rule() != PopRule::CURRENT {
+            startup.push(Event::Rules {
+                now_us: now,
+                pop: PopRule::CURRENT,
+            });
+        }
         if recovered.warm {
             startup.push(Event::Restarted { now_us: now });
         }
