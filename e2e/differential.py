@@ -15,9 +15,11 @@ compared after normalising only what README.md lists as deliberate differences:
   the (identical) boards: the original's lexicographic-maximum board, our per-axis maximum.
 
 The generator never sends what README.md says we refuse on purpose and the original turns
-into a zombie job (machine together with tags, an unknown keyword, require_torus with a
-board request, a non-list tags, a bad keepalive): those consume a job id in the original
-only, and every later id would differ. Keepalives are long (or None), so no job expires
+into a zombie job (machine together with tags, an unknown keyword, a require_torus other
+than false with a board request, a non-list tags, a bad keepalive, a negative min_ratio
+with n boards, a keyword also given by position): those consume a job id in the original
+only, and every later id would differ. Nor does it send what README.md says we refuse as bad
+input (a null or non-integer x, y, z, n, w or h). Keepalives are long (or None), so no job expires
 during a run: expiry times are a deliberate difference too ("exact timers").
 
 Timing. The original runs with its fake BMPs (../shared/oracle/run_original.py, every request
@@ -101,6 +103,11 @@ SHAPES = {
     # A larger machine (wrap-around in both directions, torus requests) and a spare.
     "wide": [machine("big", ["default"], 6, 4, dead=[(5, 3, 1)], dead_links=[(2, 2, 0, 5)]),
              machine("spare", ["spare"], 2, 2)],
+    # Holes: a dead bottom-left board, a whole dead triad, dead links around them.
+    "holes": [machine("holey", ["default"], 3, 3,
+                      dead=[(0, 0, 0), (1, 1, 0), (1, 1, 1), (1, 1, 2), (2, 0, 2)],
+                      dead_links=[(0, 1, 0, 5), (2, 2, 1, 2), (1, 0, 2, 1)]),
+              single("solo", ["default"])],
     # Tiny machines: everything fights over a few triads.
     "tiny": [machine("one", ["default"], 1, 1), machine("two", ["default"], 1, 2,
                                                         dead=[(0, 1, 1)])],
@@ -300,6 +307,10 @@ class Original:
     def settled(self):
         return self.probe.call("_differential_pending_bmp")["return"] == 0
 
+    def pending(self):
+        return "the original has %s fake BMP requests outstanding" % (
+            self.probe.call("_differential_pending_bmp")["return"])
+
     def stop(self):
         self.proc.stop()
 
@@ -330,9 +341,15 @@ class Ours:
         if self.expect_power_down:
             log = self.proc.log()
             self.expect_power_down = {j for j in self.expect_power_down
-                                      if f"job {j}: powered down; boards handed back"
+                                      if f"Z job {j}: powered down; boards handed back"
                                       not in log}
         return not self.expect_power_down
+
+    def pending(self):
+        powering = [j["job_id"] for j in self.probe.call("list_jobs")["return"]
+                    if j["state"] == 2]
+        return (f"ours has jobs {powering} in state 2 and waits for the power-down of jobs "
+                f"{sorted(self.expect_power_down)}")
 
     def stop(self):
         self.proc.stop()
@@ -342,7 +359,8 @@ def wait_settled(servers):
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while not all(s.settled() for s in servers):
         if time.monotonic() > deadline:
-            raise RuntimeError("the servers did not settle within %.0f s" % SETTLE_TIMEOUT_S)
+            raise RuntimeError("the servers did not settle within %.0f s: %s" % (
+                SETTLE_TIMEOUT_S, "; ".join(s.pending() for s in servers if not s.settled())))
         time.sleep(POLL_S)
 
 
@@ -365,9 +383,10 @@ class Generator:
     def job_id(self):
         r = self.rng.random()
         if self.jobs and r < 0.9:
-            # Mostly recent jobs, sometimes any.
-            return self.rng.choice(self.jobs[-6:] if r < 0.6 else self.jobs)
-        return self.rng.choice([0, 1, 999, len(self.jobs) + 1])
+            # Mostly recent jobs, sometimes any (and now and then as a float: 5.0 is job 5).
+            j = self.rng.choice(self.jobs[-6:] if r < 0.6 else self.jobs)
+            return float(j) if self.rng.random() < 0.03 else j
+        return self.rng.choice([0, 1, 999, len(self.jobs) + 1, "1"])
 
     def machine_name(self):
         return self.rng.choice(self.names + ["nosuch"]) if self.rng.random() < 0.95 \
@@ -375,8 +394,8 @@ class Generator:
 
     def create_job(self):
         rng = self.rng
-        form = rng.choices(["none", "one", "n", "wh", "xyz", "xyz4"],
-                           [3, 2, 4, 4, 2, 1])[0]
+        form = rng.choices(["none", "one", "n", "wh", "xyz", "xyz4", "xyz5", "xyz6", "xyz7"],
+                           [30, 20, 40, 40, 20, 5, 3, 2, 2])[0]
         mw, mh = self.max_w, self.max_h
         if form == "none":
             args = []
@@ -392,8 +411,12 @@ class Generator:
             args = [rng.randint(0, mw - 1 + (rng.random() < 0.1)),
                     rng.randint(0, mh - 1 + (rng.random() < 0.1)),
                     rng.randint(0, 2 + (rng.random() < 0.05))]
-            if form == "xyz4":
-                args.append(rng.choice([0, 1, 3]))
+            if form != "xyz":
+                # Allocator.alloc(x, y, z, max_dead_boards, max_dead_links, require_torus,
+                # min_ratio): the extra positional arguments stand for these keywords.
+                extra = [rng.choice([0, 1, 3, None]), rng.choice([0, 2, None]),
+                         False, rng.choice([0.0, 0.5, 1])]
+                args += extra[:int(form[3]) - 3]
         kwargs = {"owner": rng.choice(["me", "you", "lab-x"])}
         if rng.random() < 0.02:
             del kwargs["owner"]  # an exception, no job
@@ -404,7 +427,7 @@ class Generator:
             kwargs["keepalive"] = None
         else:
             kwargs["keepalive"] = rng.choice([3600, 3600.5, 86400.0])
-        board_type = form in ("none", "one", "xyz", "xyz4")
+        board_type = form not in ("n", "wh")
         r = rng.random()
         if r < 0.2:
             kwargs["machine"] = self.machine_name()
@@ -414,14 +437,17 @@ class Generator:
                 kwargs["tags"].append("nosuchtag")
         if rng.random() < 0.3:
             kwargs["min_ratio"] = rng.choice([0.0, 0.25, 1 / 3, 0.5, 0.75, 1.0, 2.0, 4])
-        if rng.random() < 0.3 and form != "xyz4":
+        if rng.random() < 0.3 and len(args) < 4:
             kwargs["max_dead_boards"] = rng.choice([None, 0, 1, 2, 5])
-        if rng.random() < 0.25:
+        if rng.random() < 0.25 and len(args) < 5:
             kwargs["max_dead_links"] = rng.choice([None, 0, 1, 3])
-        if not board_type and rng.random() < 0.15:
-            kwargs["require_torus"] = rng.choice([True, False])
-        elif rng.random() < 0.05:
-            kwargs["require_torus"] = False
+        if len(args) < 6:
+            if not board_type and rng.random() < 0.15:
+                kwargs["require_torus"] = rng.choice([True, False, 1, 0])
+            elif rng.random() < 0.05:
+                kwargs["require_torus"] = False
+        if len(args) >= 7:
+            kwargs.pop("min_ratio", None)
         return "create_job", args, kwargs
 
     def where_is(self):
@@ -430,7 +456,7 @@ class Generator:
         chip = lambda: rng.randint(-13, 12 * max(self.max_w, self.max_h) + 13)
         if form == 0:
             kw = {"machine": self.machine_name(), "x": rng.randint(0, self.max_w),
-                  "y": rng.randint(0, self.max_h), "z": rng.randint(0, 2)}
+                  "y": rng.randint(0, self.max_h), "z": rng.randint(0, 3)}
         elif form == 1:
             mi = rng.randrange(len(self.shape))
             kw = {"machine": self.machine_name(), "cabinet": mi,
@@ -443,8 +469,20 @@ class Generator:
             kw.pop(rng.choice(sorted(kw)))  # an invalid combination: an exception
         return "where_is", [], kw
 
+    def malformed(self):
+        """A call of the wrong arity: the same TypeError text from both."""
+        rng = self.rng
+        name = rng.choice(["get_job_state", "job_keepalive", "get_job_machine_info",
+                           "destroy_job", "power_on_job_boards", "list_jobs",
+                           "get_board_position", "where_is"])
+        if rng.random() < 0.5 and name not in ("list_jobs",):
+            return name, [], {}
+        return name, [1, 2, 3, 4, 5], {}
+
     def next(self):
         rng = self.rng
+        if rng.random() < 0.01:
+            return self.malformed()
         kind = rng.choices(
             ["create", "destroy", "on", "off", "keepalive", "state", "info", "where",
              "position", "at_position", "list_jobs", "list_machines", "version"],
@@ -567,8 +605,9 @@ def run_one(shape_name, seed, steps, binary, python, oracle, scratch):
         ours_state = {}
         for step in range(steps):
             command, args, kwargs = gen.next()
-            if command == "destroy_job" and args and ours_state.get(args[0]) in (2, 3):
-                ours.expect_power_down.add(args[0])
+            if (command == "destroy_job" and len(args) in (1, 2) and not kwargs
+                    and ours_state.get(args[0]) in (2, 3)):
+                ours.expect_power_down.add(int(args[0]))
             o = orig.conn.call(command, *args, **kwargs)
             u = ours.conn.call(command, *args, **kwargs)
             history.append((command, args, kwargs, o, u))
@@ -582,12 +621,15 @@ def run_one(shape_name, seed, steps, binary, python, oracle, scratch):
                 lines = [f"shape {shape_name}, seed {seed}: step {step} differs",
                          f"  {command}(*{args!r}, **{kwargs!r})"]
                 ov, uv = no.get("return"), nu.get("return")
-                if isinstance(ov, list) and isinstance(uv, list) and len(ov) == len(uv):
+                if isinstance(ov, list) and isinstance(uv, list):
                     # Only the entries that differ (a list_jobs can be long).
-                    for a, b in zip(ov, uv):
+                    for i in range(max(len(ov), len(uv))):
+                        a = ov[i] if i < len(ov) else "(none)"
+                        b = uv[i] if i < len(uv) else "(none)"
                         if a != b:
-                            lines += [f"  original: ...{json.dumps(a)}...",
-                                      f"  ours:     ...{json.dumps(b)}..."]
+                            lines += [f"  original [{i}]: {json.dumps(a)}",
+                                      f"  ours     [{i}]: {json.dumps(b)}"]
+                            break
                 else:
                     lines += [f"  original: {short(o)}", f"  ours:     {short(u)}"]
                 lines.append("  the commands before it (most recent last):")

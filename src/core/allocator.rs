@@ -1009,6 +1009,56 @@ mod tests {
         assert_eq!(got, vec![Some((1, 0, 0)), Some((1, 0, 2)), None]);
     }
 
+    /// The case: a triad partly freed and taken again. CPython's `s = {0, 1, 2};
+    /// s.pop(); s.pop(); s.add(0); s.pop()` gives 2, so the original hands out board 2.
+    #[test]
+    fn boards_of_a_partly_freed_triad_follow_cpython_set_pop() {
+        for (rule, want) in [(PopRule::CPython, [2, 0]), (PopRule::Smallest, [0, 2])] {
+            let mut a = allocator(1, 1, &[], &[]);
+            a.set_pop_rule(rule);
+            assert_eq!(one(&mut a), Some((0, 0, 0)));
+            assert_eq!(one(&mut a), Some((0, 0, 1)));
+            a.free(AllocHandle::Board(Board::new(0, 0, 0)), 5);
+            assert!(a.check_free(5));
+            assert_eq!(one(&mut a), Some((0, 0, want[0])), "{rule:?}");
+            assert_eq!(one(&mut a), Some((0, 0, want[1])), "{rule:?}");
+            assert_eq!(one(&mut a), None);
+            a.check_invariants().unwrap();
+        }
+    }
+
+    /// A full triad that gets boards back starts a new set (`set()` then `.add(z)`), last in
+    /// the dict: here z 2 then z 0 come back, and the table's slot order gives 0 first.
+    #[test]
+    fn a_full_triad_given_boards_back_starts_a_new_set_at_the_end() {
+        let mut a = allocator(2, 1, &[], &[]);
+        for _ in 0..4 {
+            one(&mut a);
+        }
+        // Triad (0, 0) is full, (1, 0) has {1, 2} free.
+        a.free(AllocHandle::Board(Board::new(0, 0, 2)), 0);
+        a.free(AllocHandle::Board(Board::new(0, 0, 0)), 0);
+        a.check_free(0);
+        assert_eq!(
+            a.single_board_triads(),
+            vec![
+                ((1, 0), BTreeSet::from([1, 2])),
+                ((0, 0), BTreeSet::from([0, 2]))
+            ]
+        );
+        let got: Vec<_> = (0..5).map(|_| one(&mut a)).collect();
+        assert_eq!(
+            got,
+            vec![
+                Some((1, 0, 1)),
+                Some((1, 0, 2)),
+                Some((0, 0, 0)),
+                Some((0, 0, 2)),
+                None
+            ]
+        );
+    }
+
     #[test]
     fn single_board_periphery_is_all_six_links() {
         let mut a = allocator(2, 1, &[], &[]);
