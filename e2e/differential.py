@@ -114,6 +114,10 @@ SHAPES = {
 }
 
 
+# A short retired-job history on some shapes: old destroyed jobs become unknown (state 0).
+MAX_RETIRED_JOBS = {"tiny": 4, "singles": 7}
+
+
 def live_boards(m):
     dead = {tuple(b) for b in m["dead_boards"]}
     return [(x, y, z) for x in range(m["width"]) for y in range(m["height"]) for z in range(3)
@@ -134,7 +138,7 @@ def bmp_address(prefix, mi, frame):
     return f"{prefix}{mi * 16 + frame + 1}"
 
 
-def our_config(shape, prefix):
+def our_config(shape, prefix, max_retired):
     machines = []
     for mi, m in enumerate(shape):
         if m.get("single"):
@@ -152,14 +156,14 @@ def our_config(shape, prefix):
                             **dict(zip(("cabinet", "frame", "board"), physical(mi, m, b))),
                             ip=spinnaker_ip(mi, b)) for b in boards]})
     return {"ip": "127.0.0.1", "port": 0, "timeout_check_interval": 0.5,
-            "max_retired_jobs": 1200, "seconds_before_free": 0.0,
+            "max_retired_jobs": max_retired, "seconds_before_free": 0.0,
             "bmp": {"post_power_on_delay": 0.0, "power_on_timeout": 2.0, "command_timeout": 0.5,
                     "command_retries": 3, "request_attempts": 2, "retry_delay": 0.1,
                     "fpga_attempts": 3},
             "machines": machines}
 
 
-def original_config(shape, prefix):
+def original_config(shape, prefix, max_retired):
     lines = ["# spalloc_server configuration written by e2e/differential.py (loopback only)",
              "machines = []"]
     for mi, m in enumerate(shape):
@@ -181,7 +185,8 @@ def original_config(shape, prefix):
                 {(mi, f): bmp_address(prefix, mi, f) for f in frames},
                 {b: spinnaker_ip(mi, b) for b in boards}))
     lines.append('configuration = Configuration(machines=machines, ip="127.0.0.1", '
-                 'timeout_check_interval=0.5, max_retired_jobs=1200, seconds_before_free=0)')
+                 'timeout_check_interval=0.5, max_retired_jobs=%d, seconds_before_free=0)'
+                 % max_retired)
     return "\n".join(lines) + "\n"
 
 
@@ -285,9 +290,9 @@ def connect_when_up(proc, port, what):
 
 
 class Original:
-    def __init__(self, workdir, shape, prefix, python, oracle):
+    def __init__(self, workdir, shape, prefix, python, oracle, max_retired=1200):
         workdir.mkdir()
-        (workdir / "test.cfg").write_text(original_config(shape, prefix))
+        (workdir / "test.cfg").write_text(original_config(shape, prefix, max_retired))
         (workdir / "launch.py").write_text(LAUNCHER)
         env = dict(os.environ, FAKE_BMP_DELAY=FAKE_BMP_DELAY_S)
         env.pop("FAKE_BMP_FAIL", None)
@@ -316,10 +321,10 @@ class Original:
 
 
 class Ours:
-    def __init__(self, workdir, shape, prefix, binary):
+    def __init__(self, workdir, shape, prefix, binary, max_retired=1200):
         workdir.mkdir()
         config = workdir / "machines.json"
-        config.write_text(json.dumps(our_config(shape, prefix), indent=1))
+        config.write_text(json.dumps(our_config(shape, prefix, max_retired), indent=1))
         self.proc = Process([binary, "--journal", str(workdir / "journal"), "--config",
                              str(config), "--simulate-bmps"], workdir)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -593,13 +598,23 @@ def run_one(shape_name, seed, steps, binary, python, oracle, scratch):
     """Run `steps` commands of `seed` on `shape_name`; return the number of replies compared.
     Raises Difference with a readable account on the first disagreement."""
     shape = SHAPES[shape_name]
-    prefix = "127.58.%d." % ((os.getpid() * 13 + seed) % 250)
+    max_retired = MAX_RETIRED_JOBS.get(shape_name, 1200)
     work = pathlib.Path(tempfile.mkdtemp(prefix=f"diff-{shape_name}-{seed}-", dir=scratch))
     orig = ours = None
     history = []
     try:
-        orig = Original(work / "original", shape, prefix, python, oracle)
-        ours = Ours(work / "ours", shape, prefix, binary)
+        for attempt in range(8):
+            # A private loopback /24 for our simulated BMPs (the original's are fakes that
+            # bind nothing); another run on this machine may hold one: then try another.
+            r = random.Random(f"{os.getpid()} {seed} {attempt} {time.monotonic_ns()}")
+            prefix = f"127.{r.randrange(60, 250)}.{r.randrange(256)}."
+            try:
+                ours = Ours(work / f"ours-{attempt}", shape, prefix, binary, max_retired)
+                break
+            except RuntimeError as e:
+                if "Address already in use" not in str(e) or attempt == 7:
+                    raise
+        orig = Original(work / "original", shape, prefix, python, oracle, max_retired)
         servers = [orig, ours]
         gen = Generator(shape, seed)
         ours_state = {}
@@ -696,6 +711,10 @@ def main(argv=None):
                     failed += 1
                     result = "DIFFERENT"
                     print(d, flush=True)
+                except RuntimeError as e:
+                    failed += 1
+                    result = "COULD NOT RUN"
+                    print(e, flush=True)
                 print(f"{shape} seed {seed}: {result} ({total} replies agreed so far, "
                       f"{failed} runs differed, {time.monotonic() - started:.0f} s)", flush=True)
     finally:
