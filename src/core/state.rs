@@ -530,8 +530,9 @@ impl Core {
             d.bmp_outstanding = d.bmp_outstanding.saturating_sub(1);
             if d.bmp_outstanding == 0 {
                 let d = self.draining.remove(&job_id).expect("present");
-                // When the boards really come back (after the hold-back): worth an admin's
-                // line, and what a test waits for to know the hardware work has finished.
+                // The power-off is done and the boards go back to their machine (free after
+                // the hold-back): worth an admin's line, and what the differential test
+                // waits for to know a destroyed job's hardware work has finished.
                 self.log(format!("job {job_id}: powered down; boards handed back"));
                 let mut out = Vec::new();
                 self.queue
