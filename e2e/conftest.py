@@ -10,6 +10,10 @@ Environment (set by `.ci/run`):
   SPALLOC_SERVER     path of the `spalloc-server` binary (required)
   SPALLOC_WHERE_IS   path of `spalloc-where-is` from spalloc 1!7.3.0 (required: the 1!7.4.x
                      release crashes on --board/--physical/--chip)
+  SPALLOC_ORIGINAL_PYTHON
+                     python of a virtualenv with the original spalloc_server 1!7.0.0, for
+                     test_differential.py (which fails without it under CI=true, and is
+                     skipped elsewhere)
 
 Every wait is bounded, and a failing test shows the server's log.
 
@@ -17,7 +21,9 @@ To run it by hand (from the repository root, after `cargo build`):
   python3 -m venv ../e2e-venv && ../e2e-venv/bin/pip install -r e2e/requirements.txt
   python3 -m venv ../e2e-venv73 && ../e2e-venv73/bin/pip install -r e2e/requirements-where-is.txt
   cd e2e && PATH="$PWD/../../e2e-venv/bin:$PATH" SPALLOC_SERVER=../target/debug/spalloc-server \
-      SPALLOC_WHERE_IS=../../e2e-venv73/bin/spalloc-where-is python -m pytest
+      SPALLOC_WHERE_IS=../../e2e-venv73/bin/spalloc-where-is \
+      SPALLOC_ORIGINAL_PYTHON=../../orig-venv/bin/python python -m pytest
+  (with python3 -m venv ../orig-venv && ../orig-venv/bin/pip install -r e2e/requirements-original.txt)
 """
 
 import itertools

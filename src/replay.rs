@@ -149,7 +149,7 @@ impl Source {
         if first == 1 {
             return Ok(Source {
                 reader,
-                start_core: Core::new(),
+                start_core: Core::at_journal_start(),
                 start_seq: 0,
                 start_snapshot: None,
                 notes: Vec::new(),
@@ -571,6 +571,10 @@ pub fn event_text(step: &Step) -> String {
             "journal writable again: keepalive timers reset for jobs {job_ids:?}, whose \
              keepalives were answered while it could not be written"
         ),
+        Event::Rules { rules, .. } => format!(
+            "rules: single boards by {:?}, boards held after a failed power-off: {}",
+            rules.pop, rules.hold_failed_power_off
+        ),
     }
 }
 
@@ -607,6 +611,7 @@ fn event_kind(e: &Event) -> &'static str {
         Event::Configure { .. } => "configure",
         Event::Restarted { .. } => "restarted",
         Event::KeptAliveUnrecorded { .. } => "kept_alive_unrecorded",
+        Event::Rules { .. } => "rules",
     }
 }
 
@@ -1453,6 +1458,7 @@ impl JobHistory {
             ),
             Event::Restarted { .. } => "server restart".into(),
             Event::KeptAliveUnrecorded { .. } => "journal recovery".into(),
+            Event::Rules { .. } => event_text(step),
         }
     }
 

@@ -599,7 +599,7 @@ fn prop_frees_everything(s: Scenario) -> bool {
 /// Folding the same events into a fresh core gives an identical state.
 fn prop_replay_is_identical(s: Scenario) -> bool {
     let r = run(&s);
-    let mut replay = Core::new();
+    let mut replay = Core::at_journal_start();
     for e in &r.sim.events {
         replay.handle(e);
         drained_effects(&mut replay);

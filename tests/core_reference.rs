@@ -1048,6 +1048,29 @@ fn case17_bmp_failure() {
     assert!(sim.core.is_idle());
 }
 
+/// Journals written before the hold replay as they were served: under the old rules a
+/// failed power-off releases the boards at once (`core::rules`).
+#[test]
+fn case17_failed_power_off_under_the_old_rules_releases_at_once() {
+    let mut sim = Sim::new(config(vec![simple_machine("m", 1, 2)], 1.0));
+    sim.event(Event::Rules {
+        now_us: sim.now_us,
+        rules: spalloc::core::rules::Rules::default(),
+    });
+    assert!(!sim.core.rules().hold_failed_power_off);
+    let id = sim.create(JobRequest::OneBoard);
+    sim.bmp_auto = false;
+    sim.destroy(id, Some("bye"));
+    sim.complete_next_bmp(Some("Requests failed on BMP 10.1.0.0")); // the power-off
+    assert!(sim.bmp_pending.is_empty());
+    sim.advance(1.1);
+    assert!(sim.core.is_idle(), "the old rules held the boards");
+    assert!(
+        sim.bmp_pending.is_empty(),
+        "the old rules retried the power-off"
+    );
+}
+
 #[test]
 fn case17_failure_of_one_frame_of_many() {
     let mut sim = Sim::new(config(vec![simple_machine("m", 1, 2)], 0.5));

@@ -73,6 +73,26 @@ fn every_readme_command_is_run_somewhere() {
                         .any(|r| format!("'{}'", r.trim()) == pip)
             } else if let Some(tool) = cmd.strip_prefix("/tmp/spalloc-venv/bin/") {
                 ci.contains(&format!("smoke_client {tool}"))
+            } else if let Some(pip) =
+                cmd.strip_prefix("python3 -m venv ../orig-venv && ../orig-venv/bin/pip install ")
+            {
+                // The original server for the differential test: the same pin CI installs.
+                let pinned = std::fs::read_to_string(
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/requirements-original.txt"),
+                )
+                .unwrap();
+                ci.contains("requirements-original.txt")
+                    && pinned.lines().any(|r| format!("'{}'", r.trim()) == pip)
+            } else if cmd == "cargo build" {
+                // `cargo test --workspace` builds the same binaries first.
+                ci.contains("cargo test --workspace")
+            } else if let Some(args) = cmd.strip_prefix("python3 e2e/differential.py ") {
+                // .ci/run runs the differential test's command line on a few seeds.
+                ci.contains("e2e/differential.py")
+                    && args
+                        .split_whitespace()
+                        .filter(|a| a.starts_with("--"))
+                        .all(|flag| ci.contains(flag))
             } else if cmd.starts_with("spalloc-replay ")
                 || cmd.starts_with("tools/spalloc-config-from-py ")
             {

@@ -367,7 +367,7 @@ fn replay(journal: &Path) -> Core {
             let s = reader.read_snapshot(info).expect("snapshot");
             (rmp_serde_from_slice(&s.data), s.covered_seq + 1)
         }
-        None => (Core::new(), reader.first_seq()),
+        None => (Core::at_journal_start(), reader.first_seq()),
     };
     for record in reader.records_from(from).expect("records") {
         let (_, bytes) = record.expect("record");

@@ -406,7 +406,7 @@ fn run(script: Script) -> bool {
         sim.core.board_owners()
     );
     // And the journal of it replays to the same state.
-    let mut replayed = spalloc::core::Core::new();
+    let mut replayed = spalloc::core::Core::at_journal_start();
     for e in &sim.events {
         let bytes = spalloc::server::encode_event(e);
         let decoded: Event = spalloc::server::decode_event(&bytes).expect("decodes");

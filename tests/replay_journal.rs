@@ -30,7 +30,7 @@ fn journal_of(tag: &str, events: &[Event]) -> PathBuf {
 
 /// The state after folding `events`, serialised as the server's snapshots are.
 fn state_bytes(events: &[Event]) -> Vec<u8> {
-    let mut core = Core::new();
+    let mut core = Core::at_journal_start();
     for e in events {
         core.handle(e);
         core.discard_effects();

@@ -3,7 +3,10 @@
 //!
 //! Requests come in three shapes: a rectangle of triads, "at least n boards" (rounded up to
 //! triads and shaped by [`area_to_rect`]), or one board (any, or a specific one). Single boards
-//! are packed into triads taken from the pack tree for that purpose, lowest z first. Every
+//! are packed into triads taken from the pack tree for that purpose. The free boards of such a
+//! triad are a CPython `set` in the original, and "any board" is its `set.pop()`, whose answer
+//! depends on the set's history: they are a [`PySet`] here, so that the same commands give
+//! the same boards (journals written before that model chose the lowest z: see [`PopRule`]). Every
 //! candidate rectangle is checked by a filter that walks the working, reachable boards from
 //! its bottom-left board and classifies their links, enforcing the dead-board and dead-link
 //! limits and the torus requirement.
@@ -18,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::area_to_rect::area_to_rect;
 use super::coordinates::{board_down_link, Board, Link, WrapAround};
 use super::pack_tree::PackTree;
+use super::pyset::PySet;
 use super::types::TimeUs;
 
 /// What a job asks the allocator for, with its constraints.
@@ -75,6 +79,23 @@ pub struct Allocation {
     pub torus: WrapAround,
 }
 
+/// How "any free board of a single-board triad" is chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PopRule {
+    /// The lowest free z: what this server did before it modelled CPython's sets. Kept so that
+    /// a journal written then replays to exactly the boards its clients were given; the
+    /// default for state decoded from such a snapshot.
+    #[default]
+    Smallest,
+    /// CPython 3.11's `set.pop()`, as the original server: the same boards, board for board.
+    CPython,
+}
+
+impl PopRule {
+    /// The rule this version applies (see [`crate::core::Event::Rules`]).
+    pub const CURRENT: PopRule = PopRule::CPython;
+}
+
 /// One machine's allocator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Allocator {
@@ -84,15 +105,22 @@ pub struct Allocator {
     dead_links: BTreeSet<(Board, Link)>,
     seconds_before_free_us: u64,
     pack_tree: PackTree,
-    /// Triads taken for single boards that still have free boards, in the order they were
-    /// taken (the original's dict insertion order decides which is used next).
-    single_board_triads: Vec<((u32, u32), BTreeSet<u32>)>,
+    /// Triads taken for single boards that still have free boards, in the original's dict
+    /// insertion order (which decides the triad used next): a triad is appended when it is
+    /// taken, and again when a full one gets a board back. Each holds its free z indices as
+    /// the original's Python set does, history and all (snapshots written before the set model
+    /// hold plain sorted lists here, which decode as fresh sets).
+    single_board_triads: Vec<((u32, u32), PySet)>,
     /// Triads taken for single boards with no free board left.
     full_single_board_triads: BTreeSet<(u32, u32)>,
     /// Single boards still allocated that a configuration change has since declared dead
     /// (they are in no free set, and must not be counted free if they come back to life).
     #[serde(default)]
     dead_allocated: BTreeSet<Board>,
+    /// How a board is picked from a single-board triad's free set (state from before the
+    /// rule existed picked the lowest z).
+    #[serde(default)]
+    pop_rule: PopRule,
     /// Freed allocations waiting for their release time, oldest first.
     to_free: VecDeque<(TimeUs, AllocHandle)>,
     /// Answers of [`Allocator::alloc_possible`] already computed. That check depends only on
@@ -141,6 +169,7 @@ impl Allocator {
             single_board_triads: Vec::new(),
             full_single_board_triads: BTreeSet::new(),
             dead_allocated: BTreeSet::new(),
+            pop_rule: PopRule::CURRENT,
             to_free: VecDeque::new(),
             possible: PossibleCache::default(),
         }
@@ -151,7 +180,9 @@ impl Allocator {
     ///
     /// The free sets of the single-board triads follow the change: a board that died is no
     /// longer free (else it would be handed out), and a board that came back is free (else
-    /// its triad could never be given back to the pack tree).
+    /// its triad could never be given back to the pack tree). A triad's set is changed in
+    /// place (discards, then adds in ascending order), so its history carries on as the
+    /// original's set would have had the same boards been taken and given back.
     pub fn set_dead(&mut self, dead_boards: BTreeSet<Board>, dead_links: BTreeSet<(Board, Link)>) {
         let old_live: BTreeMap<(u32, u32), BTreeSet<u32>> = self
             .single_board_triads
@@ -177,14 +208,21 @@ impl Allocator {
         let mut list = Vec::new();
         let mut now_full = Vec::new();
         let mut dead_allocated = BTreeSet::new();
-        for (xy, free) in &self.single_board_triads {
-            let a = allocated(self, *xy, free);
+        for (xy, mut set) in std::mem::take(&mut self.single_board_triads) {
+            let had = set.to_btree();
+            let a = allocated(self, xy, &had);
             let free: BTreeSet<u32> = self.live_zs(xy.0, xy.1).difference(&a).copied().collect();
             dead_allocated.extend(a.iter().map(|&z| Board::new(xy.0, xy.1, z)));
             if free.is_empty() {
-                now_full.push(*xy);
+                now_full.push(xy);
             } else {
-                list.push((*xy, free));
+                for &z in had.difference(&free) {
+                    set.discard(z);
+                }
+                for &z in free.difference(&had) {
+                    set.add(z);
+                }
+                list.push((xy, set));
             }
         }
         for &xy in &self.full_single_board_triads {
@@ -194,7 +232,8 @@ impl Allocator {
             if free.is_empty() {
                 now_full.push(xy);
             } else {
-                list.push((xy, free)); // no longer full: it goes last, as on a release
+                // No longer full: a new set, last, as on a release.
+                list.push((xy, PySet::from_keys(free)));
             }
         }
         dead_allocated.retain(|b| self.dead_boards.contains(b));
@@ -368,21 +407,24 @@ impl Allocator {
                 return None;
             }
         }
-        // Reuse a triad already split into single boards: the first one taken, lowest z.
+        // Reuse a triad already split into single boards: the first in the original's dict
+        // order, and the board its set.pop() gives.
         let reuse = match wanted {
             None => (!self.single_board_triads.is_empty()).then_some(0),
             Some(b) => self
                 .single_board_triads
                 .iter()
-                .position(|(xy, zs)| *xy == (b.x, b.y) && zs.contains(&b.z)),
+                .position(|(xy, zs)| *xy == (b.x, b.y) && zs.contains(b.z)),
         };
         if let Some(i) = reuse {
+            let rule = self.pop_rule;
             let ((x, y), zs) = &mut self.single_board_triads[i];
             let (x, y) = (*x, *y);
-            let z = match wanted {
-                None => zs.pop_first().expect("non-empty free set"),
-                Some(b) => {
-                    zs.remove(&b.z);
+            let z = match (wanted, rule) {
+                (None, PopRule::CPython) => zs.pop().expect("non-empty free set"),
+                (None, PopRule::Smallest) => zs.pop_min().expect("non-empty free set"),
+                (Some(b), _) => {
+                    zs.discard(b.z);
                     b.z
                 }
             };
@@ -415,7 +457,8 @@ impl Allocator {
             let _ = self.pack_tree.free(xy.0, xy.1);
             return None;
         }
-        self.single_board_triads.push((xy, zs));
+        // `set(z for z in range(3) if (x, y, z) not in dead_boards)`: a fresh set, ascending.
+        self.single_board_triads.push((xy, PySet::from_keys(zs)));
         self.alloc_board(wanted)
     }
 
@@ -453,7 +496,8 @@ impl Allocator {
             AllocHandle::Board(b) => {
                 let xy = (b.x, b.y);
                 if self.full_single_board_triads.remove(&xy) {
-                    self.single_board_triads.push((xy, BTreeSet::new()));
+                    // `single_board_triads[(x, y)] = set()`: a new key, so last in the dict.
+                    self.single_board_triads.push((xy, PySet::new()));
                 }
                 let Some(i) = self.single_board_triads.iter().position(|(t, _)| *t == xy) else {
                     debug_assert!(false, "freeing board {b} of no single-board triad");
@@ -462,10 +506,10 @@ impl Allocator {
                 let live = self.live_zs(b.x, b.y);
                 // A board that died while allocated does not become free.
                 if !self.dead_allocated.remove(&b) {
-                    self.single_board_triads[i].1.insert(b.z);
+                    self.single_board_triads[i].1.add(b.z);
                 }
                 let still_dead_allocated = self.dead_allocated.iter().any(|d| (d.x, d.y) == xy);
-                if self.single_board_triads[i].1 == live && !still_dead_allocated {
+                if self.single_board_triads[i].1.to_btree() == live && !still_dead_allocated {
                     self.single_board_triads.remove(i);
                     let freed = self.pack_tree.free(b.x, b.y);
                     debug_assert!(freed.is_ok(), "freeing unallocated triad at {xy:?}");
@@ -492,9 +536,23 @@ impl Allocator {
         self.pack_tree.is_empty() && self.to_free.is_empty() && self.single_board_triads.is_empty()
     }
 
-    /// The single-board triads with free boards, in use order (for tests and the replay tool).
-    pub fn single_board_triads(&self) -> &[((u32, u32), BTreeSet<u32>)] {
-        &self.single_board_triads
+    /// The single-board triads with free boards and their free z indices, in use order (for
+    /// tests and the replay tool).
+    pub fn single_board_triads(&self) -> Vec<((u32, u32), BTreeSet<u32>)> {
+        self.single_board_triads
+            .iter()
+            .map(|(xy, zs)| (*xy, zs.to_btree()))
+            .collect()
+    }
+
+    /// How a board is picked from a single-board triad.
+    pub fn pop_rule(&self) -> PopRule {
+        self.pop_rule
+    }
+
+    /// Switch how boards are picked from single-board triads (the sets themselves carry on).
+    pub fn set_pop_rule(&mut self, rule: PopRule) {
+        self.pop_rule = rule;
     }
 
     /// The pack tree (for invariant checks and the replay tool).
@@ -506,7 +564,7 @@ impl Allocator {
     /// boards of allocated triad blocks, and the taken boards of single-board triads.
     pub fn boards_in_use(&self) -> BTreeSet<Board> {
         let mut used = BTreeSet::new();
-        let single: BTreeMap<(u32, u32), &BTreeSet<u32>> = self
+        let single: BTreeMap<(u32, u32), &PySet> = self
             .single_board_triads
             .iter()
             .map(|(xy, zs)| (*xy, zs))
@@ -517,7 +575,7 @@ impl Allocator {
             for tx in x..x + w {
                 for ty in y..y + h {
                     for z in 0..3 {
-                        let free_single = single.get(&(tx, ty)).is_some_and(|zs| zs.contains(&z));
+                        let free_single = single.get(&(tx, ty)).is_some_and(|zs| zs.contains(z));
                         if !free_single {
                             used.insert(Board::new(tx, ty, z));
                         }
@@ -544,7 +602,9 @@ impl Allocator {
                     "single-board triad ({x}, {y}) not allocated in the tree"
                 ));
             }
-            if zs.is_empty() || !zs.is_subset(&self.live_zs(*x, *y)) {
+            zs.check()
+                .map_err(|e| format!("single-board triad ({x}, {y}): {e}"))?;
+            if zs.is_empty() || !zs.to_btree().is_subset(&self.live_zs(*x, *y)) {
                 return Err(format!("single-board triad ({x}, {y}) has free set {zs:?}"));
             }
             if self.full_single_board_triads.contains(&(*x, *y)) {
@@ -949,6 +1009,56 @@ mod tests {
         assert_eq!(got, vec![Some((1, 0, 0)), Some((1, 0, 2)), None]);
     }
 
+    /// The case: a triad partly freed and taken again. CPython's `s = {0, 1, 2};
+    /// s.pop(); s.pop(); s.add(0); s.pop()` gives 2, so the original hands out board 2.
+    #[test]
+    fn boards_of_a_partly_freed_triad_follow_cpython_set_pop() {
+        for (rule, want) in [(PopRule::CPython, [2, 0]), (PopRule::Smallest, [0, 2])] {
+            let mut a = allocator(1, 1, &[], &[]);
+            a.set_pop_rule(rule);
+            assert_eq!(one(&mut a), Some((0, 0, 0)));
+            assert_eq!(one(&mut a), Some((0, 0, 1)));
+            a.free(AllocHandle::Board(Board::new(0, 0, 0)), 5);
+            assert!(a.check_free(5));
+            assert_eq!(one(&mut a), Some((0, 0, want[0])), "{rule:?}");
+            assert_eq!(one(&mut a), Some((0, 0, want[1])), "{rule:?}");
+            assert_eq!(one(&mut a), None);
+            a.check_invariants().unwrap();
+        }
+    }
+
+    /// A full triad that gets boards back starts a new set (`set()` then `.add(z)`), last in
+    /// the dict: here z 2 then z 0 come back, and the table's slot order gives 0 first.
+    #[test]
+    fn a_full_triad_given_boards_back_starts_a_new_set_at_the_end() {
+        let mut a = allocator(2, 1, &[], &[]);
+        for _ in 0..4 {
+            one(&mut a);
+        }
+        // Triad (0, 0) is full, (1, 0) has {1, 2} free.
+        a.free(AllocHandle::Board(Board::new(0, 0, 2)), 0);
+        a.free(AllocHandle::Board(Board::new(0, 0, 0)), 0);
+        a.check_free(0);
+        assert_eq!(
+            a.single_board_triads(),
+            vec![
+                ((1, 0), BTreeSet::from([1, 2])),
+                ((0, 0), BTreeSet::from([0, 2]))
+            ]
+        );
+        let got: Vec<_> = (0..5).map(|_| one(&mut a)).collect();
+        assert_eq!(
+            got,
+            vec![
+                Some((1, 0, 1)),
+                Some((1, 0, 2)),
+                Some((0, 0, 0)),
+                Some((0, 0, 2)),
+                None
+            ]
+        );
+    }
+
     #[test]
     fn single_board_periphery_is_all_six_links() {
         let mut a = allocator(2, 1, &[], &[]);
@@ -970,7 +1080,7 @@ mod tests {
         a.free(AllocHandle::Board(Board::new(0, 0, 0)), 100);
         assert!(!a.check_free(109));
         assert!(a.check_free(110));
-        assert_eq!(a.single_board_triads(), &[((0, 0), BTreeSet::from([0]))]);
+        assert_eq!(a.single_board_triads(), vec![((0, 0), BTreeSet::from([0]))]);
         a.free(AllocHandle::Board(Board::new(0, 0, 2)), 200);
         a.check_free(210);
         assert!(a.single_board_triads().is_empty());

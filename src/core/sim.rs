@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 
 use super::coordinates::{Board, Link};
+use super::rules::Rules;
 use super::state::Core;
 use super::types::*;
 use crate::config::{BmpConfig, BoardConfig, Config, MachineConfig};
@@ -37,10 +38,12 @@ pub struct Sim {
 }
 
 impl Sim {
-    /// A core configured with `config` at a fixed start time, BMPs completing at once.
+    /// A core configured with `config` at a fixed start time, BMPs completing at once. Its
+    /// events begin as a new journal of the server does (the rules, then the configuration),
+    /// so they replay from [`Core::at_journal_start`].
     pub fn new(config: Config) -> Sim {
         let mut sim = Sim {
-            core: Core::new(),
+            core: Core::at_journal_start(),
             now_us: 1_700_000_000_000_000,
             bmp_auto: true,
             bmp_pending: VecDeque::new(),
@@ -50,6 +53,10 @@ impl Sim {
             events: Vec::new(),
             check: true,
         };
+        sim.event(Event::Rules {
+            now_us: sim.now_us,
+            rules: Rules::CURRENT,
+        });
         sim.event(Event::Configure {
             now_us: sim.now_us,
             config,

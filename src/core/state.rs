@@ -12,12 +12,13 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::allocator::{AllocHandle, Allocation, Allocator};
+use super::allocator::{AllocHandle, Allocation, Allocator, PopRule};
 use super::coordinates::{
     board_offset_to_chip, board_to_chip, chip_to_board, local_chip_coordinate,
     triad_dimensions_to_chips, Board, Link, WrapAround,
 };
 use super::queue::{JobQueue, PendingJob, QueueMachine, QueueOutcome};
+use super::rules::Rules;
 use super::types::*;
 use crate::config::{Config, MachineConfig};
 
@@ -134,14 +135,16 @@ impl Machine {
         board_slot(&self.config, b).and_then(|i| self.locations[i])
     }
 
-    fn allocator(&self, seconds_before_free_us: u64) -> Allocator {
-        Allocator::new(
+    fn allocator(&self, seconds_before_free_us: u64, pop_rule: PopRule) -> Allocator {
+        let mut a = Allocator::new(
             self.config.width,
             self.config.height,
             self.config.dead_boards.iter().copied().collect(),
             self.config.dead_links.iter().copied().collect(),
             seconds_before_free_us,
-        )
+        );
+        a.set_pop_rule(pop_rule);
+        a
     }
 
     /// True if a change from `self` to `new` needs the machine rebuilt (jobs destroyed):
@@ -257,6 +260,10 @@ pub struct Core {
     next_job_id: JobId,
     next_request_id: BmpRequestId,
     next_machine_uid: u64,
+    /// The rules in force (state from before they existed: the old ones, so that its
+    /// journal replays as it was served; see [`super::rules`]).
+    #[serde(default)]
+    rules: Rules,
     /// Outputs not yet drained (transient: always empty in a snapshot taken between passes).
     #[serde(skip)]
     effects: VecDeque<PendingEffect>,
@@ -287,7 +294,28 @@ fn deadline_us(now_us: TimeUs, keepalive_s: f64) -> TimeUs {
 }
 
 impl Core {
-    /// An empty core with no machines (the state before the first configuration event).
+    /// The state a journal starts from: empty, under the rules of the first journals (an
+    /// [`Event::Rules`] in the journal moves it on). Replay from a journal's first record
+    /// starts here; the server journals the rules it applies before anything else.
+    pub fn at_journal_start() -> Core {
+        Core {
+            rules: Rules::default(),
+            ..Core::new()
+        }
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Rules {
+        self.rules
+    }
+
+    /// How boards of single-board triads are chosen now.
+    pub fn pop_rule(&self) -> PopRule {
+        self.rules.pop
+    }
+
+    /// An empty core with no machines (the state before the first configuration event),
+    /// under the current rules.
     pub fn new() -> Core {
         Core {
             config: Config::default(),
@@ -303,6 +331,7 @@ impl Core {
             next_job_id: 1,
             next_request_id: 1,
             next_machine_uid: 1,
+            rules: Rules::CURRENT,
             effects: VecDeque::new(),
             changed_jobs: BTreeSet::new(),
             changed_machines: BTreeSet::new(),
@@ -340,6 +369,10 @@ impl Core {
             }
             Event::KeptAliveUnrecorded { job_ids, .. } => {
                 self.handle_kept_alive_unrecorded(now, job_ids);
+                None
+            }
+            Event::Rules { rules, .. } => {
+                self.handle_rules(*rules);
                 None
             }
         }
@@ -544,6 +577,29 @@ impl Core {
         }
     }
 
+    fn handle_rules(&mut self, rules: Rules) {
+        if rules.pop != self.rules.pop {
+            self.log(format!(
+                "allocation rules: boards of single-board triads now chosen by {:?} (were {:?})",
+                rules.pop, self.rules.pop
+            ));
+        }
+        if rules.hold_failed_power_off != self.rules.hold_failed_power_off {
+            self.log(format!(
+                "rules: boards whose power-off failed are {} until the BMP answers",
+                if rules.hold_failed_power_off {
+                    "held"
+                } else {
+                    "not held"
+                }
+            ));
+        }
+        self.rules = rules;
+        for m in &mut self.queue.machines {
+            m.allocator.set_pop_rule(rules.pop);
+        }
+    }
+
     fn handle_restarted(&mut self, now: TimeUs, grace_us: TimeUs) {
         for job in self.jobs.values_mut() {
             if let Some(k) = job.keepalive_s {
@@ -592,7 +648,8 @@ impl Core {
             *pending = PendingEffect::Ready(Effect::Bmp(req.clone()));
         }
         let job_id = req.job_id;
-        if let Some(reason) = failure.filter(|_| self.draining.contains_key(&job_id)) {
+        let hold = self.rules.hold_failed_power_off && self.draining.contains_key(&job_id);
+        if let Some(reason) = failure.filter(|_| hold) {
             if let BmpAction::PowerOff { .. } = req.action {
                 // The boards' state is unknown: hold them until the BMP answers (`Draining`).
                 let delay_us = (self.config.bmp.retry_delay_s.max(0.0) * 1e6) as TimeUs;
@@ -648,6 +705,10 @@ impl Core {
             d.bmp_outstanding = d.bmp_outstanding.saturating_sub(1);
             if d.bmp_outstanding == 0 && d.retries.is_empty() {
                 let d = self.draining.remove(&job_id).expect("present");
+                // The power-off is done and the boards go back to their machine (free after
+                // the hold-back): worth an admin's line, and what the differential test
+                // waits for to know a destroyed job's hardware work has finished.
+                self.log(format!("job {job_id}: powered down; boards handed back"));
                 let mut out = Vec::new();
                 self.queue
                     .free(d.allocation.machine_uid, d.allocation.handle, now, &mut out);
@@ -731,7 +792,7 @@ impl Core {
                 uid,
                 name: n.name.clone(),
                 tags: n.tags.iter().cloned().collect(),
-                allocator: m.allocator(free_us),
+                allocator: m.allocator(free_us, self.rules.pop),
                 queue: VecDeque::new(),
             });
             self.machines.insert(n.name.clone(), m);

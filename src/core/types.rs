@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::core::coordinates::{Board, Link};
+use crate::core::rules::Rules;
 
 /// A job's identifier. Ids start at 1 and never repeat.
 pub type JobId = u64;
@@ -73,6 +74,16 @@ pub enum Event {
         /// The jobs whose keepalives were answered but not recorded, ascending.
         job_ids: Vec<JobId>,
     },
+    /// From now on, follow these rules. A server journals it at start-up when the state it
+    /// recovered follows older rules (and first thing in a new journal), so that a journal
+    /// written by an older version still replays to what that version did
+    /// ([`crate::core::rules`]).
+    Rules {
+        /// When the server started.
+        now_us: TimeUs,
+        /// The rules.
+        rules: Rules,
+    },
 }
 
 impl Event {
@@ -84,7 +95,8 @@ impl Event {
             | Event::Tick { now_us }
             | Event::Configure { now_us, .. }
             | Event::Restarted { now_us, .. }
-            | Event::KeptAliveUnrecorded { now_us, .. } => *now_us,
+            | Event::KeptAliveUnrecorded { now_us, .. }
+            | Event::Rules { now_us, .. } => *now_us,
         }
     }
 }

@@ -479,6 +479,18 @@ const CREATE_JOB_KWARGS: &[&str] = &[
     "require_torus",
 ];
 
+/// What `create_job`'s positional arguments stand for, in order (the original's
+/// `Allocator.alloc` parameters).
+const POSITIONAL_NAMES: [&str; 7] = [
+    "x_or_num_or_width",
+    "y_or_height",
+    "z",
+    "max_dead_boards",
+    "max_dead_links",
+    "require_torus",
+    "min_ratio",
+];
+
 /// `create_job(self, client, *args, **kwargs)`, validated completely before any job exists
 /// (the original found some of these errors only after registering the job: behaviour.md §B.6).
 /// Checks run in the original's order where it had one: tags, owner, keepalive, then the rest.
@@ -541,32 +553,42 @@ fn create_job(args: &[Json], kwargs: &Kwargs) -> Result<CreateJob, String> {
         }
     };
 
-    if args.len() > 4 {
+    // The original passes the positional arguments on to `Allocator.alloc(x_or_num_or_width,
+    // y_or_height, z, max_dead_boards, max_dead_links, require_torus, min_ratio)`: the first
+    // three give the shape, and after a specific board's x, y, z come those four keywords.
+    if args.len() > POSITIONAL_NAMES.len() {
         return Err(format!(
-            "{func} takes at most 4 positional arguments (up to 3 for the allocation and \
-             max_dead_boards) but {} were given",
+            "{func} takes at most {} positional arguments (x, y, z, max_dead_boards, \
+             max_dead_links, require_torus, min_ratio) but {} were given",
+            POSITIONAL_NAMES.len(),
             args.len()
         ));
     }
+    // x, y, z (or n, or w, h) must be integers; max_dead_boards and max_dead_links may be
+    // null, as their keywords may.
     let ints = args
         .iter()
+        .take(5)
         .enumerate()
-        .map(|(i, arg)| int_arg(func, &format!("positional argument {}", i + 1), arg))
-        .collect::<Result<Vec<i64>, String>>()?;
-    // The first three positional arguments give the shape; a fourth is max_dead_boards.
-    let shape = ints.get(..ints.len().min(3)).unwrap_or(&[]);
-    let request = match shape {
-        [] | [1] => JobRequest::OneBoard,
-        [n] => JobRequest::Boards(*n),
-        [w, h] => JobRequest::Triads(*w, *h),
-        [x, y, z, ..] => JobRequest::Board(*x, *y, *z),
-    };
-    let positional_max_dead_boards = ints.get(3).copied();
-    if positional_max_dead_boards.is_some() && kw("max_dead_boards").is_some() {
-        return Err(format!(
-            "{func} got multiple values for argument 'max_dead_boards'"
-        ));
+        .map(|(i, arg)| match arg {
+            Json::Null if i >= 3 => Ok(None),
+            _ => int_arg(func, &format!("positional argument {}", i + 1), arg).map(Some),
+        })
+        .collect::<Result<Vec<Option<i64>>, String>>()?;
+    for (i, name) in POSITIONAL_NAMES.iter().enumerate().skip(3) {
+        if i < args.len() && kw(name).is_some() {
+            return Err(format!("{func} got multiple values for argument '{name}'"));
+        }
     }
+    // A keyword, or the positional argument that stands for it.
+    let arg_or_kw = |i: usize| args.get(i).or_else(|| kw(POSITIONAL_NAMES[i]));
+    let shape: Vec<i64> = ints.iter().take(3).flatten().copied().collect();
+    let request = match shape[..] {
+        [] | [1] => JobRequest::OneBoard,
+        [n] => JobRequest::Boards(n),
+        [w, h] => JobRequest::Triads(w, h),
+        [x, y, z, ..] => JobRequest::Board(x, y, z),
+    };
 
     for (key, _) in kwargs {
         if !CREATE_JOB_KWARGS.contains(&key.as_str()) {
@@ -597,7 +619,7 @@ fn create_job(args: &[Json], kwargs: &Kwargs) -> Result<CreateJob, String> {
         (None, None) => JobTarget::Tags(vec!["default".to_owned()]),
     };
 
-    let min_ratio = match kw("min_ratio") {
+    let min_ratio = match arg_or_kw(6) {
         // `null` is taken as the default: the original only trips over it for n-board jobs.
         None | Some(Json::Null) => 0.0,
         Some(Json::Int(i)) => *i as f64,
@@ -620,14 +642,17 @@ fn create_job(args: &[Json], kwargs: &Kwargs) -> Result<CreateJob, String> {
             }),
         }
     };
-    let max_dead_boards = match positional_max_dead_boards {
-        Some(n) => Some(n),
+    let max_dead_boards = match ints.get(3) {
+        Some(&n) => n,
         None => optional_int("max_dead_boards")?,
     };
-    let max_dead_links = optional_int("max_dead_links")?;
+    let max_dead_links = match ints.get(4) {
+        Some(&n) => n,
+        None => optional_int("max_dead_links")?,
+    };
 
     // The original tests `if require_torus:`; numbers and null have an obvious truth value.
-    let require_torus = match kw("require_torus") {
+    let require_torus = match arg_or_kw(5) {
         None | Some(Json::Null) => false,
         Some(Json::Bool(b)) => *b,
         Some(Json::Int(i)) => *i != 0,
@@ -639,8 +664,17 @@ fn create_job(args: &[Json], kwargs: &Kwargs) -> Result<CreateJob, String> {
             ))
         }
     };
-    if require_torus && matches!(request, JobRequest::OneBoard | JobRequest::Board(..)) {
+    // For a board the original insists on `require_torus is False`: true, and also null or 0
+    // (an AssertionError with no message there), left a zombie job; refused up front here.
+    if matches!(request, JobRequest::OneBoard | JobRequest::Board(..))
+        && arg_or_kw(5).is_some_and(|v| *v != Json::Bool(false))
+    {
         return Err("require_torus must be False when allocating boards.".to_owned());
+    }
+    // The original's area_to_rect raises this for an n-boards request (after registering the
+    // job, so that it lingers as a zombie: refused up front here, as the cases above).
+    if min_ratio < 0.0 && matches!(request, JobRequest::Boards(n) if n > 0) {
+        return Err("Aspect ratio cannot be negative.".to_owned());
     }
 
     Ok(CreateJob {

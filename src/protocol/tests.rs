@@ -615,6 +615,21 @@ fn protocol_create_job_shapes() {
     assert_eq!(c.max_dead_boards, Some(4));
     assert_eq!(c.args_json, "[1, 2, 3, 4]");
     assert_eq!(c.kwargs_json, "{}");
+    // The original's Allocator.alloc(x, y, z, max_dead_boards, max_dead_links, require_torus,
+    // min_ratio): every positional argument after z stands for a keyword.
+    let c =
+        create(r#"{"command":"create_job","args":[1,2,0,4,5,false,0.5],"kwargs":{"owner":"me"}}"#);
+    assert_eq!(c.request, JobRequest::Board(1, 2, 0));
+    assert_eq!(
+        (
+            c.max_dead_boards,
+            c.max_dead_links,
+            c.require_torus,
+            c.min_ratio
+        ),
+        (Some(4), Some(5), false, 0.5)
+    );
+    assert_eq!(c.args_json, "[1, 2, 0, 4, 5, false, 0.5]");
 }
 
 #[test]
@@ -806,12 +821,25 @@ fn protocol_create_job_errors_consume_no_id() {
         create(r#"{"command":"create_job","args":[2],"kwargs":{"owner":"o","require_torus":1}}"#)
             .require_torus
     );
+    // For a board the original asserts `require_torus is False`: 0 and null fail it too.
+    for value in ["0", "null"] {
+        assert_eq!(
+            err("[]", &format!(r#","require_torus":{value}"#)),
+            "require_torus must be False when allocating boards."
+        );
+    }
     assert!(
-        !create(r#"{"command":"create_job","kwargs":{"owner":"o","require_torus":0}}"#)
+        !create(r#"{"command":"create_job","kwargs":{"owner":"o","require_torus":false}}"#)
             .require_torus
     );
+    assert!(
+        !create(
+            r#"{"command":"create_job","args":[2,1],"kwargs":{"owner":"o","require_torus":0}}"#
+        )
+        .require_torus
+    );
     assert_eq!(
-        err("[]", r#","require_torus":"yes""#),
+        err("[2]", r#","require_torus":"yes""#),
         "require_torus must be a bool, not 'str'"
     );
     assert_eq!(
@@ -831,9 +859,21 @@ fn protocol_create_job_errors_consume_no_id() {
         "SpallocServer.create_job() got multiple values for argument 'max_dead_boards'"
     );
     assert_eq!(
-        err("[1,2,3,4,5]", ""),
-        "SpallocServer.create_job() takes at most 4 positional arguments (up to 3 for the \
-         allocation and max_dead_boards) but 5 were given"
+        err("[1,2,3,4,5,0,0.5,8]", ""),
+        "SpallocServer.create_job() takes at most 7 positional arguments (x, y, z, \
+         max_dead_boards, max_dead_links, require_torus, min_ratio) but 8 were given"
+    );
+    assert_eq!(
+        err("[1,2,3,4,5]", r#","max_dead_links":1"#),
+        "SpallocServer.create_job() got multiple values for argument 'max_dead_links'"
+    );
+    assert_eq!(
+        err("[1,2,0,4,5,true]", ""),
+        "require_torus must be False when allocating boards."
+    );
+    assert_eq!(
+        err("[4]", r#","min_ratio":-0.5"#),
+        "Aspect ratio cannot be negative."
     );
     assert_eq!(
         err("[\"2\"]", ""),

@@ -47,6 +47,8 @@ mod clock;
 mod durability;
 mod recovery;
 
+use crate::core::rules::Rules;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -247,6 +249,14 @@ impl Server {
         // The start-up batch: a warm start resets keepalives (with a grace); a configuration
         // that differs from the journal's is applied as a diff.
         let mut startup = Vec::new();
+        // This version's rules from here on (a journal that older versions wrote replays by
+        // theirs up to this record: `core::rules`).
+        if core.rules() != Rules::CURRENT {
+            startup.push(Event::Rules {
+                now_us: now,
+                rules: Rules::CURRENT,
+            });
+        }
         if recovered.warm {
             startup.push(Event::Restarted {
                 now_us: now,

@@ -59,7 +59,7 @@ pub fn open_and_replay(dir: &Path, log: &Logger) -> Result<Recovered, String> {
             })?;
             (core, s.covered_seq)
         }
-        None => (Core::new(), 0),
+        None => (Core::at_journal_start(), 0),
     };
     let mut configured = opened.snapshot.is_some();
     let warm = opened.snapshot.is_some() || !opened.records_after_snapshot.is_empty();

@@ -1,0 +1,38 @@
+//! The rules the fold follows where this server's behaviour has changed between versions.
+//!
+//! Replaying a journal must reproduce exactly what the server that wrote it did: the boards
+//! each job was given, the BMP requests it issued (their ids are matched by later
+//! completions), when boards were released. So a behaviour change that alters the fold of
+//! events an older version could have journaled is a *rule*: the state records which rules
+//! are in force, a journal's first record starts under the oldest rules
+//! ([`Rules::default`], what journals written before rules existed followed), and the server
+//! journals [`crate::core::Event::Rules`] with [`Rules::CURRENT`] at start-up whenever the
+//! state it recovered follows others. Older records thus replay under the rules they were
+//! served by, newer ones under the current rules.
+//!
+//! Each field's default is the old behaviour, so a snapshot or record that lacks it decodes
+//! to what its version did. A new rule is a new field, last, with `#[serde(default)]`.
+
+use serde::{Deserialize, Serialize};
+
+use super::allocator::PopRule;
+
+/// Which version of each changed behaviour is in force (module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rules {
+    /// How a board is picked from a triad split into single boards.
+    #[serde(default)]
+    pub pop: PopRule,
+    /// Whether boards whose power-off failed are held (the power-off retried every
+    /// `retry_delay`) until the BMP answers, rather than released at once.
+    #[serde(default)]
+    pub hold_failed_power_off: bool,
+}
+
+impl Rules {
+    /// The rules this version applies.
+    pub const CURRENT: Rules = Rules {
+        pop: PopRule::CURRENT,
+        hold_failed_power_off: true,
+    };
+}
