@@ -56,6 +56,10 @@ struct Args {
     /// reconnect (the stock client's keepalive process about 5)
     #[argh(option)]
     restart_grace_s: Option<f64>,
+    /// days of journal history to keep (default 90): older segments are deleted once a
+    /// snapshot covers them, never because of restarts; spalloc-replay reads all of it
+    #[argh(option)]
+    retain_days: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -108,7 +112,15 @@ fn main() -> ExitCode {
             .snapshot_every
             .unwrap_or(spalloc::server::SNAPSHOT_EVERY_EVENTS),
         restart_grace_us: (restart_grace_s * 1e6) as u64,
+        retain_days: args.retain_days.unwrap_or(spalloc::server::RETAIN_DAYS),
     };
+    if !(1..=spalloc::server::RETAIN_DAYS_MAX).contains(&opts.retain_days) {
+        eprintln!(
+            "spalloc-server: --retain-days must be between 1 and {}",
+            spalloc::server::RETAIN_DAYS_MAX
+        );
+        return ExitCode::from(2);
+    }
     if opts.snapshot_every_events == 0 {
         eprintln!("spalloc-server: --snapshot-every must be at least 1");
         return ExitCode::from(2);

@@ -37,9 +37,14 @@
 //!   durable before the new one exists, so only the *last* segment can have
 //!   a torn tail.
 //! * Retention (after each snapshot): keep the newest two snapshots and every
-//!   segment holding records after the older of the two; delete the rest.
-//!   Restart work is thus bounded by the snapshot interval, and disk use by
-//!   about two snapshot intervals of records.
+//!   segment holding records after the older of the two. With
+//!   [`Options::retain_for`] (the server's `--retain-days`), also keep every
+//!   segment written within that period, and every snapshot from the one
+//!   where the kept history starts; only older files are deleted, oldest
+//!   first, and only up to a retained snapshot, so the kept history always
+//!   replays. Restart work is bounded by the snapshot interval either way
+//!   (a start reads only the segments after the older snapshot); disk use
+//!   by the retention period's records, or by about two snapshot intervals.
 //! * After a failed append, see [`Journal`] ("After an I/O error").
 //!
 //! # Recovery

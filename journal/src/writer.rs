@@ -4,6 +4,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use crate::files::{create_atomically, list_dir, lock_dir, sync_dir};
 use crate::format::{
@@ -28,12 +29,21 @@ pub struct Options {
     /// Once the current segment reaches this size, the next batch goes to a
     /// new segment. Segments can exceed it by one batch.
     pub segment_bytes_max: u64,
+    /// Keep history by age: a segment is deleted only once it, and every
+    /// segment before it, was last written longer ago than this, and a
+    /// retained snapshot covers it (so replay can start after it). `None`
+    /// keeps only what a restart needs (two snapshot intervals).
+    ///
+    /// Age is the file's modification time: a segment is never written
+    /// again once the next one exists, so that is its last record's time.
+    pub retain_for: Option<Duration>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT,
+            retain_for: None,
         }
     }
 }
@@ -271,8 +281,25 @@ impl Journal {
         // The older segments and snapshots are kept only as a fallback should the
         // newest snapshot go bad (R15). This open does not need them, but damage in
         // them means that fallback is gone: reported, not refused (R21).
+        // History kept for its age (`Options::retain_for`) before the older
+        // snapshot is not part of that fallback: it is read by the replay tool,
+        // not here, so that a start does not read months of segments.
+        let in_use = snapshot.as_ref().map(|s| s.covered_seq);
+        let fallback_snapshot = listing
+            .snapshots
+            .iter()
+            .rev()
+            .filter(|(seq, path)| {
+                Some(*seq) < in_use && !discarded.iter().any(|p| &p.file == path)
+            })
+            .map(|(seq, _)| *seq)
+            .next();
+        let fallback_from_seq = fallback_snapshot.map_or(1, |s| s + 1);
         let mut fallback_damage = Vec::new();
         for (i, (seg_first_seq, path)) in segments[..start_index].iter().enumerate() {
+            if segments[i + 1].0 - 1 < fallback_from_seq {
+                continue;
+            }
             let buf = fs::read(path).map_err(Error::io(path))?;
             match scan_frames(&buf, path, false, |_| {}) {
                 Ok(scan) if seg_first_seq + scan.count != segments[i + 1].0 => fallback_damage
@@ -292,9 +319,9 @@ impl Journal {
                 Err(e) => return Err(e),
             }
         }
-        let in_use = snapshot.as_ref().map(|s| s.covered_seq);
         for (covered_seq, path) in &listing.snapshots {
-            if Some(*covered_seq) >= in_use || discarded.iter().any(|p| &p.file == path) {
+            if Some(*covered_seq) != fallback_snapshot || discarded.iter().any(|p| &p.file == path)
+            {
                 continue;
             }
             match read_snapshot_file(path, *covered_seq) {
@@ -607,20 +634,36 @@ impl Journal {
     /// Deletes what retention no longer needs. Segments go oldest first, so
     /// a crash part-way leaves a contiguous run; snapshots go last, so a
     /// crash never leaves a snapshot without the segments after it.
+    ///
+    /// The horizon (the newest record that may be deleted) is the older of
+    /// the two newest snapshots, so a restart can always fall back (R15).
+    /// With [`Options::retain_for`] it is at most the newest snapshot whose
+    /// records are all in segments older than the retention period, so the
+    /// history of that period stays readable, and so does every snapshot
+    /// after the horizon: those are the points from which later deletions
+    /// can start (each is where a segment begins).
     fn apply_retention(&mut self) -> Result<(), Error> {
         if self.snapshots.len() < SNAPSHOTS_KEPT {
             return Ok(());
         }
-        let first_kept = self.snapshots.len() - SNAPSHOTS_KEPT;
-        let horizon_seq = self.snapshots[first_kept].covered_seq;
+        let restart_horizon = self.snapshots[self.snapshots.len() - SNAPSHOTS_KEPT].covered_seq;
+        let horizon_seq = match self.options.retain_for {
+            None => restart_horizon,
+            Some(age) => self.age_horizon(age).min(restart_horizon),
+        };
         let mut deleted = false;
         // A segment can go when its last record (the next segment's first
-        // minus one) is covered by the older kept snapshot. Never the last.
+        // minus one) is covered by the horizon snapshot. Never the last.
         while self.segments.len() > 1 && self.segments[1].0 - 1 <= horizon_seq {
             let (_, path) = self.segments.remove(0);
             fs::remove_file(&path).map_err(Error::io(&path))?;
             deleted = true;
         }
+        let first_kept = self
+            .snapshots
+            .iter()
+            .position(|s| s.covered_seq >= horizon_seq)
+            .unwrap_or(self.snapshots.len());
         for info in self.snapshots.drain(..first_kept) {
             fs::remove_file(&info.file).map_err(Error::io(&info.file))?;
             deleted = true;
@@ -629,6 +672,34 @@ impl Journal {
             sync_dir(&self.dir)?;
         }
         Ok(())
+    }
+
+    /// The newest snapshot's covered seq such that every segment holding
+    /// only records up to it was last modified before `now - age` (0 if
+    /// none). A file whose age cannot be read counts as young: when in
+    /// doubt, keep.
+    fn age_horizon(&self, age: Duration) -> u64 {
+        let Some(cutoff) = SystemTime::now().checked_sub(age) else {
+            return 0;
+        };
+        let old = |path: &Path| {
+            fs::metadata(path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff)
+        };
+        let mut horizon = 0;
+        let mut seg = 0; // segments[..seg] are known to be old
+        for snap in &self.snapshots {
+            while seg + 1 < self.segments.len() && self.segments[seg + 1].0 - 1 <= snap.covered_seq
+            {
+                if !old(&self.segments[seg].1) {
+                    return horizon;
+                }
+                seg += 1;
+            }
+            horizon = snap.covered_seq;
+        }
+        horizon
     }
 }
 
@@ -641,6 +712,71 @@ mod tests {
         let opened = Journal::open(dir).unwrap();
         assert!(opened.snapshot.is_none());
         opened.records_after_snapshot
+    }
+
+    /// Retention by age: ten "restarts" (a snapshot each) delete nothing while the files
+    /// are young; once the first segments are older than the period, exactly those go, with
+    /// a snapshot kept where the remaining history starts; the reader still reads it all.
+    #[test]
+    fn retention_by_age_keeps_history_across_snapshots() {
+        let t = TestDir::new("retain-age");
+        let dir = t.path();
+        let day = Duration::from_secs(86_400);
+        let opts = Options {
+            retain_for: Some(90 * day),
+            ..Options::default()
+        };
+        for round in 0..10u8 {
+            let mut j = Journal::open_with(dir, opts.clone()).unwrap().journal;
+            let last = j.append_batch([&[round][..], &[round, 1][..]]).unwrap();
+            j.write_snapshot(last, &[round]).unwrap();
+        }
+        let listing = list_dir(dir).unwrap();
+        assert_eq!(listing.segments.len(), 11, "{listing:?}");
+        assert_eq!(listing.segments[0].0, 1);
+        assert_eq!(listing.snapshots.len(), 10);
+        let reader = crate::Reader::open(dir).unwrap();
+        assert_eq!(reader.records_from(1).unwrap().count(), 20);
+
+        // Age the first three segments (records 1..=6) past the period.
+        let long_ago = SystemTime::now() - 100 * day;
+        for (_, path) in &listing.segments[..3] {
+            File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        let mut j = Journal::open_with(dir, opts.clone()).unwrap().journal;
+        let last = j.append_batch([&b"x"[..]]).unwrap();
+        j.write_snapshot(last, b"s").unwrap();
+        drop(j);
+        let listing = list_dir(dir).unwrap();
+        assert_eq!(listing.segments[0].0, 7, "{listing:?}");
+        assert_eq!(listing.snapshots[0].0, 6, "{listing:?}");
+        let reader = crate::Reader::open(dir).unwrap();
+        assert_eq!(reader.first_seq(), 7);
+        assert_eq!(reader.records_from(7).unwrap().count(), 15);
+        // The writer still opens it to the newest state.
+        let opened = Journal::open_with(dir, opts).unwrap();
+        assert_eq!(opened.snapshot.unwrap().covered_seq, 21);
+    }
+
+    /// Without `retain_for`, the old rule: two snapshots and the records after the older.
+    #[test]
+    fn retention_without_age_keeps_two_snapshots() {
+        let t = TestDir::new("retain-count");
+        let dir = t.path();
+        for round in 0..5u8 {
+            let mut j = Journal::open(dir).unwrap().journal;
+            let last = j.append_batch([&[round][..]]).unwrap();
+            j.write_snapshot(last, &[round]).unwrap();
+        }
+        let listing = list_dir(dir).unwrap();
+        let snaps: Vec<u64> = listing.snapshots.iter().map(|s| s.0).collect();
+        assert_eq!(snaps, vec![4, 5]);
+        assert_eq!(listing.segments[0].0, 5);
     }
 
     #[test]

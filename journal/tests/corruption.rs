@@ -92,6 +92,7 @@ fn damage_at_end_of_non_last_segment_is_refused() {
     {
         let opts = Options {
             segment_bytes_max: 100,
+            ..Options::default()
         };
         let mut j = Journal::open_with(dir, opts).unwrap().journal;
         for b in 0..6 {
@@ -207,6 +208,7 @@ fn segment_gap_is_refused() {
             dir,
             Options {
                 segment_bytes_max: 60,
+                ..Options::default()
             },
         )
         .unwrap()

@@ -51,6 +51,7 @@ fn round_trip(steps: Vec<Step>, segment_bytes_max: u16) -> bool {
     let dir = t.sub("j");
     let opts = Options {
         segment_bytes_max: 64 + u64::from(segment_bytes_max % 2048),
+        ..Options::default()
     };
     let mut all: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut snapshot_seq = None;

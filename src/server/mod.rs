@@ -92,6 +92,9 @@ pub struct Options {
     /// After a restart, no job's keepalive expires sooner than this
     /// ([`RESTART_GRACE_US`] by default).
     pub restart_grace_us: TimeUs,
+    /// Journal history kept, in days ([`RETAIN_DAYS`] by default): segments are deleted by
+    /// age, never by the number of restarts or snapshots.
+    pub retain_days: u32,
 }
 
 /// At most this many clients are connected at once by default; more are told so and
@@ -104,6 +107,11 @@ pub const SNAPSHOT_EVERY_EVENTS: u64 = 100_000;
 /// (`--restart-grace-s`): the stock client's keepalive process needs about 5 s to reconnect
 /// after a restart, so a job with a short keepalive would otherwise die of the restart.
 pub const RESTART_GRACE_US: TimeUs = 30_000_000;
+/// By default the journal keeps this many days of history (`--retain-days`), so
+/// `spalloc-replay` can tell the whole life of any job of the last three months.
+pub const RETAIN_DAYS: u32 = 90;
+/// The longest `--retain-days` accepted (about 100 years: effectively "keep everything").
+pub const RETAIN_DAYS_MAX: u32 = 36_500;
 /// The loop wakes at least this often even when idle (to notice signals promptly).
 const MAX_WAIT: Duration = Duration::from_secs(1);
 /// At most this many connections are accepted in one pass, so a connect storm cannot starve
@@ -240,7 +248,7 @@ impl Server {
         if opts.cold_start {
             recovery::set_journal_aside(&opts.journal, &log)?;
         }
-        let recovered = recovery::open_and_replay(&opts.journal, &log)?;
+        let recovered = recovery::open_and_replay(&opts.journal, opts.retain_days, &log)?;
         let mut core = recovered.core;
         let mut journal = recovered.journal;
         let clock = EventClock::start(core.now_us());

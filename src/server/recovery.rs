@@ -7,7 +7,9 @@
 
 use std::path::Path;
 
-use spalloc_journal::Journal;
+use std::time::Duration;
+
+use spalloc_journal::{Journal, Options};
 
 use super::{decode_event, Logger};
 use crate::core::{Core, Event};
@@ -27,8 +29,32 @@ pub struct Recovered {
 }
 
 /// Open (creating if needed) the journal in `dir` and fold it into a core.
-pub fn open_and_replay(dir: &Path, log: &Logger) -> Result<Recovered, String> {
-    let opened = Journal::open(dir).map_err(|e| format!("cannot open the journal: {e}"))?;
+///
+/// `retain_days` is the history kept (segments are deleted by age once a snapshot covers
+/// them). A directory that holds no journal yet is logged as a WARNING: a mistyped
+/// `--journal` would otherwise start an empty server silently beside the real history.
+pub fn open_and_replay(dir: &Path, retain_days: u32, log: &Logger) -> Result<Recovered, String> {
+    let existed = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries.flatten().any(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with("segment-") && name.ends_with(".log")
+            })
+        })
+        .unwrap_or(false);
+    let options = Options {
+        retain_for: Some(Duration::from_secs(u64::from(retain_days) * 86_400)),
+        ..Options::default()
+    };
+    let opened =
+        Journal::open_with(dir, options).map_err(|e| format!("cannot open the journal: {e}"))?;
+    if !existed {
+        log.warn(&format!(
+            "new journal at {}, no history: if this server has run before, check --journal",
+            dir.display()
+        ));
+    }
     if let Some(r) = &opened.repaired {
         log.info(&format!(
             "journal: cut a torn tail of {} bytes at offset {} of {} ({}): the last write before a crash",
