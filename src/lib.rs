@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod bmp;
+pub mod check_config;
 pub mod config;
 pub mod core;
 pub mod protocol;

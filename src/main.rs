@@ -13,9 +13,9 @@ use argh::FromArgs;
 /// Clients speak the spalloc JSON protocol (e.g. `pip install spalloc`).
 #[derive(FromArgs)]
 #[argh(
-    example = "{command_name} --journal /var/lib/spalloc --config /etc/spalloc/machines.json\n{command_name} --journal /tmp/demo --config examples/machines.json --simulate-bmps",
+    example = "{command_name} --journal /var/lib/spalloc --config /etc/spalloc/machines.json\n{command_name} --journal /tmp/demo --config examples/machines.json --simulate-bmps\n{command_name} --check-config /etc/spalloc/machines.json.new --journal /var/lib/spalloc",
     note = "Signals: SIGHUP re-reads the --config file (an invalid file is logged and the current\nconfiguration kept); SIGINT or SIGTERM stop cleanly, writing a snapshot and leaving powered\nboards on. Logs go to stderr. Inspect a journal with spalloc-replay DIR.",
-    error_code(1, "the server could not start (bad configuration, journal locked or damaged, address in use) or failed"),
+    error_code(1, "the server could not start (bad configuration, journal locked or damaged, address in use) or failed; with --check-config: the file is not valid, or the journal cannot be read"),
     error_code(2, "bad command line")
 )]
 struct Args {
@@ -41,6 +41,12 @@ struct Args {
     /// hardware is needed
     #[argh(switch)]
     simulate_bmps: bool,
+    /// validate this configuration file and exit (0 valid, 1 with every problem listed);
+    /// with --journal DIR, also preview what reloading it would do there: machines added,
+    /// changed and removed, and which live jobs would be destroyed and why. Reads the
+    /// journal without a lock: safe beside a running server, which it never touches
+    #[argh(option)]
+    check_config: Option<PathBuf>,
     /// print the version and exit
     #[argh(switch)]
     version: bool,
@@ -87,6 +93,13 @@ fn main() -> ExitCode {
     if args.version {
         println!("spalloc-server {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
+    }
+    if let Some(file) = &args.check_config {
+        return if spalloc::check_config::run(file, args.journal.as_deref()) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
     }
     let Some(journal) = args.journal else {
         eprintln!("spalloc-server: --journal DIR is required (see --help)");

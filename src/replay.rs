@@ -206,6 +206,34 @@ impl Source {
         )))
     }
 
+    /// Open `dir` read-only to learn its *current* state quickly: replay starts from the newest
+    /// readable snapshot (falling back to [`Source::open`] when none can be used), so only
+    /// the records after it are folded. For previews (`spalloc-server --check-config
+    /// --journal`), not for histories.
+    pub fn open_latest(dir: &Path) -> Result<Source, ReplayError> {
+        let reader = Reader::open(dir)?;
+        let (first, last) = (reader.first_seq(), reader.last_seq());
+        for info in reader.snapshots().into_iter().rev() {
+            if info.covered_seq + 1 < first || info.covered_seq > last {
+                continue;
+            }
+            let core = reader
+                .read_snapshot(&info)
+                .ok()
+                .and_then(|s| rmp_serde::from_slice::<Core>(&s.data).ok());
+            if let Some(core) = core {
+                return Ok(Source {
+                    reader,
+                    start_core: core,
+                    start_seq: info.covered_seq,
+                    start_snapshot: Some(info.file.clone()),
+                    notes: Vec::new(),
+                });
+            }
+        }
+        Source::open(dir)
+    }
+
     /// The underlying reader.
     pub fn reader(&self) -> &Reader {
         &self.reader

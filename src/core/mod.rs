@@ -17,6 +17,7 @@ pub mod coordinates;
 pub mod pack_tree;
 pub mod pyset;
 pub mod queue;
+pub mod reconfigure;
 pub mod rules;
 pub mod sim;
 mod state;

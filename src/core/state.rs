@@ -719,6 +719,13 @@ impl Core {
 
     fn handle_configure(&mut self, now: TimeUs, new: &Config) {
         let old_names: Vec<String> = self.queue.machines.iter().map(|m| m.name.clone()).collect();
+        // How the log words it (the same words as `spalloc-server --check-config`).
+        let described: BTreeMap<String, super::reconfigure::MachineChange> =
+            super::reconfigure::diff(&self.config, new)
+                .machines
+                .into_iter()
+                .collect();
+        let mut destroyed: BTreeMap<String, Vec<JobId>> = BTreeMap::new();
         self.config.ip = new.ip.clone();
         self.config.port = new.port;
         self.config.timeout_check_interval_s = new.timeout_check_interval_s;
@@ -733,6 +740,10 @@ impl Core {
         let mut changed = Vec::new();
         for name in &old_names {
             let old = &self.machines[name].config;
+            debug_assert!(new_by_name.get(name.as_str()).map_or(true, |n| {
+                Machine::is_major_change(old, n)
+                    == !super::reconfigure::replace_reasons(old, n).is_empty()
+            }));
             match new_by_name.get(name.as_str()) {
                 None => removed.push(name.clone()),
                 Some(n) if *n == old => {}
@@ -755,10 +766,12 @@ impl Core {
                 .filter(|j| j.allocation.as_ref().is_some_and(|a| a.machine == *name))
                 .map(|j| j.id)
                 .collect();
+            let what = described
+                .get(name)
+                .map_or_else(|| format!("removed {name}"), |c| c.describe(name));
+            destroyed.insert(name.clone(), victims.clone());
             for id in victims {
-                self.log(format!(
-                    "job {id}: destroyed because machine {name} was removed or changed"
-                ));
+                self.log(format!("job {id}: destroyed because the configuration {what}"));
                 self.teardown(
                     id,
                     Some(MACHINE_REMOVED.to_string()),
@@ -815,16 +828,24 @@ impl Core {
             self.changed_machines.insert(name.clone());
         }
         if !(removed.is_empty() && changed.is_empty() && added.is_empty()) {
-            let added_names: Vec<&str> = added.iter().map(|m| m.name.as_str()).collect();
+            // One clause per machine that changes: "replaced spin4x2 (board IPs changed):
+            // destroyed jobs 2, 5, 6; added spin5".
+            let clauses: Vec<String> = described
+                .iter()
+                .map(|(name, c)| match destroyed.get(name) {
+                    Some(ids) => format!(
+                        "{}: {}",
+                        c.describe(name),
+                        super::reconfigure::destroyed_text(ids)
+                    ),
+                    None if c.destroys_jobs() => format!("{}: no jobs destroyed", c.describe(name)),
+                    None => c.describe(name),
+                })
+                .collect();
             self.log(format!(
-                "configuration applied: {} machines; added {:?}, changed {:?}, removed {:?}",
+                "configuration applied: {} machines; {}",
                 self.queue.machines.len(),
-                added_names,
-                changed,
-                removed
-                    .iter()
-                    .filter(|r| !added_names.contains(&r.as_str()))
-                    .collect::<Vec<_>>()
+                clauses.join("; ")
             ));
         }
         let mut out = Vec::new();

@@ -924,10 +924,21 @@ impl Server {
             Ok(c) => {
                 self.log
                     .info(&format!("SIGHUP: applying {}", path.display()));
-                if c.ip != self.core.config().ip || c.port != self.core.config().port {
-                    self.log.info(
-                        "the listen address or port changed: that takes effect at the next restart",
-                    );
+                // Only what really changed is named; an override on the command line
+                // (`--ip`, `--port`) wins over the file's value, now and after a restart.
+                let old = self.core.config();
+                let mut listen = Vec::new();
+                if c.ip != old.ip && self.opts.ip.is_none() {
+                    listen.push(format!("address {} -> {}", old.ip, c.ip));
+                }
+                if c.port != old.port && self.opts.port.is_none() {
+                    listen.push(format!("port {} -> {}", old.port, c.port));
+                }
+                if !listen.is_empty() {
+                    self.log.info(&format!(
+                        "listen {}: takes effect at the next restart",
+                        listen.join(", ")
+                    ));
                 }
                 self.bmp.set_timings(c.bmp.clone());
                 Some(c)
