@@ -32,6 +32,7 @@ fn run(args: &[&str]) -> Option<Output> {
     let out = Command::new("python3")
         .arg(root().join("tools").join("spalloc-config-from-py"))
         .args(args)
+        .env("SPALLOC_SERVER", env!("CARGO_BIN_EXE_spalloc-server"))
         .current_dir(root())
         .output()
         .expect("run python3");
@@ -191,4 +192,46 @@ fn invalid_configurations_fail_with_the_originals_message() {
         return;
     };
     assert_eq!(out.status.code(), Some(1));
+}
+
+/// What the tool writes is checked by `spalloc-server --check-config`: its verdict is shown,
+/// a failing check writes nothing, and `--journal` previews the change against a journal.
+#[test]
+fn output_is_checked_by_the_server() {
+    let dir = std::env::temp_dir().join(format!("spalloc-from-py-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let fixture = fixtures().join("three_board.py");
+    let fixture = fixture.to_str().expect("utf-8");
+    let Some(out) = run(&[fixture]) else { return };
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the output is valid: 1 machines, 3 working boards"), "{stderr}");
+
+    // A checker that fails: nothing is written, exit 1.
+    let out_file = dir.join("out.json");
+    let out_path = out_file.to_str().expect("utf-8");
+    let Some(out) = run(&[fixture, "-o", out_path, "--server", "/bin/false"]) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!out_file.exists());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("failed spalloc-server's check; nothing written"), "{stderr}");
+    let Some(out) = run(&[fixture, "--server", "/nonexistent/spalloc-server"]) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(1));
+
+    // Against an empty journal: the preview says every machine is added.
+    let journal = dir.join("journal");
+    drop(spalloc_journal::Journal::open(&journal).expect("journal"));
+    let Some(out) = run(&[fixture, "--journal", journal.to_str().expect("utf-8")]) else {
+        return;
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("a reload would:"), "{stderr}");
+    assert!(stderr.contains("added "), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -149,6 +149,7 @@ fn readme_replay_and_migration_commands_work() {
             let out = Command::new("python3")
                 .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/spalloc-config-from-py"))
                 .args(&args)
+                .env("SPALLOC_SERVER", env!("CARGO_BIN_EXE_spalloc-server"))
                 .output()
                 .expect("python3 is needed to run tools/spalloc-config-from-py");
             assert!(
