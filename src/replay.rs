@@ -12,11 +12,16 @@
 //! * [`JobHistory`]: the whole life of one job, and exactly why and when it ended;
 //! * [`state_at`] with [`state_text`] / [`state_json`]: the state at a moment, with a map of
 //!   each machine's boards;
-//! * [`verify`]: checksums, invariants after every event, and snapshots against the fold.
+//! * [`verify`]: checksums, invariants after every event, and snapshots against the fold;
+//! * [`usage`]: accounting (`--usage`, `--jobs`) from the lifecycle effects;
+//! * [`salvage`]: a new journal from the good records of a damaged one.
 //!
 //! Retention may have deleted the oldest segments. Replay then starts from the oldest
 //! retained snapshot that reaches the oldest retained record ([`Source::open`]) and says so in
 //! [`Source::notes`], because everything before it is unknowable.
+
+pub mod salvage;
+pub mod usage;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

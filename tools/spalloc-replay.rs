@@ -10,13 +10,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use argh::FromArgs;
+use spalloc::replay::usage::{jobs_csv, jobs_in, jobs_json, jobs_text, GroupBy, Ledger, Usage, Window};
 use spalloc::replay::{
     self, at_text, describe_step, parse_position, state_json, step_json, ErrorKind, JobHistory,
     Position, ReplayError, Source, Summary,
 };
+use spalloc::timefmt::parse_time;
 
 /// Replay a spalloc-server journal to explain what happened: a summary, every event, the
-/// life of one job, the state at a moment (with board maps), or a full consistency check.
+/// life of one job, the state at a moment (with board maps), accounting (usage per owner,
+/// machine or host; every job of a window), a full consistency check, or a salvage of the
+/// good records of a damaged journal.
 ///
 /// With no mode option, prints a summary: time span, events, snapshots, jobs created and
 /// ended, machines, and the state at the end.
@@ -28,7 +32,10 @@ use spalloc::replay::{
 {command_name} /var/lib/spalloc --events --from 2026-11-21T02:50:00Z --to 2026-11-21T03:10:00Z
 {command_name} /var/lib/spalloc --events --from #5000 --to #5100 --json
 {command_name} /var/lib/spalloc --at 2026-11-21T03:00:00Z
-{command_name} /var/lib/spalloc --verify",
+{command_name} /var/lib/spalloc --verify
+{command_name} /var/lib/spalloc --usage --since 2026-11-01 --until 2026-12-01 --by owner --csv
+{command_name} /var/lib/spalloc --jobs --since 2026-11-21T00:00:00Z --json
+{command_name} /var/lib/spalloc --salvage /var/lib/spalloc-salvaged",
     note = "\
 Positions (--from, --to, --at): a record's sequence number is written #N or seq:N (quote
 the # in a shell: '#123'); anything else is a time: ISO-8601 (2026-11-21T03:00:00Z,
@@ -86,6 +93,37 @@ struct Args {
     /// the core's full invariant check after every event)
     #[argh(switch)]
     verify: bool,
+
+    /// accounting per group (see --by): jobs, board-hours, waiting time (queued to ready)
+    /// and end reasons, over --since/--until (default: the whole retained history)
+    #[argh(switch)]
+    usage: bool,
+
+    /// accounting: every job of the --since/--until window with owner, host, machine,
+    /// boards, times, waiting time, board-hours and end reason
+    #[argh(switch)]
+    jobs: bool,
+
+    /// with --usage or --jobs: the window's start (ISO-8601 time or Unix seconds)
+    #[argh(option)]
+    since: Option<String>,
+
+    /// with --usage or --jobs: the window's end (ISO-8601 time or Unix seconds)
+    #[argh(option)]
+    until: Option<String>,
+
+    /// with --usage: group by owner (default), machine or host
+    #[argh(option)]
+    by: Option<String>,
+
+    /// with --usage or --jobs: CSV instead of a table
+    #[argh(switch)]
+    csv: bool,
+
+    /// write a new journal to directory OUT holding every good record before the first
+    /// damage (and say exactly what was lost); a server can start from it
+    #[argh(option)]
+    salvage: Option<PathBuf>,
 
     /// machine-readable output (see below)
     #[argh(switch)]
@@ -173,11 +211,24 @@ fn run(args: &Args) -> Result<ExitCode, ReplayError> {
         args.job.is_some(),
         args.at.is_some(),
         args.verify,
+        args.usage,
+        args.jobs,
+        args.salvage.is_some(),
     ];
     if modes.iter().filter(|m| **m).count() > 1 {
         return Err(usage(
-            "choose one of --events, --job, --at and --verify (or none, for a summary)",
+            "choose one of --events, --job, --at, --verify, --usage, --jobs and --salvage (or \
+             none, for a summary)",
         ));
+    }
+    if !(args.usage || args.jobs) && (args.since.is_some() || args.until.is_some() || args.csv) {
+        return Err(usage("--since, --until and --csv go with --usage or --jobs"));
+    }
+    if !args.usage && args.by.is_some() {
+        return Err(usage("--by goes with --usage"));
+    }
+    if args.csv && args.json {
+        return Err(usage("choose one of --csv and --json"));
     }
     if !args.events && (args.from.is_some() || args.to.is_some()) {
         return Err(usage("--from and --to go with --events"));
@@ -212,7 +263,53 @@ fn run(args: &Args) -> Result<ExitCode, ReplayError> {
         });
     }
 
+    if let Some(out_dir) = &args.salvage {
+        let report = replay::salvage::salvage(&args.dir, out_dir)?;
+        if args.json {
+            print_json(&report.json());
+        } else {
+            out!("{}", report.text());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
     let source = Source::open(&args.dir)?;
+    if args.usage || args.jobs {
+        let time = |t: &Option<String>, what: &str| -> Result<Option<u64>, ReplayError> {
+            t.as_deref()
+                .map(|t| parse_time(t).map_err(|e| usage(&format!("{what}: {e}"))))
+                .transpose()
+        };
+        let (since, until) = (time(&args.since, "--since")?, time(&args.until, "--until")?);
+        if let (Some(a), Some(b)) = (since, until) {
+            if b < a {
+                return Err(usage("--until is before --since"));
+            }
+        }
+        let by = GroupBy::parse(args.by.as_deref().unwrap_or("owner")).map_err(|e| usage(&e))?;
+        let ledger = Ledger::build(&source)?;
+        let window = Window::new(&ledger, since, until);
+        if args.usage {
+            let u = Usage::build(&ledger, window, by);
+            if args.json {
+                print_json(&u.json(&source.notes));
+            } else if args.csv {
+                out!("{}", u.csv());
+            } else {
+                out!("{}", u.text(&source.notes));
+            }
+        } else {
+            let jobs = jobs_in(&ledger, &window);
+            if args.json {
+                print_json(&jobs_json(&jobs, &window, &source.notes));
+            } else if args.csv {
+                out!("{}", jobs_csv(&jobs, &window));
+            } else {
+                out!("{}", jobs_text(&jobs, &window, &source.notes));
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.events {
         let from = position(&args.from, "--from")?;
         let to = position(&args.to, "--to")?;

@@ -86,6 +86,9 @@
 //! | R21 | Damage (R6–R12, R15) in an older segment or snapshot kept only as the fallback for R15 | Open (this start does not need it); reported in `Opened::fallback_damage` for the server to warn about |
 //! | R22 | A create (segment or snapshot) fails part-way, e.g. on a full disk | Its temp file is deleted at once, not left taking space until the next open (R3) |
 //!
+//! When a journal is refused, [`salvage`] copies every good record before the first
+//! damage into a new directory (byte for byte) and lists exactly what it left out.
+//!
 //! Checks are made, and the whole open can still fail, before anything is
 //! modified: cuts, renames and deletions happen only once the journal is
 //! known to be usable.
@@ -124,6 +127,7 @@ mod error;
 mod files;
 pub mod format;
 mod reader;
+mod salvage;
 mod segment;
 mod snapshot;
 #[cfg(test)]
@@ -134,5 +138,6 @@ pub use error::{Error, Problem};
 pub use files::LOCK_FILE_NAME;
 pub use format::{RECORD_BYTES_MAX, SNAPSHOT_BYTES_MAX};
 pub use reader::{Reader, Records, VerifyReport};
+pub use salvage::{salvage, Dropped, SalvageReport};
 pub use snapshot::{Snapshot, SnapshotInfo};
 pub use writer::{Journal, Opened, Options, TailRepair, SEGMENT_BYTES_MAX_DEFAULT, SNAPSHOTS_KEPT};
