@@ -70,7 +70,12 @@ struct Args {
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
-    let rest: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
+    // `-h` is `--help` too.
+    let rest: Vec<&str> = argv
+        .iter()
+        .skip(1)
+        .map(|a| if a == "-h" { "--help" } else { a.as_str() })
+        .collect();
     let args = match Args::from_args(&["spalloc-server"], &rest) {
         Ok(args) => args,
         // --help, or a bad command line (exit 2: argh's own 1 would read as a failed start).

@@ -157,7 +157,12 @@ fn main() -> ExitCode {
         .first()
         .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
         .unwrap_or_else(|| "spalloc-replay".into());
-    let rest: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
+    // `-h` is `--help` too.
+    let rest: Vec<&str> = argv
+        .iter()
+        .skip(1)
+        .map(|a| if a == "-h" { "--help" } else { a.as_str() })
+        .collect();
     let args = match Args::from_args(&[&name], &rest) {
         Ok(a) => a,
         Err(early) => {
