@@ -51,10 +51,10 @@ fn every_readme_command_is_run_somewhere() {
     );
     for cmd in &commands {
         let covered =
-            if let Some(args) = cmd.strip_prefix("cargo run --release --bin spalloc-server -- ") {
+            if let Some(args) = cmd.strip_prefix("cargo build --release --bins && ") {
                 // .ci/run runs it with its own journal directory.
                 let ci_form = format!(
-                    "cargo run --release --bin spalloc-server -- {}",
+                    "cargo build --release --bins && {}",
                     args.replace("/tmp/spalloc-demo", "\"$tmp/journal\"")
                 );
                 ci.contains(&ci_form)
@@ -94,6 +94,7 @@ fn every_readme_command_is_run_somewhere() {
                         .filter(|a| a.starts_with("--"))
                         .all(|flag| ci.contains(flag))
             } else if cmd.starts_with("spalloc-replay ")
+                || cmd.starts_with("spalloc-server --check-config ")
                 || cmd.starts_with("tools/spalloc-config-from-py ")
             {
                 true // run by readme_replay_and_migration_commands_work below
@@ -105,6 +106,22 @@ fn every_readme_command_is_run_somewhere() {
             "README command not run by any test or by .ci/run: {cmd}"
         );
     }
+}
+
+/// The README's Python example (its one `python` block) is what `.ci/run` runs against the
+/// quick start's server: CI extracts it from README.md, so the two cannot drift apart.
+#[test]
+fn readme_python_example_is_run_by_ci() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let blocks = readme.matches("```python\n").count();
+    assert_eq!(blocks, 1, "one Python example in the README");
+    assert!(readme.contains("from spalloc_client import Job"));
+    let ci = ci_script();
+    assert!(
+        ci.contains("readme_python_example") && ci.contains("```python"),
+        ".ci/run must extract and run the README's Python example"
+    );
 }
 
 #[test]
@@ -126,6 +143,10 @@ fn readme_replay_and_migration_commands_work() {
                 .split_whitespace()
                 .map(|a| a.replace("/var/lib/spalloc", journal.to_str().unwrap()))
                 .collect();
+            if args.iter().any(|a| a == "--salvage") {
+                // It makes a new directory next to the journal; there must be none yet.
+                assert!(!Path::new(args.last().unwrap()).exists());
+            }
             let out = Command::new(env!("CARGO_BIN_EXE_spalloc-replay"))
                 .args(&args)
                 .output()
@@ -136,6 +157,21 @@ fn readme_replay_and_migration_commands_work() {
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
+            ran += 1;
+        } else if let Some(args) = cmd.strip_prefix("spalloc-server --check-config ") {
+            let args: Vec<String> = args
+                .split_whitespace()
+                .map(|a| a.replace("/etc/spalloc/machines.json", server.config.to_str().unwrap()))
+                .map(|a| a.replace("/var/lib/spalloc", journal.to_str().unwrap()))
+                .collect();
+            let out = Command::new(env!("CARGO_BIN_EXE_spalloc-server"))
+                .arg("--check-config")
+                .args(&args)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "`{cmd}` failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+            assert!(stdout.contains("change nothing"), "{stdout}");
             ran += 1;
         } else if let Some(args) = cmd.strip_prefix("tools/spalloc-config-from-py ") {
             let fixture =
@@ -163,7 +199,7 @@ fn readme_replay_and_migration_commands_work() {
         }
     }
     assert_eq!(
-        ran, 6,
-        "expected five spalloc-replay commands and one migration command"
+        ran, 10,
+        "expected eight spalloc-replay commands, one --check-config and one migration command"
     );
 }
