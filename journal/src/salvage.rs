@@ -225,3 +225,81 @@ fn frames_len(frames: &[u8], count: u64) -> Option<usize> {
     }
     Some(pos)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_dir::TestDir;
+    use crate::{Journal, Options, Reader};
+
+    fn records(dir: &Path) -> Vec<(u64, Vec<u8>)> {
+        let r = Reader::open(dir).unwrap();
+        r.records_from(r.first_seq())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// A sound journal is copied whole; the copy opens to the same records.
+    #[test]
+    fn sound_journal_is_copied_whole() {
+        let t = TestDir::new("salvage-sound");
+        let (src, out) = (t.path().join("src"), t.path().join("out"));
+        {
+            let mut j = Journal::open(&src).unwrap().journal;
+            j.append_batch([&b"a"[..], &b"b"[..]]).unwrap();
+            j.write_snapshot(2, b"state").unwrap();
+            j.append_batch([&b"c"[..]]).unwrap();
+        }
+        let report = salvage(&src, &out).unwrap();
+        assert!(report.damage.is_none() && report.dropped.is_empty(), "{report:?}");
+        assert_eq!((report.first_seq, report.last_seq), (1, 3));
+        assert_eq!(report.snapshots_kept, vec![2]);
+        assert_eq!(records(&out), records(&src));
+        let opened = Journal::open(&out).unwrap();
+        assert_eq!(opened.snapshot.unwrap().covered_seq, 2);
+        // A second salvage into the same (now used) directory is refused.
+        assert!(salvage(&src, &out).is_err());
+    }
+
+    /// Damage in a middle segment: everything before it is kept, that segment's tail and
+    /// every later segment are listed, with the intact records that had to go.
+    #[test]
+    fn damage_keeps_the_records_before_it_and_lists_the_rest() {
+        let t = TestDir::new("salvage-damage");
+        let (src, out) = (t.path().join("src"), t.path().join("out"));
+        let opts = Options {
+            segment_bytes_max: 60,
+            ..Options::default()
+        };
+        {
+            let mut j = Journal::open_with(&src, opts).unwrap().journal;
+            for i in 0..6u8 {
+                j.append_batch([&[i; 20][..]]).unwrap();
+            }
+        }
+        let original = records(&src);
+        let segs = list_dir(&src).unwrap().segments;
+        assert!(segs.len() >= 3, "{segs:?}");
+        // Flip a payload byte of the second segment's first record.
+        let (seq2, path2) = segs[1].clone();
+        let mut bytes = fs::read(&path2).unwrap();
+        bytes[SEGMENT_HEADER_BYTES + 8] ^= 1;
+        fs::write(&path2, &bytes).unwrap();
+        assert!(Journal::open(&src).is_err(), "the writer refuses it");
+
+        let report = salvage(&src, &out).unwrap();
+        assert_eq!(report.last_seq, seq2 - 1, "{report:?}");
+        let damage = report.damage.clone().unwrap();
+        assert_eq!(damage.file, path2);
+        assert_eq!(report.dropped[0].file, path2);
+        assert_eq!(report.dropped[0].offset, SEGMENT_HEADER_BYTES as u64);
+        assert_eq!(report.dropped.len(), segs.len() - 1);
+        assert!(report.dropped[1].intact_records.is_some_and(|(_, n)| n > 0));
+        let kept = records(&out);
+        assert_eq!(kept.len() as u64, seq2 - 1);
+        assert_eq!(kept, original[..kept.len()].to_vec());
+        let opened = Journal::open(&out).unwrap();
+        assert_eq!(opened.records_after_snapshot.len() as u64, seq2 - 1);
+    }
+}
