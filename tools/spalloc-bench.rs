@@ -115,7 +115,10 @@ fn main() {
                 std::process::exit(0);
             }
             Err(()) => {
-                eprintln!("{}\nRun spalloc-bench --help for more information.", early.output);
+                eprintln!(
+                    "{}\nRun spalloc-bench --help for more information.",
+                    early.output
+                );
                 std::process::exit(1);
             }
         },

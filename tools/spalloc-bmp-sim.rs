@@ -62,7 +62,10 @@ fn main() -> ExitCode {
                 std::process::exit(0);
             }
             Err(()) => {
-                eprintln!("{}\nRun spalloc-bmp-sim --help for more information.", early.output);
+                eprintln!(
+                    "{}\nRun spalloc-bmp-sim --help for more information.",
+                    early.output
+                );
                 std::process::exit(1);
             }
         },

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use argh::FromArgs;
-use spalloc::replay::usage::{jobs_csv, jobs_in, jobs_json, jobs_text, GroupBy, Ledger, Usage, Window};
+use spalloc::replay::usage::{
+    jobs_csv, jobs_in, jobs_json, jobs_text, GroupBy, Ledger, Usage, Window,
+};
 use spalloc::replay::{
     self, at_text, describe_step, parse_position, state_json, step_json, ErrorKind, JobHistory,
     Position, ReplayError, Source, Summary,
@@ -227,7 +229,9 @@ fn run(args: &Args) -> Result<ExitCode, ReplayError> {
         ));
     }
     if !(args.usage || args.jobs) && (args.since.is_some() || args.until.is_some() || args.csv) {
-        return Err(usage("--since, --until and --csv go with --usage or --jobs"));
+        return Err(usage(
+            "--since, --until and --csv go with --usage or --jobs",
+        ));
     }
     if !args.usage && args.by.is_some() {
         return Err(usage("--by goes with --usage"));

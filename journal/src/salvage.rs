@@ -252,7 +252,10 @@ mod tests {
             j.append_batch([&b"c"[..]]).unwrap();
         }
         let report = salvage(&src, &out).unwrap();
-        assert!(report.damage.is_none() && report.dropped.is_empty(), "{report:?}");
+        assert!(
+            report.damage.is_none() && report.dropped.is_empty(),
+            "{report:?}"
+        );
         assert_eq!((report.first_seq, report.last_seq), (1, 3));
         assert_eq!(report.snapshots_kept, vec![2]);
         assert_eq!(records(&out), records(&src));

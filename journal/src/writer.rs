@@ -289,9 +289,7 @@ impl Journal {
             .snapshots
             .iter()
             .rev()
-            .filter(|(seq, path)| {
-                Some(*seq) < in_use && !discarded.iter().any(|p| &p.file == path)
-            })
+            .filter(|(seq, path)| Some(*seq) < in_use && !discarded.iter().any(|p| &p.file == path))
             .map(|(seq, _)| *seq)
             .next();
         let fallback_from_seq = fallback_snapshot.map_or(1, |s| s + 1);

@@ -771,7 +771,9 @@ impl Core {
                 .map_or_else(|| format!("removed {name}"), |c| c.describe(name));
             destroyed.insert(name.clone(), victims.clone());
             for id in victims {
-                self.log(format!("job {id}: destroyed because the configuration {what}"));
+                self.log(format!(
+                    "job {id}: destroyed because the configuration {what}"
+                ));
                 self.teardown(
                     id,
                     Some(MACHINE_REMOVED.to_string()),
