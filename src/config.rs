@@ -1,5 +1,5 @@
-//! The server's configuration: the JSON file format of `config-format.md`, validated into plain
-//! data that the core folds and the journal records.
+//! The server's configuration: the JSON file format of `docs/configuration.md`, validated
+//! into plain data that the core folds and the journal records.
 //!
 //! [`load`] reads a file and [`parse`] a string. Parsing happens in two stages (as ripgrep
 //! separates low-level from high-level arguments):
