@@ -481,6 +481,20 @@ pub fn command_text(c: &Command) -> String {
             job_id,
             reason: None,
         } => format!("destroy_job({job_id})"),
+        Command::ReportProblem {
+            ip,
+            x,
+            y,
+            p,
+            description,
+        } => format!(
+            "report_problem({}, x={x}, y={y}, p={}, description={})",
+            Value::String(ip.clone()),
+            p.map_or("None".to_string(), |p| p.to_string()),
+            description
+                .as_ref()
+                .map_or("None".to_string(), |d| Value::String(d.clone()).to_string())
+        ),
         other => format!("{other:?}"),
     }
 }
@@ -536,12 +550,20 @@ pub fn event_text(step: &Step) -> String {
         Event::BmpDone {
             request_id,
             failure,
+            failed_boards,
+            bmp_unreachable,
             ..
         } => {
-            let outcome = match failure {
+            let mut outcome = match failure {
                 None => "ok".to_string(),
                 Some(f) => format!("FAILED: {f}"),
             };
+            if !failed_boards.is_empty() {
+                let _ = write!(outcome, " [failed boards {failed_boards:?}]");
+            }
+            if *bmp_unreachable {
+                outcome.push_str(" [BMP not answering]");
+            }
             match &step.completed {
                 Some(r) => format!(
                     "BMP request {request_id} for job {} done: {outcome} ({})",
@@ -572,9 +594,36 @@ pub fn event_text(step: &Step) -> String {
              keepalives were answered while it could not be written"
         ),
         Event::Rules { rules, .. } => format!(
-            "rules: single boards by {:?}, boards held after a failed power-off: {}",
-            rules.pop, rules.hold_failed_power_off
+            "rules: single boards by {:?}, boards held after a failed power-off: {}, \
+             board health: {}",
+            rules.pop, rules.hold_failed_power_off, rules.board_health
         ),
+        Event::Admin { actor, action, .. } => format!("admin {actor}: {}", admin_text(action)),
+    }
+}
+
+/// An admin action in words: `drain spin24 (3, 1, 2) "fan broken"`, `emergency stop …`.
+pub fn admin_text(a: &crate::core::AdminAction) -> String {
+    use crate::core::{AdminAction, BoardRef};
+    let board = |b: &BoardRef| match b {
+        BoardRef::Logical { machine, x, y, z } => format!("{machine} ({x}, {y}, {z})"),
+        BoardRef::Physical {
+            machine,
+            cabinet,
+            frame,
+            board,
+        } => format!("{machine} cabinet {cabinet} frame {frame} board {board}"),
+        BoardRef::Ip(ip) => format!("board at IP {ip}"),
+    };
+    match a {
+        AdminAction::Drain { board: b, reason } => {
+            format!("drain {} ({})", board(b), Value::String(reason.clone()))
+        }
+        AdminAction::Undrain { board: b } => format!("undrain {}", board(b)),
+        AdminAction::EmergencyStop { reason } => {
+            format!("EMERGENCY STOP ({})", Value::String(reason.clone()))
+        }
+        AdminAction::Resume => "resume after emergency stop".to_string(),
     }
 }
 
@@ -612,6 +661,7 @@ fn event_kind(e: &Event) -> &'static str {
         Event::Restarted { .. } => "restarted",
         Event::KeptAliveUnrecorded { .. } => "kept_alive_unrecorded",
         Event::Rules { .. } => "rules",
+        Event::Admin { .. } => "admin",
     }
 }
 
@@ -1459,6 +1509,7 @@ impl JobHistory {
             Event::Restarted { .. } => "server restart".into(),
             Event::KeptAliveUnrecorded { .. } => "journal recovery".into(),
             Event::Rules { .. } => event_text(step),
+            Event::Admin { .. } => format!("an administrator: {}", event_text(step)),
         }
     }
 

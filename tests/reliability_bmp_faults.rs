@@ -190,6 +190,8 @@ impl Harness {
                     now_us: self.now_us,
                     request_id: c.request_id,
                     failure: c.failure,
+                    failed_boards: c.failed_boards,
+                    bmp_unreachable: c.bmp_unreachable,
                 });
             }
         }

@@ -483,6 +483,8 @@ impl Server {
                 now_us: now,
                 request_id: c.request_id,
                 failure: c.failure,
+                failed_boards: c.failed_boards,
+                bmp_unreachable: c.bmp_unreachable,
             });
         }
         for &(key, readable, writable) in ready {
@@ -593,10 +595,14 @@ impl Server {
             Event::BmpDone {
                 request_id,
                 failure,
+                failed_boards,
+                bmp_unreachable,
                 ..
             } => self.unjournaled_completions.push_back(BmpCompletion {
                 request_id: *request_id,
                 failure: failure.clone(),
+                failed_boards: failed_boards.clone(),
+                bmp_unreachable: *bmp_unreachable,
             }),
             Event::Command { peer, command, .. } if self.core.is_keepalive_only(peer, command) => {
                 if self.durability.has_room(1) {
@@ -1057,6 +1063,8 @@ mod tests {
                 now_us: 5,
                 request_id: 7,
                 failure: Some("Requests failed on BMP 10.0.0.2".into()),
+                failed_boards: Vec::new(),
+                bmp_unreachable: false,
             },
             Event::Tick { now_us: 6 },
             Event::Restarted {
