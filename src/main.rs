@@ -56,6 +56,15 @@ struct Args {
     /// reconnect (the stock client's keepalive process about 5)
     #[argh(option)]
     restart_grace_s: Option<f64>,
+    /// the admin socket (Unix domain, mode 0600) spalloc-admin talks to; default admin.sock
+    /// in the journal directory
+    #[argh(option)]
+    admin_socket: Option<PathBuf>,
+    /// with --simulate-bmps, make a simulated board fail (repeatable):
+    /// HOST[:PORT]/BOARD=power|fpga|link[*N] or HOST[:PORT]=silent[*N] (see spalloc-bmp-sim
+    /// --help)
+    #[argh(option)]
+    simulate_fault: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -108,7 +117,13 @@ fn main() -> ExitCode {
             .snapshot_every
             .unwrap_or(spalloc::server::SNAPSHOT_EVERY_EVENTS),
         restart_grace_us: (restart_grace_s * 1e6) as u64,
+        admin_socket: args.admin_socket,
+        simulate_faults: args.simulate_fault,
     };
+    if !opts.simulate_faults.is_empty() && !opts.simulate_bmps {
+        eprintln!("spalloc-server: --simulate-fault needs --simulate-bmps");
+        return ExitCode::from(2);
+    }
     if opts.snapshot_every_events == 0 {
         eprintln!("spalloc-server: --snapshot-every must be at least 1");
         return ExitCode::from(2);

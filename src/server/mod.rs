@@ -42,6 +42,7 @@
 //!   pass, and sent before the fsync: it is ordered before the pass's changes, which no
 //!   client has yet been told about.
 
+pub mod admin;
 pub mod client;
 mod clock;
 mod durability;
@@ -92,6 +93,10 @@ pub struct Options {
     /// After a restart, no job's keepalive expires sooner than this
     /// ([`RESTART_GRACE_US`] by default).
     pub restart_grace_us: TimeUs,
+    /// The admin socket (default `admin.sock` in the journal directory).
+    pub admin_socket: Option<PathBuf>,
+    /// Board faults for the simulator of `simulate_bmps` ([`crate::bmp::parse_fault_spec`]).
+    pub simulate_faults: Vec<String>,
 }
 
 /// At most this many clients are connected at once by default; more are told so and
@@ -110,6 +115,7 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 /// the clients already connected.
 const ACCEPTS_PER_PASS: usize = 1024;
 const LISTENER_KEY: usize = usize::MAX - 1;
+const ADMIN_LISTENER_KEY: usize = usize::MAX - 2;
 
 /// Something to do for one client, in arrival order, after the pass's events are durable.
 enum Action {
@@ -219,6 +225,11 @@ struct Server {
     signals: Arc<SignalFlags>,
     accept_paused_until_us: TimeUs,
     _simulator: Option<crate::bmp::Simulator>,
+    /// The admin socket, its path, and its connections (keys from `admin::ADMIN_KEY_BASE`).
+    admin_listener: std::os::unix::net::UnixListener,
+    admin_path: PathBuf,
+    admin_conns: BTreeMap<usize, admin::AdminConn>,
+    next_admin_key: usize,
 }
 
 /// Run the server until SIGINT or SIGTERM. Errors are start-up failures, worded for an admin.
@@ -299,7 +310,7 @@ impl Server {
 
         // BMPs: a simulator first if asked, then the threads that talk to them.
         let simulator = if opts.simulate_bmps {
-            Some(start_simulator(&config, &log)?)
+            Some(start_simulator(&config, &log, &opts.simulate_faults)?)
         } else {
             None
         };
@@ -344,6 +355,16 @@ impl Server {
             eprintln!("listening on {local}");
         }
 
+        let admin_path = opts
+            .admin_socket
+            .clone()
+            .unwrap_or_else(|| admin::default_path(&opts.journal));
+        let admin_listener = admin::bind(&admin_path)?;
+        // SAFETY: deleted from the poller before it is dropped (shut_down).
+        unsafe { poller.add(&admin_listener, PollEvent::readable(ADMIN_LISTENER_KEY)) }
+            .map_err(|e| format!("cannot watch the admin socket: {e}"))?;
+        log.info(&format!("admin socket at {}", admin_path.display()));
+
         let signals = Arc::new(SignalFlags::default());
         start_signal_thread(Arc::clone(&signals), Arc::clone(&poller))?;
 
@@ -371,6 +392,10 @@ impl Server {
             signals,
             accept_paused_until_us: 0,
             _simulator: simulator,
+            admin_listener,
+            admin_path,
+            admin_conns: BTreeMap::new(),
+            next_admin_key: admin::ADMIN_KEY_BASE,
         };
         // Log what the start-up batch did, then re-issue every BMP request in flight (those
         // interrupted by the restart and those just issued) in issue order.
@@ -494,6 +519,19 @@ impl Server {
                 }
                 continue;
             }
+            if key == ADMIN_LISTENER_KEY {
+                if !stopping {
+                    self.accept_admin();
+                }
+                continue;
+            }
+            if key >= admin::ADMIN_KEY_BASE {
+                touched.insert(key);
+                if readable && !stopping {
+                    self.read_admin(key, now, &mut events, &mut actions);
+                }
+                continue;
+            }
             touched.insert(key);
             if writable {
                 self.flush_client(key);
@@ -543,6 +581,10 @@ impl Server {
                 Action::Send { client, bytes } => self.send(client, &bytes, &mut touched),
                 Action::Close { client } => {
                     if let Some(c) = self.clients.get_mut(&client) {
+                        c.closing = true;
+                        touched.insert(client);
+                    }
+                    if let Some(c) = self.admin_conns.get_mut(&client) {
                         c.closing = true;
                         touched.insert(client);
                     }
@@ -807,6 +849,16 @@ impl Server {
     }
 
     fn send(&mut self, key: usize, bytes: &[u8], touched: &mut BTreeSet<usize>) {
+        if key >= admin::ADMIN_KEY_BASE {
+            if let Some(c) = self.admin_conns.get_mut(&key) {
+                touched.insert(key);
+                if !c.queue(bytes) {
+                    self.log.info("admin connection dropped: it left too much output unread");
+                    self.close_admin(key);
+                }
+            }
+            return;
+        }
         let Some(client) = self.clients.get_mut(&key) else {
             return;
         };
@@ -822,6 +874,9 @@ impl Server {
     }
 
     fn flush_client(&mut self, key: usize) {
+        if key >= admin::ADMIN_KEY_BASE {
+            return; // flushed by rearm
+        }
         if let Some(c) = self.clients.get_mut(&key) {
             if c.flush().is_err() {
                 self.close_client(key);
@@ -834,6 +889,10 @@ impl Server {
     /// unless it now needs to hear of writability (output left over) or is closing: that
     /// saves an `epoll_ctl` per watcher and notification.
     fn rearm(&mut self, key: usize, disarmed: bool) {
+        if key >= admin::ADMIN_KEY_BASE {
+            self.rearm_admin(key);
+            return;
+        }
         let Some(c) = self.clients.get_mut(&key) else {
             return;
         };
@@ -942,6 +1001,12 @@ impl Server {
 
     fn shut_down(mut self) -> Result<(), String> {
         let _ = self.poller.delete(&self.listener);
+        let _ = self.poller.delete(&self.admin_listener);
+        let _ = std::fs::remove_file(&self.admin_path);
+        let keys: Vec<usize> = self.admin_conns.keys().copied().collect();
+        for key in keys {
+            self.close_admin(key);
+        }
         let keys: Vec<usize> = self.clients.keys().copied().collect();
         for key in keys {
             self.close_client(key);
@@ -951,6 +1016,133 @@ impl Server {
         self.bmp.shutdown();
         self.log.info("stopped; powered boards are left on");
         Ok(())
+    }
+}
+
+// ----- the admin channel (module `admin`) ----------------------------------------------------
+
+impl Server {
+    fn accept_admin(&mut self) {
+        loop {
+            match self.admin_listener.accept() {
+                Ok((stream, _)) => {
+                    if self.admin_conns.len() >= admin::MAX_ADMIN_CONNECTIONS {
+                        let mut s = stream;
+                        let _ = io::Write::write_all(
+                            &mut s,
+                            &protocol::render_exception("too many admin connections"),
+                        );
+                        continue;
+                    }
+                    if stream.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    let key = self.next_admin_key;
+                    self.next_admin_key += 1;
+                    // SAFETY: deleted from the poller before it is dropped (close_admin).
+                    if unsafe { self.poller.add(&stream, PollEvent::readable(key)) }.is_err() {
+                        continue;
+                    }
+                    self.admin_conns.insert(key, admin::AdminConn::new(stream));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        let _ = self
+            .poller
+            .modify(&self.admin_listener, PollEvent::readable(ADMIN_LISTENER_KEY));
+    }
+
+    fn read_admin(
+        &mut self,
+        key: usize,
+        now: TimeUs,
+        events: &mut Vec<Event>,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(conn) = self.admin_conns.get_mut(&key) else {
+            return;
+        };
+        if conn.closing {
+            return;
+        }
+        let open = conn.read();
+        while let Some(line) = conn.next_line() {
+            let Ok(line) = line else {
+                actions.push(Action::Send {
+                    client: key,
+                    bytes: protocol::render_exception("line too long"),
+                });
+                actions.push(Action::Close { client: key });
+                break;
+            };
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match admin::parse(&line) {
+                Err(e) => actions.push(Action::Send {
+                    client: key,
+                    bytes: protocol::render_exception(&e),
+                }),
+                Ok(admin::AdminRequest::Query(q)) => {
+                    let value = match q {
+                        admin::AdminQuery::Boards { drained } => {
+                            self.core.health_boards_json(drained)
+                        }
+                        admin::AdminQuery::Reports => self.core.health_reports_json(),
+                        admin::AdminQuery::Status => {
+                            let mut v = self.core.health_boards_json(true);
+                            v["live_jobs"] = self.core.live_job_ids().len().into();
+                            v
+                        }
+                    };
+                    actions.push(Action::Send {
+                        client: key,
+                        bytes: protocol::render_response(&Response::Json(value.to_string())),
+                    });
+                }
+                Ok(admin::AdminRequest::Action { actor, action }) => {
+                    // Refused before it is journaled: a mistyped board leaves no trace.
+                    // (Checked again when folded, against the state then.)
+                    if let Err(e) = self.core.check_admin(&action) {
+                        actions.push(Action::Send {
+                            client: key,
+                            bytes: protocol::render_exception(&e),
+                        });
+                        continue;
+                    }
+                    actions.push(Action::Event {
+                        client: Some(key),
+                        index: events.len(),
+                    });
+                    events.push(admin::event(now, actor, action));
+                }
+            }
+        }
+        if !open {
+            actions.push(Action::Close { client: key });
+        }
+    }
+
+    fn rearm_admin(&mut self, key: usize) {
+        let Some(c) = self.admin_conns.get_mut(&key) else {
+            return;
+        };
+        if c.flush().is_err() || (c.closing && c.pending_output() == 0) {
+            self.close_admin(key);
+            return;
+        }
+        let interest = PollEvent::new(key, !c.closing, c.pending_output() > 0);
+        if self.poller.modify(&c.stream, interest).is_err() {
+            self.close_admin(key);
+        }
+    }
+
+    fn close_admin(&mut self, key: usize) {
+        if let Some(c) = self.admin_conns.remove(&key) {
+            let _ = self.poller.delete(&c.stream);
+        }
     }
 }
 
@@ -1004,7 +1196,16 @@ fn start_signal_thread(flags: Arc<SignalFlags>, poller: Arc<Poller>) -> Result<(
     Ok(())
 }
 
-fn start_simulator(config: &Config, log: &Logger) -> Result<crate::bmp::Simulator, String> {
+fn start_simulator(
+    config: &Config,
+    log: &Logger,
+    faults: &[String],
+) -> Result<crate::bmp::Simulator, String> {
+    let faults = faults
+        .iter()
+        .map(|f| crate::bmp::parse_fault_spec(f))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--simulate-fault: {e}"))?;
     let mut addrs = Vec::new();
     for m in &config.machines {
         for b in &m.bmps {
@@ -1019,8 +1220,20 @@ fn start_simulator(config: &Config, log: &Logger) -> Result<crate::bmp::Simulato
             addrs.push(addr);
         }
     }
+    if let Some(f) = faults
+        .iter()
+        .find(|f| !f.endpoint.is_some_and(|e| addrs.contains(&e)))
+    {
+        return Err(format!(
+            "--simulate-fault {f:?} names a BMP the configuration does not have"
+        ));
+    }
     let sim = crate::bmp::Simulator::start(&addrs, crate::bmp::SimOptions::default())
         .map_err(|e| format!("cannot start the BMP simulator: {e}"))?;
+    for f in faults {
+        log.info(&format!("simulated BMPs: injecting {f:?}"));
+        sim.inject(f);
+    }
     log.info(&format!("simulating {} BMPs in-process", addrs.len()));
     Ok(sim)
 }
