@@ -2253,7 +2253,7 @@ impl Core {
                     by: actor.to_string(),
                     at_us: now,
                 });
-                self.log(format!("EMERGENCY STOP by {actor}: {reason}"));
+                self.log(format!("EMERGENCY STOP by admin {actor}: {reason}"));
                 let ids: Vec<JobId> = self.jobs.keys().copied().collect();
                 let text = format!("Emergency stop: {reason}");
                 for &id in &ids {
@@ -2269,7 +2269,7 @@ impl Core {
             }
             AdminAction::Resume => {
                 self.health.emergency = None;
-                self.log(format!("emergency stop ended by {actor}: new jobs accepted"));
+                self.log(format!("emergency stop ended by admin {actor}: new jobs accepted"));
                 Response::Json(serde_json::json!({"resumed": true}).to_string())
             }
         }

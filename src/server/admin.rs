@@ -220,8 +220,8 @@ pub fn parse(line: &[u8]) -> Result<AdminRequest, String> {
         }
     };
     let actor = match kwargs.get("actor") {
-        Some(Value::String(s)) => format!("admin {}", crate::core::health::bounded(s)),
-        _ => "admin".to_string(),
+        Some(Value::String(s)) if !s.is_empty() => crate::core::health::bounded(s),
+        _ => "unknown".to_string(),
     };
     let action = match command {
         "drain" => AdminAction::Drain {
@@ -328,7 +328,7 @@ mod tests {
                 actor,
                 action: AdminAction::Drain { board, reason },
             }) => {
-                assert_eq!(actor, "admin ann");
+                assert_eq!(actor, "ann");
                 assert_eq!(reason, "fan");
                 assert_eq!(
                     board,
