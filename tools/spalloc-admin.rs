@@ -116,7 +116,27 @@ struct EmergencyStop {
 struct Resume {}
 
 fn main() -> ExitCode {
-    let args: Args = argh::from_env();
+    let argv: Vec<String> = std::env::args().collect();
+    let rest: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
+    let args = match Args::from_args(&["spalloc-admin"], &rest) {
+        Ok(args) => args,
+        // --help (exit 0), or a bad command line (exit 2, as documented).
+        Err(early) => {
+            return match early.status {
+                Ok(()) => {
+                    println!("{}", early.output);
+                    ExitCode::SUCCESS
+                }
+                Err(()) => {
+                    eprintln!(
+                        "{}\nRun spalloc-admin --help for more information.",
+                        early.output
+                    );
+                    ExitCode::from(2)
+                }
+            };
+        }
+    };
     let socket = match (&args.socket, &args.journal) {
         (Some(s), _) => s.clone(),
         (None, Some(j)) => j.join("admin.sock"),

@@ -327,6 +327,17 @@ impl Server {
             Arc::new(move |line: String| bmp_log.info(&line)),
         );
 
+        // The admin socket first: it exists by the time the listening line is printed.
+        let admin_path = opts
+            .admin_socket
+            .clone()
+            .unwrap_or_else(|| admin::default_path(&opts.journal));
+        let admin_listener = admin::bind(&admin_path)?;
+        // SAFETY: deleted from the poller before it is dropped (shut_down).
+        unsafe { poller.add(&admin_listener, PollEvent::readable(ADMIN_LISTENER_KEY)) }
+            .map_err(|e| format!("cannot watch the admin socket: {e}"))?;
+        log.info(&format!("admin socket at {}", admin_path.display()));
+
         let ip = opts.ip.clone().unwrap_or_else(|| config.ip.clone());
         let port = opts.port.unwrap_or(config.port);
         let ip_addr: IpAddr = if ip.is_empty() {
@@ -354,16 +365,6 @@ impl Server {
         if port == 0 {
             eprintln!("listening on {local}");
         }
-
-        let admin_path = opts
-            .admin_socket
-            .clone()
-            .unwrap_or_else(|| admin::default_path(&opts.journal));
-        let admin_listener = admin::bind(&admin_path)?;
-        // SAFETY: deleted from the poller before it is dropped (shut_down).
-        unsafe { poller.add(&admin_listener, PollEvent::readable(ADMIN_LISTENER_KEY)) }
-            .map_err(|e| format!("cannot watch the admin socket: {e}"))?;
-        log.info(&format!("admin socket at {}", admin_path.display()));
 
         let signals = Arc::new(SignalFlags::default());
         start_signal_thread(Arc::clone(&signals), Arc::clone(&poller))?;
