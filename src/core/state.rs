@@ -636,6 +636,16 @@ impl Core {
                 }
             ));
         }
+        if rules.board_health != self.rules.board_health {
+            self.log(format!(
+                "rules: board health {}",
+                if rules.board_health {
+                    "followed (failing boards drained, jobs moved off them)"
+                } else {
+                    "not followed"
+                }
+            ));
+        }
         self.rules = rules;
         for m in &mut self.queue.machines {
             m.allocator.set_pop_rule(rules.pop);
