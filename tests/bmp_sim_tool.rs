@@ -107,7 +107,10 @@ fn injected_board_faults() {
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{bad}: {out:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("fault"), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("fault"),
+            "{out:?}"
+        );
     }
     let mut child = Command::new(env!("CARGO_BIN_EXE_spalloc-bmp-sim"))
         .arg("--config")
@@ -132,8 +135,16 @@ fn injected_board_faults() {
     let peer: SocketAddr = format!("{net}.1:17893").parse().unwrap();
     let mut scp = ScpClient::connect(peer, timeouts).unwrap();
     scp.power(true, 0b11, 0).expect("CMD_POWER answered");
-    assert_eq!(scp.fpga_read(0, 1, 0x40004).unwrap() & 3, 1, "board 0 is fine");
-    assert_ne!(scp.fpga_read(1, 1, 0x40004).unwrap() & 3, 1, "board 1 misreports");
+    assert_eq!(
+        scp.fpga_read(0, 1, 0x40004).unwrap() & 3,
+        1,
+        "board 0 is fine"
+    );
+    assert_ne!(
+        scp.fpga_read(1, 1, 0x40004).unwrap() & 3,
+        1,
+        "board 1 misreports"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -947,7 +947,9 @@ pub fn parse_fault_spec(spec: &str) -> Result<Fault, String> {
             return Err(format!("fault {spec:?}: {kind} needs a /BOARD; {usage}"))
         }
         ("silent", Some(_)) => {
-            return Err(format!("fault {spec:?}: silent is for a whole BMP (no /BOARD)"))
+            return Err(format!(
+                "fault {spec:?}: silent is for a whole BMP (no /BOARD)"
+            ))
         }
         _ => return Err(format!("fault {spec:?}: unknown kind {kind:?}; {usage}")),
     };
@@ -969,7 +971,10 @@ mod fault_spec_tests {
         assert_eq!(f.count, Some(2));
         assert_eq!(f.endpoint, Some("127.0.0.1:17900".parse().unwrap()));
         let f = parse_fault_spec("127.0.0.1=silent").unwrap();
-        assert_eq!((f.kind, f.board, f.count), (FaultKind::GoSilent, None, None));
+        assert_eq!(
+            (f.kind, f.board, f.count),
+            (FaultKind::GoSilent, None, None)
+        );
         let f = parse_fault_spec("127.0.0.1/3=link").unwrap();
         assert_eq!(f.cmd, Some(crate::bmp::scp::CMD_FPGA_WRITE));
         for bad in [

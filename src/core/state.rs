@@ -13,11 +13,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::allocator::{AllocHandle, Allocation, Allocator, PopRule};
-use super::health::{self, Drain, DrainActor, Emergency, Failure, Health, Report};
 use super::coordinates::{
     board_offset_to_chip, board_to_chip, chip_to_board, local_chip_coordinate,
     triad_dimensions_to_chips, Board, Link, WrapAround,
 };
+use super::health::{self, Drain, DrainActor, Emergency, Failure, Health, Report};
 use super::queue::{JobQueue, PendingJob, QueueMachine, QueueOutcome};
 use super::rules::Rules;
 use super::types::*;
@@ -859,7 +859,8 @@ impl Core {
             qm.tags = n.tags.iter().cloned().collect();
             let mut dead: BTreeSet<Board> = n.dead_boards.iter().copied().collect();
             dead.extend(unavailable(&self.health, n));
-            qm.allocator.set_dead(dead, n.dead_links.iter().copied().collect());
+            qm.allocator
+                .set_dead(dead, n.dead_links.iter().copied().collect());
             // Rebuild the lookups too: a revived board brings its location and IP.
             let m = self.machines.get_mut(name).expect("changed machine exists");
             *m = Machine::new(m.uid, n.clone());
@@ -940,10 +941,7 @@ impl Core {
                 kwargs_json: c.kwargs_json.clone(),
                 allocation: None,
                 bmp_outstanding: 0,
-                request: self
-                    .rules
-                    .board_health
-                    .then(|| PendingJob::from_create(c)),
+                request: self.rules.board_health.then(|| PendingJob::from_create(c)),
                 recoveries: 0,
             },
         );
@@ -1557,7 +1555,10 @@ impl Core {
                 *per_job.entry(r.job_id).or_default() += 1;
             }
         }
-        if let Some(id) = recycled.iter().find(|id| !self.outstanding.contains_key(id)) {
+        if let Some(id) = recycled
+            .iter()
+            .find(|id| !self.outstanding.contains_key(id))
+        {
             return Err(format!("recycled request {id} is not outstanding"));
         }
         if self.recycling.iter().any(|r| r.requests.is_empty()) {
@@ -1614,8 +1615,7 @@ impl Core {
             !self.jobs.contains_key(&r.job_id)
                 && !self.draining.contains_key(&r.job_id)
                 && !recycled.contains(&r.id)
-        })
-        {
+        }) {
             return Err(format!(
                 "BMP request {} for job {} that is neither live nor draining",
                 r.id, r.job_id
@@ -1860,7 +1860,12 @@ impl Core {
                 .ok_or_else(|| format!("no machine is called {name:?}"))
         };
         match board {
-            BoardRef::Logical { machine: name, x, y, z } => {
+            BoardRef::Logical {
+                machine: name,
+                x,
+                y,
+                z,
+            } => {
                 let m = machine(name)?;
                 let b = Board::new(*x, *y, *z);
                 let c = &m.config;
@@ -1891,9 +1896,9 @@ impl Core {
                         )
                     })
             }
-            BoardRef::Ip(ip) => self.board_by_ip(ip).ok_or_else(|| {
-                format!("no board of any machine has the IP address {ip:?}")
-            }),
+            BoardRef::Ip(ip) => self
+                .board_by_ip(ip)
+                .ok_or_else(|| format!("no board of any machine has the IP address {ip:?}")),
         }
     }
 
@@ -2080,7 +2085,13 @@ impl Core {
                 requests.remove(id);
             }
         }
-        let off = power_requests(&self.machines, &mut self.next_request_id, job_id, &alloc, false);
+        let off = power_requests(
+            &self.machines,
+            &mut self.next_request_id,
+            job_id,
+            &alloc,
+            false,
+        );
         requests.extend(off.iter().map(|r| r.id));
         self.issue(off);
         let names: Vec<String> = blamed.iter().map(|b| b.to_string()).collect();
@@ -2163,7 +2174,11 @@ impl Core {
         ));
         let threshold = self.config.health.drain_after_reports;
         if threshold > 0 && n >= threshold && self.health.drain_of(&machine, board).is_none() {
-            let reports = &self.health.board(&machine, board).expect("reported").reports;
+            let reports = &self
+                .health
+                .board(&machine, board)
+                .expect("reported")
+                .reports;
             let recent = &reports[reports.len().saturating_sub(n as usize)..];
             let hosts: BTreeSet<&str> = recent.iter().map(|r| r.host.as_str()).collect();
             let words: Vec<&str> = recent
@@ -2270,7 +2285,11 @@ impl Core {
                     let queued = self.jobs[&id].allocation.is_none();
                     if queued {
                         self.queue.cancel(id);
-                        self.teardown(id, Some(format!("Cancelled: {text}")), EndReason::EmergencyStop);
+                        self.teardown(
+                            id,
+                            Some(format!("Cancelled: {text}")),
+                            EndReason::EmergencyStop,
+                        );
                     } else {
                         self.teardown(id, Some(text.clone()), EndReason::EmergencyStop);
                     }
@@ -2279,7 +2298,9 @@ impl Core {
             }
             AdminAction::Resume => {
                 self.health.emergency = None;
-                self.log(format!("emergency stop ended by admin {actor}: new jobs accepted"));
+                self.log(format!(
+                    "emergency stop ended by admin {actor}: new jobs accepted"
+                ));
                 Response::Json(serde_json::json!({"resumed": true}).to_string())
             }
         }

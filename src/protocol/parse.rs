@@ -361,7 +361,12 @@ fn destroy_job(args: &[Json], kwargs: &Kwargs) -> Result<Parsed, String> {
 /// the user's words.
 fn report_problem(args: &[Json], kwargs: &Kwargs) -> Result<Parsed, String> {
     let name = "report_problem";
-    let sig = Sig::fixed(name, "client", &["board_ip", "x", "y", "p", "description"], 2);
+    let sig = Sig::fixed(
+        name,
+        "client",
+        &["board_ip", "x", "y", "p", "description"],
+        2,
+    );
     let bound = bind(&sig, args, kwargs)?;
     let slot = |i: usize| bound.slots.get(i).copied().flatten();
     let ip = match slot(0) {
@@ -372,7 +377,11 @@ fn report_problem(args: &[Json], kwargs: &Kwargs) -> Result<Parsed, String> {
                 other.py_type()
             ))
         }
-        None => return Err(format!("SpallocServer.{name}() missing argument 'board_ip'")),
+        None => {
+            return Err(format!(
+                "SpallocServer.{name}() missing argument 'board_ip'"
+            ))
+        }
     };
     let int = |i: usize, what: &str| -> Result<Option<i64>, String> {
         match slot(i) {

@@ -854,7 +854,8 @@ impl Server {
             if let Some(c) = self.admin_conns.get_mut(&key) {
                 touched.insert(key);
                 if !c.queue(bytes) {
-                    self.log.info("admin connection dropped: it left too much output unread");
+                    self.log
+                        .info("admin connection dropped: it left too much output unread");
                     self.close_admin(key);
                 }
             }
@@ -1050,9 +1051,10 @@ impl Server {
                 Err(_) => break,
             }
         }
-        let _ = self
-            .poller
-            .modify(&self.admin_listener, PollEvent::readable(ADMIN_LISTENER_KEY));
+        let _ = self.poller.modify(
+            &self.admin_listener,
+            PollEvent::readable(ADMIN_LISTENER_KEY),
+        );
     }
 
     fn read_admin(
