@@ -341,13 +341,22 @@ fn emergency_stop_ends_every_job_and_refuses_new_ones_until_resume() {
         sim.core.job_state(running).reason.as_deref(),
         Some("Emergency stop: fire")
     );
-    // Every job's boards are powered off.
-    let offs = sim
+    // Every job's boards are powered off, and then every board of every frame.
+    let offs: Vec<(JobId, Vec<u32>)> = sim
         .bmp_pending
         .iter()
-        .filter(|r| matches!(r.action, BmpAction::PowerOff { .. }))
-        .count();
-    assert_eq!(offs, 2);
+        .filter_map(|r| match &r.action {
+            BmpAction::PowerOff { boards } => Some((r.job_id, boards.clone())),
+            BmpAction::PowerOn { .. } => None,
+        })
+        .collect();
+    assert_eq!(offs.iter().filter(|(j, _)| *j != 0).count(), 2, "{offs:?}");
+    let sweep: Vec<&Vec<u32>> = offs
+        .iter()
+        .filter(|(j, _)| *j == 0)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(sweep, vec![&vec![0, 1, 2], &vec![0, 1, 2]], "one per frame");
     settle(&mut sim);
     let refused = sim.create(JobRequest::OneBoard);
     assert_eq!(
@@ -375,7 +384,17 @@ fn drained_boards_are_never_allocated_and_replay_is_exact() {
                 u32::from(arg / 2) % 2,
                 u32::from(arg / 4) % 3,
             );
-            match op % 8 {
+            match op % 9 {
+                8 => {
+                    let action = if sim.core.health().emergency.is_some() {
+                        AdminAction::Resume
+                    } else {
+                        AdminAction::EmergencyStop {
+                            reason: "stop".into(),
+                        }
+                    };
+                    admin(&mut sim, action);
+                }
                 0 | 1 => {
                     let req = match arg % 3 {
                         0 => JobRequest::OneBoard,

@@ -23,6 +23,10 @@ use super::rules::Rules;
 use super::types::*;
 use crate::config::{Config, MachineConfig};
 
+/// The job id carried by an emergency stop's power-offs of whole frames (no job has it: ids
+/// start at 1).
+pub const SWEEP_JOB_ID: JobId = 0;
+
 /// The reason given to jobs that fit no machine.
 pub const NO_SUITABLE_MACHINE: &str = "No suitable machines available.";
 /// The reason given to jobs whose keepalive expired.
@@ -288,6 +292,10 @@ pub struct Core {
     /// Allocations given up by jobs that were re-allocated after a failed power-on.
     #[serde(default)]
     recycling: Vec<Recycle>,
+    /// Power-offs of every board of every frame issued by an emergency stop (job id
+    /// [`SWEEP_JOB_ID`]), not yet completed.
+    #[serde(default)]
+    sweeping: BTreeSet<BmpRequestId>,
     /// Outputs not yet drained (transient: always empty in a snapshot taken between passes).
     #[serde(skip)]
     effects: VecDeque<PendingEffect>,
@@ -358,6 +366,7 @@ impl Core {
             rules: Rules::CURRENT,
             health: Health::default(),
             recycling: Vec::new(),
+            sweeping: BTreeSet::new(),
             effects: VecDeque::new(),
             changed_jobs: BTreeSet::new(),
             changed_machines: BTreeSet::new(),
@@ -708,6 +717,16 @@ impl Core {
         }
         let job_id = req.job_id;
         let mut blamed = Vec::new();
+        if self.sweeping.remove(&request_id) {
+            if let Some(reason) = failure {
+                self.log(format!(
+                    "emergency stop: power-off of every board on BMP {} (cabinet {}, frame {}) \
+                     failed: {reason}",
+                    req.address, req.cabinet, req.frame
+                ));
+            }
+            return;
+        }
         if self.rules.board_health {
             blamed = self.note_bmp_health(now, &req, failure, failed_boards, bmp_unreachable);
             if self.finish_recycle(now, request_id) {
@@ -1545,10 +1564,13 @@ impl Core {
         }
         // Power state matches job state, and the BMP work is accounted for.
         let mut per_job: BTreeMap<JobId, u32> = BTreeMap::new();
+        // Requests that belong to no live or draining job: a re-allocated job's old boards,
+        // and an emergency stop's sweep.
         let recycled: BTreeSet<BmpRequestId> = self
             .recycling
             .iter()
             .flat_map(|r| r.requests.iter().copied())
+            .chain(self.sweeping.iter().copied())
             .collect();
         for r in self.outstanding.values() {
             if !recycled.contains(&r.id) {
@@ -1685,6 +1707,7 @@ impl Core {
         self.jobs.is_empty()
             && self.draining.is_empty()
             && self.recycling.is_empty()
+            && self.sweeping.is_empty()
             && self.outstanding.is_empty()
             && self.queue.machines.iter().all(|m| m.allocator.is_idle())
     }
@@ -2294,7 +2317,43 @@ impl Core {
                         self.teardown(id, Some(text.clone()), EndReason::EmergencyStop);
                     }
                 }
-                Response::Json(serde_json::json!({"destroyed": ids}).to_string())
+                // Then every board of every frame, whoever had it: what the server believes
+                // is off may not be (a failed power-off, a board switched on by hand).
+                let mut sweep = Vec::new();
+                for qm in &self.queue.machines {
+                    let m = &self.machines[&qm.name];
+                    for (&(cabinet, frame), address) in &m.bmps {
+                        let boards: Vec<u32> = m
+                            .config
+                            .boards
+                            .iter()
+                            .filter(|b| (b.cabinet, b.frame) == (cabinet, frame))
+                            .map(|b| b.board)
+                            .collect::<BTreeSet<u32>>()
+                            .into_iter()
+                            .collect();
+                        if boards.is_empty() {
+                            continue;
+                        }
+                        let id = self.next_request_id;
+                        self.next_request_id += 1;
+                        sweep.push(BmpRequest {
+                            id,
+                            job_id: SWEEP_JOB_ID,
+                            machine: qm.name.clone(),
+                            cabinet,
+                            frame,
+                            address: address.clone(),
+                            action: BmpAction::PowerOff { boards },
+                        });
+                    }
+                }
+                self.sweeping.extend(sweep.iter().map(|r| r.id));
+                let frames = self.issue(sweep);
+                Response::Json(
+                    serde_json::json!({"destroyed": ids, "frames_powered_off": frames})
+                        .to_string(),
+                )
             }
             AdminAction::Resume => {
                 self.health.emergency = None;
