@@ -489,3 +489,45 @@ fn drained_boards_are_never_allocated_and_replay_is_exact() {
         .tests(300)
         .quickcheck(prop as fn(Vec<(u8, u8)>) -> TestResult);
 }
+
+#[test]
+fn boards_given_up_whose_power_off_fails_are_held_until_it_succeeds() {
+    let mut sim = sim(1, 2);
+    let a = sim.create(JobRequest::Triads(1, 1));
+    fail_next(&mut sim, &[1]);
+    // Job a's new power-on (triad (0, 1)) and the old triad's power-off are pending.
+    settle_ons(&mut sim);
+    assert_eq!(sim.core.job_state(a).state, 3);
+    let off = sim.bmp_pending.front().cloned().unwrap();
+    assert!(matches!(off.action, BmpAction::PowerOff { .. }));
+    fail_next(&mut sim, &[]);
+    let b = sim.create(JobRequest::Triads(1, 1));
+    assert_eq!(sim.core.job_state(b).state, 1, "the old triad is held back");
+    sim.advance(sim.core.config().bmp.retry_delay_s + 1.0);
+    let retry = sim
+        .bmp_pending
+        .front()
+        .cloned()
+        .expect("the power-off issued again");
+    assert_eq!(retry.action, off.action);
+    assert_ne!(retry.id, off.id);
+    settle(&mut sim);
+    assert_eq!(sim.core.job_state(b).state, 3);
+    assert_eq!(
+        boards_of(&mut sim, b),
+        vec![[0, 0, 0], [0, 0, 1], [0, 0, 2]]
+    );
+}
+
+/// Complete pending power-ons only.
+fn settle_ons(sim: &mut Sim) {
+    while let Some(i) = sim
+        .bmp_pending
+        .iter()
+        .position(|r| matches!(r.action, BmpAction::PowerOn { .. }))
+    {
+        let r = sim.bmp_pending.remove(i).unwrap();
+        sim.bmp_pending.push_front(r);
+        sim.complete_next_bmp(None);
+    }
+}

@@ -224,6 +224,10 @@ struct Recycle {
     job_id: JobId,
     allocation: JobAllocation,
     requests: BTreeSet<BmpRequestId>,
+    /// Failed power-offs to issue again (the boards are held until the BMP answers, as a
+    /// destroyed job's are).
+    #[serde(default)]
+    retries: Vec<PowerOffRetry>,
 }
 
 /// A destroyed job whose boards wait for the hardware before they are released.
@@ -570,6 +574,7 @@ impl Core {
             );
         }
         self.retry_power_offs(now);
+        self.retry_recycle_power_offs(now);
         let mut out = Vec::new();
         self.queue.check_free(now, &mut out);
         self.apply_outcomes(now, out);
@@ -729,7 +734,7 @@ impl Core {
         }
         if self.rules.board_health {
             blamed = self.note_bmp_health(now, &req, failure, failed_boards, bmp_unreachable);
-            if self.finish_recycle(now, request_id) {
+            if self.finish_recycle(now, &req, failure) {
                 return;
             }
         }
@@ -1268,6 +1273,11 @@ impl Core {
             .draining
             .values()
             .flat_map(|d| d.retries.iter().map(|r| r.at_us))
+            .chain(
+                self.recycling
+                    .iter()
+                    .flat_map(|r| r.retries.iter().map(|r| r.at_us)),
+            )
             .min();
         [keepalive, self.queue.next_release_us(), retry]
             .into_iter()
@@ -1583,7 +1593,11 @@ impl Core {
         {
             return Err(format!("recycled request {id} is not outstanding"));
         }
-        if self.recycling.iter().any(|r| r.requests.is_empty()) {
+        if self
+            .recycling
+            .iter()
+            .any(|r| r.requests.is_empty() && r.retries.is_empty())
+        {
             return Err("a recycled allocation waits for nothing".into());
         }
         for j in self.jobs.values() {
@@ -2052,19 +2066,73 @@ impl Core {
         blamed
     }
 
+    /// Issue again the failed power-offs of given-up allocations whose time has come (those
+    /// of a machine since removed are dropped: it has no boards to hold).
+    fn retry_recycle_power_offs(&mut self, now: TimeUs) {
+        let machines = &self.machines;
+        let mut issue = Vec::new();
+        for r in &mut self.recycling {
+            let gone = machines
+                .get(&r.allocation.machine)
+                .map_or(true, |m| m.uid != r.allocation.machine_uid);
+            if gone {
+                r.retries.clear();
+                continue;
+            }
+            let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut r.retries)
+                .into_iter()
+                .partition(|t| t.at_us <= now);
+            r.retries = waiting;
+            for t in due {
+                let mut request = t.request;
+                request.id = self.next_request_id;
+                self.next_request_id += 1;
+                r.requests.insert(request.id);
+                issue.push(request);
+            }
+        }
+        if !issue.is_empty() {
+            self.log(format!(
+                "retrying {} failed power-offs of boards given up by re-allocated jobs",
+                issue.len()
+            ));
+            self.issue(issue);
+        }
+        self.recycling
+            .retain(|r| !(r.requests.is_empty() && r.retries.is_empty()));
+    }
+
     /// If `request_id` was in flight for an allocation given up by a re-allocated job, count
     /// it done (releasing the boards after the last one) and return true.
-    fn finish_recycle(&mut self, now: TimeUs, request_id: BmpRequestId) -> bool {
+    fn finish_recycle(&mut self, now: TimeUs, req: &BmpRequest, failure: Option<&str>) -> bool {
         let Some(i) = self
             .recycling
             .iter()
-            .position(|r| r.requests.contains(&request_id))
+            .position(|r| r.requests.contains(&req.id))
         else {
             return false;
         };
+        let delay_us = (self.config.bmp.retry_delay_s.max(0.0) * 1e6) as TimeUs;
         let r = &mut self.recycling[i];
-        r.requests.remove(&request_id);
-        if r.requests.is_empty() {
+        r.requests.remove(&req.id);
+        if let (Some(reason), BmpAction::PowerOff { .. }) = (failure, &req.action) {
+            let job_id = r.job_id;
+            r.retries.push(PowerOffRetry {
+                at_us: now.saturating_add(delay_us),
+                request: req.clone(),
+            });
+            self.log(format!(
+                "job {job_id}: power-off of the boards it gave up, on BMP {} (cabinet {}, \
+                 frame {}), failed: {reason}; they are held back and it is retried in {:.1} s",
+                req.address,
+                req.cabinet,
+                req.frame,
+                delay_us as f64 / 1e6
+            ));
+            return true;
+        }
+        let r = &self.recycling[i];
+        if r.requests.is_empty() && r.retries.is_empty() {
             let r = self.recycling.remove(i);
             self.log(format!(
                 "job {}: the boards it gave up are powered down and handed back",
@@ -2135,6 +2203,7 @@ impl Core {
                 job_id,
                 allocation: alloc,
                 requests,
+                retries: Vec::new(),
             });
         }
         let job = self.jobs.get_mut(&job_id).expect("live");
