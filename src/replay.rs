@@ -1455,14 +1455,22 @@ impl JobHistory {
             *live = false;
             let cause = self.cause(step);
             let reason_text = reason.clone().unwrap_or_else(|| "(no reason)".into());
+            // The typed reason beside the text, when the core said it (always, since it has).
+            let kind = step.lifecycle.iter().find_map(|l| match l {
+                Lifecycle::Ended {
+                    job_id, reason: r, ..
+                } if *job_id == id => Some(r.name()),
+                _ => None,
+            });
+            let kind_text = kind.map(|k| format!(" [{k}]")).unwrap_or_default();
             self.push(
                 step,
                 "ended",
-                format!("ENDED: {reason_text} — cause: {cause}"),
+                format!("ENDED{kind_text}: {reason_text} — cause: {cause}"),
             );
             self.ended = Some(json!({
                 "seq": step.seq, "time": format_iso(now), "time_us": now,
-                "reason": reason, "cause": cause, "event": event_text(step),
+                "reason": reason, "kind": kind, "cause": cause, "event": event_text(step),
             }));
         }
         if step.released.contains(&id) {

@@ -288,6 +288,9 @@ fn emergency_stop_powers_off_ends_jobs_and_holds_until_resume_across_kill9() {
     );
     assert!(events.contains("resume after emergency stop"), "{events}");
     let job = replay_ok(&server.journal, &["--job", &running.to_string()]);
-    assert!(job.contains("Emergency stop: cooling failed"), "{job}");
+    assert!(
+        job.contains("ENDED [emergency_stop]: Emergency stop: cooling failed"),
+        "{job}"
+    );
     server.stop();
 }
