@@ -93,14 +93,18 @@ fn every_readme_command_is_run_somewhere() {
                         .split_whitespace()
                         .filter(|a| a.starts_with("--"))
                         .all(|flag| ci.contains(flag))
-            } else if cmd.starts_with("spalloc-replay ")
-                || cmd.starts_with("tools/spalloc-config-from-py ")
-            {
-                true // run by readme_replay_and_migration_commands_work below
-            } else if cmd.starts_with("spalloc-server ") || cmd.starts_with("spalloc-admin ") {
-                true // run by readme_board_health_commands_work below
             } else {
-                false
+                // Run below: by readme_replay_and_migration_commands_work (spalloc-replay,
+                // the migration tool) and readme_board_health_commands_work (the server
+                // with a simulated fault, spalloc-admin).
+                [
+                    "spalloc-replay ",
+                    "tools/spalloc-config-from-py ",
+                    "spalloc-server ",
+                    "spalloc-admin ",
+                ]
+                .iter()
+                .any(|p| cmd.starts_with(p))
             };
         assert!(
             covered,
