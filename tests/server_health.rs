@@ -235,6 +235,15 @@ fn admin_drains_survive_restart_and_reload_and_the_socket_is_private() {
     assert!(events.contains("admin ann: drain m cabinet 0 frame 1 board 0 (\"fan broken\")"));
     server.stop();
     assert!(!sock.exists(), "the socket is removed at a clean stop");
+    // A clean stop writes a snapshot: the drain is in it, and the snapshot agrees with the
+    // fold of the journal.
+    let server = Server::start(&dir, &cfg2, &[]);
+    let mut c = server.client();
+    assert_eq!(dead_boards(&mut c), json!([[0, 0, 2]]));
+    let journal = server.journal.clone();
+    server.stop();
+    let verify = replay_ok(&journal, &["--verify"]);
+    assert!(verify.lines().any(|l| l.starts_with("OK: ")), "{verify}");
 }
 
 #[test]

@@ -1982,6 +1982,14 @@ impl Core {
         failed_boards: &[u32],
         bmp_unreachable: bool,
     ) -> Vec<Board> {
+        // The common case (a success, nothing on record for the machine, every BMP
+        // answering) costs nothing: no board lookups, no allocation.
+        if failure.is_none()
+            && self.health.unreachable.is_empty()
+            && !self.health.boards.contains_key(&req.machine)
+        {
+            return Vec::new();
+        }
         let Some(machine) = self.machines.get(&req.machine) else {
             return Vec::new();
         };
