@@ -269,6 +269,9 @@ fn emergency_stop_powers_off_ends_jobs_and_holds_until_resume_across_kill9() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     run_admin(&["emergency-stop", "--reason", "cooling failed"]);
+    let status = run_admin(&["status"]);
+    assert!(status.contains("EMERGENCY STOP in force"), "{status}");
+    assert!(status.contains("by ann: cooling failed"), "{status}");
     let s = c.state(running);
     assert_eq!(s["state"], 4);
     assert_eq!(s["reason"], "Emergency stop: cooling failed");
@@ -288,6 +291,8 @@ fn emergency_stop_powers_off_ends_jobs_and_holds_until_resume_across_kill9() {
     let still = c.create(json!([]), json!({"keepalive": null}));
     assert_eq!(c.state(still)["state"], 4, "the stop survives kill -9");
     run_admin(&["resume"]);
+    let status = run_admin(&["status"]);
+    assert!(status.starts_with("in service"), "{status}");
     let ok = c.create(json!([]), json!({"keepalive": null}));
     c.wait_state(ok, 3, WAIT);
     let events = replay_ok(&server.journal, &["--events"]);

@@ -43,6 +43,7 @@ enum Sub {
     Reports(Reports),
     EmergencyStop(EmergencyStop),
     Resume(Resume),
+    Status(Status),
 }
 
 /// Take a board out of service: MACHINE X Y Z, or MACHINE --physical CABINET FRAME BOARD, or
@@ -108,6 +109,15 @@ struct EmergencyStop {
     /// why (every destroyed job's reason says it)
     #[argh(option)]
     reason: String,
+}
+
+/// Whether an emergency stop is in force, BMPs not answering, drained boards, live jobs.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "status")]
+struct Status {
+    /// print the server's JSON
+    #[argh(switch)]
+    json: bool,
 }
 
 /// End an emergency stop: new jobs are accepted again.
@@ -229,6 +239,14 @@ fn build(sub: &Sub) -> Result<(Value, Render), String> {
         Sub::EmergencyStop(e) => (
             json!({"command": "emergency_stop", "kwargs": {"reason": e.reason, "actor": actor()}}),
             |v| format!("{v}\n"),
+        ),
+        Sub::Status(st) => (
+            json!({"command": "status"}),
+            if st.json {
+                |v| format!("{v}\n")
+            } else {
+                render_status
+            },
         ),
         Sub::Resume(_) => (
             json!({"command": "resume", "kwargs": {"actor": actor()}}),
@@ -376,4 +394,23 @@ fn render_reports(v: &Value) -> String {
         .iter()
         .map(|r| format!("{}: {}\n", board_name(r), report_line(r)))
         .collect()
+}
+
+fn render_status(v: &Value) -> String {
+    let mut out = match v.get("emergency_stop").filter(|e| !e.is_null()) {
+        Some(e) => format!(
+            "EMERGENCY STOP in force since {} by {}: {}\n",
+            e["at"].as_str().unwrap_or("?"),
+            e["by"].as_str().unwrap_or("?"),
+            e["reason"].as_str().unwrap_or("")
+        ),
+        None => "in service (no emergency stop)\n".to_string(),
+    };
+    let frames = v["unreachable_frames"].as_array().map_or(0, Vec::len);
+    let drained = v["boards"].as_array().map_or(0, Vec::len);
+    out += &format!(
+        "{} live jobs, {drained} boards drained, {frames} BMPs not answering\n",
+        v["live_jobs"]
+    );
+    out
 }
