@@ -723,6 +723,10 @@ impl Core {
         let job_id = req.job_id;
         let mut blamed = Vec::new();
         if self.sweeping.remove(&request_id) {
+            if self.rules.board_health {
+                // An answered sweep also shows an unanswering BMP is back.
+                self.note_bmp_health(now, &req, failure, failed_boards, bmp_unreachable);
+            }
             if let Some(reason) = failure {
                 self.log(format!(
                     "emergency stop: power-off of every board on BMP {} (cabinet {}, frame {}) \
