@@ -308,3 +308,61 @@ fn emergency_stop_powers_off_ends_jobs_and_holds_until_resume_across_kill9() {
     );
     server.stop();
 }
+
+/// A journal directory deeper than a socket address can name (108 bytes) still gets its
+/// admin socket, and `spalloc-admin` reaches it.
+#[test]
+fn the_admin_socket_works_under_a_long_journal_path() {
+    let base = scratch_dir("health-long");
+    let deep = base.join("a".repeat(60)).join("b".repeat(60));
+    std::fs::create_dir_all(&deep).unwrap();
+    let server = Server::start(&deep, &simple_config(&bmp_net(), json!({})), &[]);
+    assert!(server.journal.join("admin.sock").to_str().unwrap().len() > 108);
+    let mode = std::fs::metadata(server.journal.join("admin.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    admin_ok(
+        &server.journal,
+        &["drain", "m", "0", "1", "1", "--reason", "deep"],
+    );
+    let mut c = server.client();
+    assert_eq!(dead_boards(&mut c), json!([[0, 1, 1]]));
+    server.stop();
+}
+
+/// Something else at the admin socket's default place: the server warns and serves anyway
+/// (users must not lose the service for the admin channel); at a place given with
+/// `--admin-socket` it refuses to start instead.
+#[test]
+fn a_blocked_admin_socket_path_warns_by_default_and_stops_an_explicit_one() {
+    let dir = scratch_dir("health-blocked");
+    let cfg = simple_config(&bmp_net(), json!({}));
+    std::fs::create_dir_all(dir.join("journal")).unwrap();
+    std::fs::write(dir.join("journal").join("admin.sock"), "not a socket").unwrap();
+    let mut server = Server::start(&dir, &cfg, &[]);
+    let warning = server
+        .wait_for_log("serving without the admin channel", WAIT)
+        .expect("a warning");
+    assert!(warning.contains("WARNING"), "{warning}");
+    let mut c = server.client();
+    let id = c.create(json!([]), json!({"keepalive": null}));
+    c.wait_state(id, 3, WAIT);
+    server.stop();
+
+    let blocked = dir.join("blocked.sock");
+    std::fs::write(&blocked, "not a socket").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_spalloc-server"))
+        .arg("--journal")
+        .arg(dir.join("journal"))
+        .arg("--admin-socket")
+        .arg(&blocked)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a socket"),
+        "{out:?}"
+    );
+}

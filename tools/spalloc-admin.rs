@@ -6,7 +6,6 @@
 //! Argument parsing is here; the work is one JSON line to the server and one back.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -257,7 +256,7 @@ fn build(sub: &Sub) -> Result<(Value, Render), String> {
 
 /// Send one request line and read the answer line.
 fn call(socket: &PathBuf, request: &Value) -> Result<Value, String> {
-    let mut stream = UnixStream::connect(socket).map_err(|e| {
+    let mut stream = spalloc::server::admin::connect(socket).map_err(|e| {
         format!(
             "cannot reach the server's admin socket {}: {e} (is the server running, and are \
              you its user?)",

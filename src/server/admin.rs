@@ -50,8 +50,11 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
-    // Create the socket file in a private directory-less way: bind, restrict, rename.
-    let listener = UnixListener::bind(&tmp)
+    // Bind under the temporary name, restrict, rename into place. (A path longer than a
+    // socket address holds is reached through the directory's descriptor.)
+    let (_dir, short) = reachable(&tmp)
+        .map_err(|e| format!("cannot open the directory of {}: {e}", tmp.display()))?;
+    let listener = UnixListener::bind(&short)
         .map_err(|e| format!("cannot create the admin socket {}: {e}", tmp.display()))?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| format!("cannot restrict the admin socket {}: {e}", tmp.display()))?;
@@ -61,6 +64,32 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
         .set_nonblocking(true)
         .map_err(|e| format!("cannot configure the admin socket: {e}"))?;
     Ok(listener)
+}
+
+/// Longest socket path used as is; longer ones go through `/proc/self/fd` (a Unix socket
+/// address holds 108 bytes, and journal directories can be deep).
+const MAX_DIRECT_PATH_BYTES: usize = 100;
+
+/// A path to `path` short enough for a socket address: itself, or (Linux) the entry in its
+/// directory reached through an open descriptor of that directory, which the caller keeps
+/// open while it binds or connects.
+fn reachable(path: &Path) -> io::Result<(Option<std::fs::File>, PathBuf)> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::io::AsRawFd;
+    if path.as_os_str().as_bytes().len() <= MAX_DIRECT_PATH_BYTES {
+        return Ok((None, path.to_path_buf()));
+    }
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let name = path.file_name().ok_or(io::ErrorKind::InvalidInput)?;
+    let dir = std::fs::File::open(dir.unwrap_or(Path::new(".")))?;
+    let short = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
+    Ok((Some(dir), short))
+}
+
+/// Connect to an admin socket (however long its path), for `spalloc-admin`.
+pub fn connect(path: &Path) -> io::Result<UnixStream> {
+    let (_dir, short) = reachable(path)?;
+    UnixStream::connect(short)
 }
 
 /// Where the admin socket goes by default.

@@ -226,7 +226,8 @@ struct Server {
     accept_paused_until_us: TimeUs,
     _simulator: Option<crate::bmp::Simulator>,
     /// The admin socket, its path, and its connections (keys from `admin::ADMIN_KEY_BASE`).
-    admin_listener: std::os::unix::net::UnixListener,
+    /// (`None` only if the default socket could not be made: logged, and serving goes on.)
+    admin_listener: Option<std::os::unix::net::UnixListener>,
     admin_path: PathBuf,
     admin_conns: BTreeMap<usize, admin::AdminConn>,
     next_admin_key: usize,
@@ -332,11 +333,24 @@ impl Server {
             .admin_socket
             .clone()
             .unwrap_or_else(|| admin::default_path(&opts.journal));
-        let admin_listener = admin::bind(&admin_path)?;
-        // SAFETY: deleted from the poller before it is dropped (shut_down).
-        unsafe { poller.add(&admin_listener, PollEvent::readable(ADMIN_LISTENER_KEY)) }
-            .map_err(|e| format!("cannot watch the admin socket: {e}"))?;
-        log.info(&format!("admin socket at {}", admin_path.display()));
+        let admin_listener = match admin::bind(&admin_path) {
+            Ok(l) => {
+                // SAFETY: deleted from the poller before it is dropped (shut_down).
+                unsafe { poller.add(&l, PollEvent::readable(ADMIN_LISTENER_KEY)) }
+                    .map_err(|e| format!("cannot watch the admin socket: {e}"))?;
+                log.info(&format!("admin socket at {}", admin_path.display()));
+                Some(l)
+            }
+            // Asked for explicitly: an admin expects it, so do not start without it.
+            Err(e) if opts.admin_socket.is_some() => return Err(e),
+            // The default place: users must not lose the service for it.
+            Err(e) => {
+                log.warn(&format!(
+                    "{e}; serving without the admin channel (give --admin-socket PATH)"
+                ));
+                None
+            }
+        };
 
         let ip = opts.ip.clone().unwrap_or_else(|| config.ip.clone());
         let port = opts.port.unwrap_or(config.port);
@@ -1003,8 +1017,10 @@ impl Server {
 
     fn shut_down(mut self) -> Result<(), String> {
         let _ = self.poller.delete(&self.listener);
-        let _ = self.poller.delete(&self.admin_listener);
-        let _ = std::fs::remove_file(&self.admin_path);
+        if let Some(l) = &self.admin_listener {
+            let _ = self.poller.delete(l);
+            let _ = std::fs::remove_file(&self.admin_path);
+        }
         let keys: Vec<usize> = self.admin_conns.keys().copied().collect();
         for key in keys {
             self.close_admin(key);
@@ -1025,8 +1041,11 @@ impl Server {
 
 impl Server {
     fn accept_admin(&mut self) {
+        let Some(listener) = self.admin_listener.as_ref() else {
+            return;
+        };
         loop {
-            match self.admin_listener.accept() {
+            match listener.accept() {
                 Ok((stream, _)) => {
                     if self.admin_conns.len() >= admin::MAX_ADMIN_CONNECTIONS {
                         let mut s = stream;
@@ -1051,10 +1070,9 @@ impl Server {
                 Err(_) => break,
             }
         }
-        let _ = self.poller.modify(
-            &self.admin_listener,
-            PollEvent::readable(ADMIN_LISTENER_KEY),
-        );
+        if let Some(l) = &self.admin_listener {
+            let _ = self.poller.modify(l, PollEvent::readable(ADMIN_LISTENER_KEY));
+        }
     }
 
     fn read_admin(
