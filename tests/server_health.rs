@@ -150,6 +150,15 @@ fn two_problem_reports_drain_a_board() {
     assert_eq!(reports[1]["description"], "and chip (1, 1)");
     let text = admin_ok(&server.journal, &["boards"]);
     assert!(text.contains("DRAINED by reports"), "{text}");
+    // Users' words reach the admin's terminal escaped, never as control sequences.
+    c.call(
+        "report_problem",
+        json!(["11.0.0.0"]),
+        json!({"x": 0, "y": 0, "description": "evil\n\u{1b}[2J"}),
+    );
+    let text = admin_ok(&server.journal, &["reports"]);
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(text.contains("evil\\n\\u{1b}[2J"), "{text}");
     // A bad report is an error and changes nothing.
     let bad = c.call_raw(
         "report_problem",

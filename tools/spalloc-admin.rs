@@ -309,8 +309,8 @@ fn render_boards(v: &Value) -> String {
         out += &format!(
             "EMERGENCY STOP in force since {} by {}: {}\n",
             e["at"].as_str().unwrap_or("?"),
-            e["by"].as_str().unwrap_or("?"),
-            e["reason"].as_str().unwrap_or("")
+            clean(e["by"].as_str().unwrap_or("?")),
+            clean(e["reason"].as_str().unwrap_or(""))
         );
     }
     for f in v["unreachable_frames"].as_array().into_iter().flatten() {
@@ -340,9 +340,9 @@ fn render_boards(v: &Value) -> String {
                 out += &format!(
                     "DRAINED by {} ({}) at {}: {}\n",
                     d["actor"].as_str().unwrap_or("?"),
-                    d["by"].as_str().unwrap_or("?"),
+                    clean(d["by"].as_str().unwrap_or("?")),
                     d["at"].as_str().unwrap_or("?"),
-                    d["reason"].as_str().unwrap_or("")
+                    clean(d["reason"].as_str().unwrap_or(""))
                 )
             }
             None => out += "in service\n",
@@ -361,7 +361,7 @@ fn render_boards(v: &Value) -> String {
                 "    failure {} job {}: {}\n",
                 f["at"].as_str().unwrap_or("?"),
                 f["job_id"],
-                f["reason"].as_str().unwrap_or("")
+                clean(f["reason"].as_str().unwrap_or(""))
             );
         }
     }
@@ -380,7 +380,7 @@ fn report_line(r: &Value) -> String {
         } else {
             format!(", core {}", r["core"])
         },
-        r["description"].as_str().unwrap_or("(no description)")
+        clean(r["description"].as_str().unwrap_or("(no description)"))
     )
 }
 
@@ -400,8 +400,8 @@ fn render_status(v: &Value) -> String {
         Some(e) => format!(
             "EMERGENCY STOP in force since {} by {}: {}\n",
             e["at"].as_str().unwrap_or("?"),
-            e["by"].as_str().unwrap_or("?"),
-            e["reason"].as_str().unwrap_or("")
+            clean(e["by"].as_str().unwrap_or("?")),
+            clean(e["reason"].as_str().unwrap_or(""))
         ),
         None => "in service (no emergency stop)\n".to_string(),
     };
@@ -412,4 +412,18 @@ fn render_status(v: &Value) -> String {
         v["live_jobs"]
     );
     out
+}
+
+/// Users' words (report descriptions, reasons built from them) made safe for a terminal:
+/// control characters (newlines, escape sequences) are shown escaped, not obeyed.
+fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }

@@ -1957,7 +1957,7 @@ impl Core {
     /// Take a board out of service (if it is not already) and tell the allocator.
     fn drain_board(&mut self, now: TimeUs, machine: &str, board: Board, drain: Drain) -> bool {
         let line = format!(
-            "board {board} of {machine}: taken out of service by {} ({}): {}",
+            "board {board} of {machine}: taken out of service by {} ({:?}): {:?}",
             drain.actor.name(),
             drain.by,
             drain.reason
@@ -2367,7 +2367,7 @@ impl Core {
                 let (m, b) = self.resolve_board(board).expect("checked");
                 self.health.undrain(&m, b);
                 self.log(format!(
-                    "board {b} of {m}: put back in service by admin ({actor})"
+                    "board {b} of {m}: put back in service by admin ({actor:?})"
                 ));
                 self.apply_health(now, &m);
                 Response::Json(
@@ -2382,7 +2382,7 @@ impl Core {
                     by: actor.to_string(),
                     at_us: now,
                 });
-                self.log(format!("EMERGENCY STOP by admin {actor}: {reason}"));
+                self.log(format!("EMERGENCY STOP by admin {actor:?}: {reason:?}"));
                 let ids: Vec<JobId> = self.jobs.keys().copied().collect();
                 let text = format!("Emergency stop: {reason}");
                 for &id in &ids {
@@ -2439,7 +2439,7 @@ impl Core {
             AdminAction::Resume => {
                 self.health.emergency = None;
                 self.log(format!(
-                    "emergency stop ended by admin {actor}: new jobs accepted"
+                    "emergency stop ended by admin {actor:?}: new jobs accepted"
                 ));
                 Response::Json(serde_json::json!({"resumed": true}).to_string())
             }
