@@ -375,3 +375,47 @@ fn a_blocked_admin_socket_path_warns_by_default_and_stops_an_explicit_one() {
         "{out:?}"
     );
 }
+
+/// A BMP that does not answer drains nothing: the job on it ends, and its frame is kept from
+/// new jobs (shown as dead) while the other frame serves on. (That an answer brings the frame
+/// back is checked in core_health: the simulator's silence here lasts, since the runtime's
+/// idle version probes would use up a counted one at an unknown pace.)
+#[test]
+fn an_unanswering_bmp_drains_nothing_and_its_frame_is_kept_from_new_jobs() {
+    let dir = scratch_dir("health-silent");
+    let net = bmp_net();
+    let cfg = simple_config(&net, json!({}));
+    let fault = format!("{net}.2=silent");
+    let mut server = Server::start(&dir, &cfg, &["--simulate-fault", &fault]);
+    let mut c = server.client();
+    let id = c.create(json!([0, 1, 0]), json!({"keepalive": null}));
+    let s = c.wait_state(id, 4, WAIT);
+    assert_eq!(
+        s["reason"],
+        format!("Machine configuration failed. Error: Requests failed on BMP {net}.2")
+    );
+    assert!(server
+        .wait_for_log(
+            "does not answer: its boards are not given to new jobs",
+            WAIT
+        )
+        .is_some());
+    assert_eq!(
+        dead_boards(&mut c),
+        json!([[0, 1, 0], [0, 1, 1], [0, 1, 2]])
+    );
+    let listed = admin_json(&server.journal, &["boards", "--json"]);
+    assert_eq!(
+        listed["boards"],
+        json!([]),
+        "nothing drained or blamed: {listed}"
+    );
+    assert_eq!(listed["unreachable_frames"][0]["frame"], 1, "{listed}");
+    let other = c.create(json!([1, 1]), json!({"keepalive": null}));
+    c.wait_state(other, 3, WAIT);
+    assert_eq!(
+        boards(&mut c, other),
+        json!([[0, 0, 0], [0, 0, 1], [0, 0, 2]])
+    );
+    server.stop();
+}
