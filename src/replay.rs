@@ -798,7 +798,8 @@ fn power_name(p: Option<bool>) -> &'static str {
 }
 
 /// A text map of one machine: one cell per triad, `[a b c]` holding the owners of boards
-/// z=0, 1, 2 (a job id, `.` free, `X` dead; `N*` a destroyed job still powering off), rows
+/// z=0, 1, 2 (a job id, `.` free, `X` dead, `D` drained (out of service); `N*` a destroyed
+/// job still powering off; a job keeps a board drained under it until it ends), rows
 /// from the top (highest y) down, as `spalloc-machine NAME` draws it.
 pub fn machine_map(core: &Core, machine: &str) -> Option<String> {
     let m = core
@@ -813,15 +814,14 @@ pub fn machine_map(core: &Core, machine: &str) -> Option<String> {
         .unwrap_or_default();
     let live: BTreeSet<JobId> = core.live_job_ids().into_iter().collect();
     let dead: BTreeSet<[u32; 3]> = m.dead_boards.iter().copied().collect();
+    let health = core.health();
     let label = |b: Board| -> String {
-        if dead.contains(&[b.x, b.y, b.z]) {
-            "X".to_string()
-        } else {
-            match owners.get(&b) {
-                Some(id) if live.contains(id) => id.to_string(),
-                Some(id) => format!("{id}*"),
-                None => ".".to_string(),
-            }
+        match owners.get(&b) {
+            Some(id) if live.contains(id) => id.to_string(),
+            Some(id) => format!("{id}*"),
+            None if health.drain_of(machine, b).is_some() => "D".to_string(),
+            None if dead.contains(&[b.x, b.y, b.z]) => "X".to_string(),
+            None => ".".to_string(),
         }
     };
     let w = (0..m.width)
@@ -852,7 +852,8 @@ pub fn machine_map(core: &Core, machine: &str) -> Option<String> {
 
 /// The legend printed under machine maps.
 pub const MAP_LEGEND: &str = "each [a b c] is one triad: the owners of its boards z=0, z=1, z=2; \
-    N = job N, N* = destroyed job N whose boards are still powering off, . = free, X = dead";
+    N = job N, N* = destroyed job N whose boards are still powering off, . = free, X = dead, \
+    D = drained (out of service; a job on it keeps it until it ends)";
 
 fn time_of(folder: &Folder, last: Option<&Step>) -> String {
     match last {
@@ -916,6 +917,12 @@ pub fn state_text(folder: &Folder, maps: bool) -> String {
     for m in &machines {
         let total = (m.width * m.height * 3) as usize - m.dead_boards.len();
         let used = owners.get(&m.name).map_or(0, BTreeMap::len);
+        // (A board drained under a running job is both held and among the dead.)
+        let held_live = owners.get(&m.name).map_or(0, |o| {
+            o.keys()
+                .filter(|b| !m.dead_boards.contains(&[b.x, b.y, b.z]))
+                .count()
+        });
         let _ = writeln!(
             out,
             "  {}: {}x{} triads, {total} boards ({} dead), {used} in use, {} free; tags {:?}",
@@ -923,7 +930,7 @@ pub fn state_text(folder: &Folder, maps: bool) -> String {
             m.width,
             m.height,
             m.dead_boards.len(),
-            total - used.min(total),
+            total - held_live.min(total),
             m.tags
         );
         if maps {

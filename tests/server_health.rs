@@ -242,6 +242,17 @@ fn admin_drains_survive_restart_and_reload_and_the_socket_is_private() {
     assert_eq!(dead_boards(&mut c), json!([[0, 0, 2]]));
     let events = replay_ok(&server.journal, &["--events"]);
     assert!(events.contains("admin ann: drain m cabinet 0 frame 1 board 0 (\"fan broken\")"));
+    // The state map marks drained boards.
+    let last = events
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let at = replay_ok(&server.journal, &["--at", &last]);
+    assert!(at.contains("y=0  [. . D]"), "{at}");
     server.stop();
     assert!(!sock.exists(), "the socket is removed at a clean stop");
     // A clean stop writes a snapshot: the drain is in it, and the snapshot agrees with the
