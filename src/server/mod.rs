@@ -1309,6 +1309,37 @@ mod tests {
                 now_us: 8,
                 job_ids: vec![1, 4],
             },
+            Event::BmpDone {
+                now_us: 9,
+                request_id: 8,
+                failure: Some("Requests failed on BMP 10.0.0.2".into()),
+                failed_boards: vec![1, 5],
+                bmp_unreachable: false,
+            },
+            Event::Admin {
+                now_us: 10,
+                actor: "ann".into(),
+                action: crate::core::AdminAction::Drain {
+                    board: crate::core::BoardRef::Physical {
+                        machine: "m".into(),
+                        cabinet: 0,
+                        frame: 1,
+                        board: 5,
+                    },
+                    reason: "fan".into(),
+                },
+            },
+            Event::Command {
+                now_us: 11,
+                peer: "10.0.0.1".into(),
+                command: Command::ReportProblem {
+                    ip: "10.0.0.9".into(),
+                    x: 1,
+                    y: 2,
+                    p: None,
+                    description: Some("red".into()),
+                },
+            },
         ]
     }
 
@@ -1349,6 +1380,39 @@ mod tests {
                 now_us: 7,
                 grace_us: 0
             }
+        );
+    }
+
+    /// A BMP completion recorded before board health (no blamed boards, no "unreachable")
+    /// decodes with neither, in both record forms.
+    #[test]
+    fn bmp_completions_without_blamed_boards_still_decode() {
+        #[derive(serde::Serialize)]
+        #[allow(dead_code)]
+        enum Before {
+            Command,
+            BmpDone {
+                now_us: TimeUs,
+                request_id: u64,
+                failure: Option<String>,
+            },
+        }
+        let old = Before::BmpDone {
+            now_us: 5,
+            request_id: 7,
+            failure: Some("Requests failed on BMP 10.0.0.2".into()),
+        };
+        let want = Event::BmpDone {
+            now_us: 5,
+            request_id: 7,
+            failure: Some("Requests failed on BMP 10.0.0.2".into()),
+            failed_boards: Vec::new(),
+            bmp_unreachable: false,
+        };
+        assert_eq!(decode_event(&rmp_serde::to_vec(&old).unwrap()).unwrap(), want);
+        assert_eq!(
+            decode_event(&rmp_serde::to_vec_named(&old).unwrap()).unwrap(),
+            want
         );
     }
 
