@@ -7,7 +7,10 @@ board. Board IPs: spin (x,y,z) -> 10.55.y.(1 + 8*(3x+z)); lone -> 10.55.2.1. The
 read hostname, port and owner ("ci") from the `.spalloc` file in their working directory.
 """
 
+import os
 import re
+import subprocess
+from pathlib import Path
 
 from spalloc_client import JobState
 
@@ -314,6 +317,31 @@ def test_spalloc_machine_draws_one_machine(server):
 
     _, err = server.tool("spalloc-machine", "nowhere", expect=6)
     assert err.strip() == "No machine 'nowhere' was found"
+
+
+def test_spalloc_machine_shows_drained_and_reported_boards_as_dead(server):
+    """Board health through the real client: a board drained with `spalloc-admin` and one
+    reported twice with `report_problem` (the Java server's v1 form, sent with the client's
+    own `ProtocolClient.call`) are drawn as dead and counted out by `spalloc-machine`."""
+    admin = Path(os.environ["SPALLOC_SERVER"]).parent / "spalloc-admin"
+    assert admin.exists(), f"{admin} is not built beside the server"
+    done = subprocess.run([str(admin), "--journal", str(server.journal), "drain", "spin",
+                           "0", "0", "1", "--reason", "fan broken"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done
+    out, _ = server.tool("spalloc-machine")
+    assert table(out)[1] == ["spin", "10", "0", "0", "default"]
+    c = server.client()
+    # Board (1, 0, 0) of spin: IP 10.55.0.(1 + 8*3).
+    for words in ("core 3 is dead", "and it stays dead"):
+        assert c.call("report_problem", 10, "10.55.0.25", x=0, y=0, p=3,
+                      description=words) is None
+    out, _ = server.tool("spalloc-machine", "spin")
+    assert definitions(out)["In-use"] == "0 of 9"
+    assert out.count(" . ") == 9
+    # The client's view matches the server's: both boards are dead to new jobs.
+    _, err = server.tool("spalloc", "1", "0", "0", "-c", "true", expect=1)
+    assert NO_SUITABLE_MACHINE in err
 
 
 # ---- spalloc-where-is ---------------------------------------------------------------------

@@ -44,6 +44,34 @@ pub struct Config {
     pub bmp: BmpTimings,
     /// Machines in priority order, highest first.
     pub machines: Vec<MachineConfig>,
+    /// When boards are taken out of service and how hard a job is recovered (absent from
+    /// records written before board health existed: the defaults).
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+/// The `health` block: thresholds of board health ([`crate::core::health`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthConfig {
+    /// A board whose power-on, FPGA check or link setup fails in this many consecutive jobs
+    /// is drained automatically (0: never).
+    pub drain_after_failures: u32,
+    /// A board reported this many times (`report_problem`) since it was last put back in
+    /// service is drained (0: never).
+    pub drain_after_reports: u32,
+    /// How many times a job whose power-on failed because of its boards is given new boards
+    /// before it is destroyed (0: destroyed at once, as the original did).
+    pub recovery_attempts: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            drain_after_failures: 2,
+            drain_after_reports: 2,
+            recovery_attempts: 2,
+        }
+    }
 }
 
 impl Default for Config {
@@ -56,6 +84,7 @@ impl Default for Config {
             seconds_before_free_s: 30.0,
             bmp: BmpTimings::default(),
             machines: Vec::new(),
+            health: HealthConfig::default(),
         }
     }
 }
@@ -293,6 +322,11 @@ impl Config {
                 "request_attempts": self.bmp.request_attempts,
                 "retry_delay": self.bmp.retry_delay_s,
                 "fpga_attempts": self.bmp.fpga_attempts,
+            },
+            "health": {
+                "drain_after_failures": self.health.drain_after_failures,
+                "drain_after_reports": self.health.drain_after_reports,
+                "recovery_attempts": self.health.recovery_attempts,
             },
             "machines": machines,
         })
@@ -740,7 +774,15 @@ const TOP_KEYS: &[&str] = &[
     "seconds_before_free",
     "bmp",
     "machines",
+    "health",
 ];
+const HEALTH_KEYS: &[&str] = &[
+    "drain_after_failures",
+    "drain_after_reports",
+    "recovery_attempts",
+];
+/// Largest value of a `health` threshold.
+const MAX_HEALTH_COUNT: u64 = 1000;
 const BMP_KEYS: &[&str] = &[
     "post_power_on_delay",
     "power_on_timeout",
@@ -842,6 +884,22 @@ fn raw_config(p: &mut Problems, json: &Json, base_dir: &Path) -> RawConfig {
             count(p, "command_retries", 0, &mut t.command_retries);
             count(p, "request_attempts", 1, &mut t.request_attempts);
             count(p, "fpga_attempts", 1, &mut t.fpga_attempts);
+        }
+    }
+    if let Some((v, path)) = top.get("health") {
+        if let Some(h) = object(p, v, &path, HEALTH_KEYS) {
+            let t = &mut config.health;
+            for (key, field) in [
+                ("drain_after_failures", &mut t.drain_after_failures),
+                ("drain_after_reports", &mut t.drain_after_reports),
+                ("recovery_attempts", &mut t.recovery_attempts),
+            ] {
+                if let Some((v, path)) = h.get(key) {
+                    if let Some(n) = uint(p, v, &path, MAX_HEALTH_COUNT) {
+                        *field = n as u32;
+                    }
+                }
+            }
         }
     }
     if let Some((v, path)) = top.get("machines") {

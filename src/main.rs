@@ -66,6 +66,15 @@ struct Args {
     /// snapshot covers them, never because of restarts; spalloc-replay reads all of it
     #[argh(option)]
     retain_days: Option<u32>,
+    /// the admin socket (Unix domain, mode 0600) spalloc-admin talks to; default admin.sock
+    /// in the journal directory
+    #[argh(option)]
+    admin_socket: Option<PathBuf>,
+    /// with --simulate-bmps, make a simulated board fail (repeatable):
+    /// HOST[:PORT]/BOARD=power|fpga|link[*N] or HOST[:PORT]=silent[*N] (see spalloc-bmp-sim
+    /// --help)
+    #[argh(option)]
+    simulate_fault: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -131,7 +140,13 @@ fn main() -> ExitCode {
             .unwrap_or(spalloc::server::SNAPSHOT_EVERY_EVENTS),
         restart_grace_us: (restart_grace_s * 1e6) as u64,
         retain_days: args.retain_days.unwrap_or(spalloc::server::RETAIN_DAYS),
+        admin_socket: args.admin_socket,
+        simulate_faults: args.simulate_fault,
     };
+    if !opts.simulate_faults.is_empty() && !opts.simulate_bmps {
+        eprintln!("spalloc-server: --simulate-fault needs --simulate-bmps");
+        return ExitCode::from(2);
+    }
     if !(1..=spalloc::server::RETAIN_DAYS_MAX).contains(&opts.retain_days) {
         eprintln!(
             "spalloc-server: --retain-days must be between 1 and {}",

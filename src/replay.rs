@@ -507,6 +507,20 @@ pub fn command_text(c: &Command) -> String {
             job_id,
             reason: None,
         } => format!("destroy_job({job_id})"),
+        Command::ReportProblem {
+            ip,
+            x,
+            y,
+            p,
+            description,
+        } => format!(
+            "report_problem({}, x={x}, y={y}, p={}, description={})",
+            Value::String(ip.clone()),
+            p.map_or("None".to_string(), |p| p.to_string()),
+            description
+                .as_ref()
+                .map_or("None".to_string(), |d| Value::String(d.clone()).to_string())
+        ),
         other => format!("{other:?}"),
     }
 }
@@ -562,12 +576,20 @@ pub fn event_text(step: &Step) -> String {
         Event::BmpDone {
             request_id,
             failure,
+            failed_boards,
+            bmp_unreachable,
             ..
         } => {
-            let outcome = match failure {
+            let mut outcome = match failure {
                 None => "ok".to_string(),
                 Some(f) => format!("FAILED: {f}"),
             };
+            if !failed_boards.is_empty() {
+                let _ = write!(outcome, " [failed boards {failed_boards:?}]");
+            }
+            if *bmp_unreachable {
+                outcome.push_str(" [BMP not answering]");
+            }
             match &step.completed {
                 Some(r) => format!(
                     "BMP request {request_id} for job {} done: {outcome} ({})",
@@ -598,9 +620,36 @@ pub fn event_text(step: &Step) -> String {
              keepalives were answered while it could not be written"
         ),
         Event::Rules { rules, .. } => format!(
-            "rules: single boards by {:?}, boards held after a failed power-off: {}",
-            rules.pop, rules.hold_failed_power_off
+            "rules: single boards by {:?}, boards held after a failed power-off: {}, \
+             board health: {}",
+            rules.pop, rules.hold_failed_power_off, rules.board_health
         ),
+        Event::Admin { actor, action, .. } => format!("admin {actor}: {}", admin_text(action)),
+    }
+}
+
+/// An admin action in words: `drain spin24 (3, 1, 2) "fan broken"`, `emergency stop …`.
+pub fn admin_text(a: &crate::core::AdminAction) -> String {
+    use crate::core::{AdminAction, BoardRef};
+    let board = |b: &BoardRef| match b {
+        BoardRef::Logical { machine, x, y, z } => format!("{machine} ({x}, {y}, {z})"),
+        BoardRef::Physical {
+            machine,
+            cabinet,
+            frame,
+            board,
+        } => format!("{machine} cabinet {cabinet} frame {frame} board {board}"),
+        BoardRef::Ip(ip) => format!("board at IP {ip}"),
+    };
+    match a {
+        AdminAction::Drain { board: b, reason } => {
+            format!("drain {} ({})", board(b), Value::String(reason.clone()))
+        }
+        AdminAction::Undrain { board: b } => format!("undrain {}", board(b)),
+        AdminAction::EmergencyStop { reason } => {
+            format!("EMERGENCY STOP ({})", Value::String(reason.clone()))
+        }
+        AdminAction::Resume => "resume after emergency stop".to_string(),
     }
 }
 
@@ -638,6 +687,7 @@ fn event_kind(e: &Event) -> &'static str {
         Event::Restarted { .. } => "restarted",
         Event::KeptAliveUnrecorded { .. } => "kept_alive_unrecorded",
         Event::Rules { .. } => "rules",
+        Event::Admin { .. } => "admin",
     }
 }
 
@@ -774,7 +824,8 @@ fn power_name(p: Option<bool>) -> &'static str {
 }
 
 /// A text map of one machine: one cell per triad, `[a b c]` holding the owners of boards
-/// z=0, 1, 2 (a job id, `.` free, `X` dead; `N*` a destroyed job still powering off), rows
+/// z=0, 1, 2 (a job id, `.` free, `X` dead, `D` drained (out of service); `N*` a destroyed
+/// job still powering off; a job keeps a board drained under it until it ends), rows
 /// from the top (highest y) down, as `spalloc-machine NAME` draws it.
 pub fn machine_map(core: &Core, machine: &str) -> Option<String> {
     let m = core
@@ -789,15 +840,14 @@ pub fn machine_map(core: &Core, machine: &str) -> Option<String> {
         .unwrap_or_default();
     let live: BTreeSet<JobId> = core.live_job_ids().into_iter().collect();
     let dead: BTreeSet<[u32; 3]> = m.dead_boards.iter().copied().collect();
+    let health = core.health();
     let label = |b: Board| -> String {
-        if dead.contains(&[b.x, b.y, b.z]) {
-            "X".to_string()
-        } else {
-            match owners.get(&b) {
-                Some(id) if live.contains(id) => id.to_string(),
-                Some(id) => format!("{id}*"),
-                None => ".".to_string(),
-            }
+        match owners.get(&b) {
+            Some(id) if live.contains(id) => id.to_string(),
+            Some(id) => format!("{id}*"),
+            None if health.drain_of(machine, b).is_some() => "D".to_string(),
+            None if dead.contains(&[b.x, b.y, b.z]) => "X".to_string(),
+            None => ".".to_string(),
         }
     };
     let w = (0..m.width)
@@ -828,7 +878,8 @@ pub fn machine_map(core: &Core, machine: &str) -> Option<String> {
 
 /// The legend printed under machine maps.
 pub const MAP_LEGEND: &str = "each [a b c] is one triad: the owners of its boards z=0, z=1, z=2; \
-    N = job N, N* = destroyed job N whose boards are still powering off, . = free, X = dead";
+    N = job N, N* = destroyed job N whose boards are still powering off, . = free, X = dead, \
+    D = drained (out of service; a job on it keeps it until it ends)";
 
 fn time_of(folder: &Folder, last: Option<&Step>) -> String {
     match last {
@@ -892,6 +943,12 @@ pub fn state_text(folder: &Folder, maps: bool) -> String {
     for m in &machines {
         let total = (m.width * m.height * 3) as usize - m.dead_boards.len();
         let used = owners.get(&m.name).map_or(0, BTreeMap::len);
+        // (A board drained under a running job is both held and among the dead.)
+        let held_live = owners.get(&m.name).map_or(0, |o| {
+            o.keys()
+                .filter(|b| !m.dead_boards.contains(&[b.x, b.y, b.z]))
+                .count()
+        });
         let _ = writeln!(
             out,
             "  {}: {}x{} triads, {total} boards ({} dead), {used} in use, {} free; tags {:?}",
@@ -899,7 +956,7 @@ pub fn state_text(folder: &Folder, maps: bool) -> String {
             m.width,
             m.height,
             m.dead_boards.len(),
-            total - used.min(total),
+            total - held_live.min(total),
             m.tags
         );
         if maps {
@@ -1516,6 +1573,7 @@ impl JobHistory {
             Event::Restarted { .. } => "server restart".into(),
             Event::KeptAliveUnrecorded { .. } => "journal recovery".into(),
             Event::Rules { .. } => event_text(step),
+            Event::Admin { .. } => format!("an administrator: {}", event_text(step)),
         }
     }
 

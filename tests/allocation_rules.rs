@@ -35,6 +35,8 @@ fn complete_all(core: &mut Core) {
                 now_us: T0,
                 request_id: id,
                 failure: None,
+                failed_boards: Vec::new(),
+                bmp_unreachable: false,
             },
         );
     }

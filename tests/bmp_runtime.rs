@@ -172,7 +172,9 @@ fn allocation_and_free_follow_the_reference_transcript() {
         h.wait_done(),
         BmpCompletion {
             request_id: 7,
-            failure: None
+            failure: None,
+            failed_boards: vec![],
+            bmp_unreachable: false,
         }
     );
     assert_eq!(h.transcript(0), allocation_transcript());
@@ -214,7 +216,9 @@ fn allocation_and_free_follow_the_reference_transcript() {
         h.wait_done(),
         BmpCompletion {
             request_id: 8,
-            failure: None
+            failure: None,
+            failed_boards: vec![],
+            bmp_unreachable: false,
         }
     );
     assert_eq!(h.transcript(0), strings(&["POWER off 0x7"]));
@@ -271,7 +275,9 @@ fn silent_bmp_fails_while_another_keeps_working() {
         first,
         BmpCompletion {
             request_id: 2,
-            failure: None
+            failure: None,
+            failed_boards: vec![],
+            bmp_unreachable: false,
         }
     );
     assert_eq!(h.transcript(1), allocation_transcript());
@@ -280,7 +286,9 @@ fn silent_bmp_fails_while_another_keeps_working() {
         second,
         BmpCompletion {
             request_id: 1,
-            failure: Some("Requests failed on BMP 127.0.0.1".into())
+            failure: Some("Requests failed on BMP 127.0.0.1".into()),
+            failed_boards: vec![],
+            bmp_unreachable: true,
         }
     );
     // Two attempts, each a single power command that was never answered.
@@ -335,7 +343,9 @@ fn bmp_that_is_down_at_start_is_probed_and_requests_still_run() {
         done.recv_timeout(WAIT).unwrap(),
         BmpCompletion {
             request_id: 2,
-            failure: None
+            failure: None,
+            failed_boards: vec![],
+            bmp_unreachable: false,
         }
     );
     runtime.shutdown();

@@ -403,6 +403,8 @@ impl Run {
                         now_us: sim.now_us,
                         request_id: r.id,
                         failure,
+                        failed_boards: Vec::new(),
+                        bmp_unreachable: false,
                     });
                 }
             }

@@ -93,13 +93,19 @@ fn every_readme_command_is_run_somewhere() {
                         .split_whitespace()
                         .filter(|a| a.starts_with("--"))
                         .all(|flag| ci.contains(flag))
-            } else if cmd.starts_with("spalloc-replay ")
-                || cmd.starts_with("spalloc-server --check-config ")
-                || cmd.starts_with("tools/spalloc-config-from-py ")
-            {
-                true // run by readme_replay_and_migration_commands_work below
             } else {
-                false
+                // Run below: by readme_replay_and_migration_commands_work (spalloc-replay,
+                // spalloc-server --check-config, the migration tool) and
+                // readme_board_health_commands_work (the server with a simulated fault,
+                // spalloc-admin).
+                [
+                    "spalloc-replay ",
+                    "tools/spalloc-config-from-py ",
+                    "spalloc-server ",
+                    "spalloc-admin ",
+                ]
+                .iter()
+                .any(|p| cmd.starts_with(p))
             };
         assert!(
             covered,
@@ -202,4 +208,65 @@ fn readme_replay_and_migration_commands_work() {
         ran, 10,
         "expected eight spalloc-replay commands, one --check-config and one migration command"
     );
+}
+
+/// The board-health commands: the server with a simulated failing board on the example
+/// configuration (on a port of its own), then every `spalloc-admin` line in order, word for
+/// word through `sh` (only the journal directory differs).
+#[test]
+fn readme_board_health_commands_work() {
+    let dir = scratch_dir("readme-health");
+    let commands = readme_commands();
+    let server_cmd = commands
+        .iter()
+        .find(|c| c.starts_with("spalloc-server ") && c.contains("--simulate-fault"))
+        .expect("the README shows the server with a simulated fault");
+    let words: Vec<&str> = server_cmd.split_whitespace().skip(1).collect();
+    assert_eq!(
+        &words[..2],
+        &["--journal", "/tmp/spalloc-demo"],
+        "{server_cmd}"
+    );
+    let config_at = words.iter().position(|w| *w == "--config").unwrap();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join(words[config_at + 1]);
+    let rest: Vec<&str> = words[2..]
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i + 2 != config_at && *i + 2 != config_at + 1)
+        .map(|(_, w)| *w)
+        .chain(["--port", "0"])
+        .collect();
+    let server = Server::start_plain(&dir, Some(&config), &rest);
+    let journal = server.journal.to_str().unwrap().to_string();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_spalloc-admin"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut ran = 0;
+    for cmd in commands.iter().filter(|c| c.starts_with("spalloc-admin ")) {
+        let line = cmd.replace("/tmp/spalloc-demo", &journal);
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "`{cmd}` failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ran += 1;
+    }
+    assert!(ran >= 6, "only {ran} spalloc-admin commands in the README");
+    // What they did: board 5 of frame 1, i.e. (1, 1, 2), is still drained; (3, 1, 2) is back.
+    let mut c = server.client();
+    let machines = c.call("list_machines", json!([]), json!({}));
+    assert_eq!(machines[0]["dead_boards"], json!([[1, 1, 2]]), "{machines}");
 }

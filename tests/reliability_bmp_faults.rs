@@ -108,6 +108,11 @@ impl Harness {
             retry_delay_s: 0.02,
             fpga_attempts: 2,
         };
+        // Board health off: this test is about containing BMP faults, and expects a
+        // persistent fault to end its job at once, round after round, on the same boards.
+        // (Recovery and automatic drains have their own tests: core_health, server_health.)
+        cfg.health.recovery_attempts = 0;
+        cfg.health.drain_after_failures = 0;
         let (tx, completions): (Sender<BmpCompletion>, _) = crossbeam::channel::unbounded();
         let log = Arc::new(Mutex::new(Vec::new()));
         let log2 = Arc::clone(&log);
@@ -190,6 +195,8 @@ impl Harness {
                     now_us: self.now_us,
                     request_id: c.request_id,
                     failure: c.failure,
+                    failed_boards: c.failed_boards,
+                    bmp_unreachable: c.bmp_unreachable,
                 });
             }
         }

@@ -1174,6 +1174,8 @@ impl Facility {
                 now_us: self.now_us,
                 request_id,
                 failure: None,
+                failed_boards: Vec::new(),
+                bmp_unreachable: false,
             });
         }
         reply

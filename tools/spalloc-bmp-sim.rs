@@ -44,6 +44,14 @@ struct Args {
     /// print every request received, with its reply code
     #[argh(switch)]
     log: bool,
+
+    /// make a board fail, for trying out board health without hardware; repeatable:
+    /// HOST[:PORT]/BOARD=KIND[*N] with KIND power (ignores power-on), fpga (wrong FPGA
+    /// id), link (link setup refused), or HOST[:PORT]=silent[*N] (the BMP answers
+    /// nothing); *N: only the next N times (power-ons, or commands), else always.
+    /// Example: --fault 127.0.0.1:17893/5=fpga
+    #[argh(option)]
+    fault: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -116,7 +124,23 @@ fn run(args: Args) -> Result<(), String> {
         on_request,
         ..SimOptions::default()
     };
+    let faults = args
+        .fault
+        .iter()
+        .map(|f| spalloc::bmp::parse_fault_spec(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    for f in &faults {
+        if !f.endpoint.is_some_and(|e| endpoints.contains(&e)) {
+            return Err(format!(
+                "fault {f:?} names a BMP this simulator does not serve ({endpoints:?})"
+            ));
+        }
+    }
     let sim = Simulator::start(&endpoints, options).map_err(|e| e.to_string())?;
+    for f in faults {
+        println!("spalloc-bmp-sim: injecting {f:?}");
+        sim.inject(f);
+    }
     for endpoint in sim.endpoints() {
         println!("spalloc-bmp-sim: serving BMP {endpoint}");
     }

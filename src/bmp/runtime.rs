@@ -52,6 +52,11 @@ pub struct BmpCompletion {
     pub request_id: BmpRequestId,
     /// `None` on success, else why (`Requests failed on BMP <host>`).
     pub failure: Option<String>,
+    /// The boards (within the frame, ascending) the last attempt's failure is blamed on:
+    /// wrong FPGA ids after every power-on, or an error code from a board's own command.
+    pub failed_boards: Vec<u32>,
+    /// The last attempt failed because the BMP did not answer (a timeout).
+    pub bmp_unreachable: bool,
 }
 
 /// Called after each completion is sent (the server passes `Poller::notify`).
@@ -89,12 +94,14 @@ impl Shared {
             .clone()
     }
 
-    fn complete(&self, request_id: BmpRequestId, failure: Option<String>) {
+    fn complete(&self, request_id: BmpRequestId, failure: Option<String>, blame: Blame) {
         self.pending.fetch_sub(1, Ordering::SeqCst);
         // The server may already be gone at shutdown; nothing to tell then.
         let _ = self.completions.send(BmpCompletion {
             request_id,
             failure,
+            failed_boards: blame.boards.into_iter().collect(),
+            bmp_unreachable: blame.unreachable,
         });
         (self.waker)();
     }
@@ -164,6 +171,7 @@ impl BmpRuntime {
                 client: None,
                 version_known: false,
                 probe_failures: 0,
+                blame: Blame::default(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("bmp {address}"))
@@ -192,8 +200,11 @@ impl BmpRuntime {
                     "BMP {}: queue full ({MAX_QUEUED_PER_BMP} requests); request {} refused",
                     request.address, request.id
                 ));
-                self.shared
-                    .complete(request.id, Some(format!("Requests failed on BMP {host}")));
+                self.shared.complete(
+                    request.id,
+                    Some(format!("Requests failed on BMP {host}")),
+                    Blame::default(),
+                );
             }
         }
     }
@@ -242,6 +253,29 @@ impl Drop for BmpRuntime {
     }
 }
 
+/// What an attempt's failure is blamed on (see [`BmpCompletion`]).
+#[derive(Default)]
+struct Blame {
+    boards: std::collections::BTreeSet<u32>,
+    unreachable: bool,
+}
+
+impl Blame {
+    /// Blame what an SCP error points at: nothing but the BMP for a timeout, the board for
+    /// an error code from its own command (not the frame-wide power command).
+    fn from_error(e: &ScpError) -> Blame {
+        let mut blame = Blame::default();
+        match e {
+            ScpError::Timeout { .. } => blame.unreachable = true,
+            ScpError::ReturnCode { cmd, board, .. } if *cmd != super::scp::CMD_POWER => {
+                blame.boards.insert(*board);
+            }
+            _ => {}
+        }
+        blame
+    }
+}
+
 /// The request was abandoned because the runtime is shutting down.
 struct Stopped;
 
@@ -249,11 +283,13 @@ struct Stopped;
 enum AttemptError {
     Stopped,
     Failed(String),
+    /// An SCP command failed (turned into `Failed` once blamed: `Worker::attempt`).
+    Scp(ScpError),
 }
 
 impl From<ScpError> for AttemptError {
     fn from(e: ScpError) -> Self {
-        AttemptError::Failed(e.to_string())
+        AttemptError::Scp(e)
     }
 }
 
@@ -273,6 +309,8 @@ struct Worker {
     client: Option<ScpClient>,
     version_known: bool,
     probe_failures: u64,
+    /// What the current attempt's failure is blamed on.
+    blame: Blame,
 }
 
 fn secs(s: f64) -> Duration {
@@ -393,13 +431,19 @@ impl Worker {
         let mut attempt = 1;
         let failure = loop {
             let timings = self.shared.timings();
+            self.blame = Blame::default();
             match self.attempt(&request.action, &timings) {
                 Ok(()) => break None,
                 Err(AttemptError::Stopped) => {
                     self.shared.pending.fetch_sub(1, Ordering::SeqCst);
                     return Err(Stopped);
                 }
-                Err(AttemptError::Failed(why)) => {
+                Err(e @ (AttemptError::Failed(_) | AttemptError::Scp(_))) => {
+                    let why = match e {
+                        AttemptError::Scp(e) => e.to_string(),
+                        AttemptError::Failed(why) => why,
+                        AttemptError::Stopped => unreachable!(),
+                    };
                     self.log(format!(
                         "BMP {}: request {} (job {}) attempt {attempt} of {attempts} failed: {why}",
                         self.address, request.id, request.job_id
@@ -415,11 +459,32 @@ impl Worker {
                 }
             }
         };
-        self.shared.complete(request.id, failure);
+        let blame = if failure.is_some() {
+            std::mem::take(&mut self.blame)
+        } else {
+            Blame::default()
+        };
+        self.shared.complete(request.id, failure, blame);
         Ok(())
     }
 
     fn attempt(&mut self, action: &BmpAction, timings: &BmpTimings) -> Result<(), AttemptError> {
+        match self.attempt_inner(action, timings) {
+            Err(AttemptError::Scp(e)) => {
+                let b = Blame::from_error(&e);
+                self.blame.unreachable |= b.unreachable;
+                self.blame.boards.extend(b.boards);
+                Err(AttemptError::Failed(e.to_string()))
+            }
+            other => other,
+        }
+    }
+
+    fn attempt_inner(
+        &mut self,
+        action: &BmpAction,
+        timings: &BmpTimings,
+    ) -> Result<(), AttemptError> {
         match action {
             BmpAction::PowerOn { boards, stop_links } => {
                 if !boards.is_empty() {
@@ -469,6 +534,7 @@ impl Worker {
             }
             to_power = bad;
         }
+        self.blame.boards.extend(to_power.iter().copied());
         Err(AttemptError::Failed(format!(
             "Could not get correct FPGA ID after {fpga_attempts} tries"
         )))

@@ -892,3 +892,100 @@ impl fmt::Debug for Simulator {
             .finish()
     }
 }
+
+/// The board faults an admin can ask for on a command line (`spalloc-bmp-sim --fault`,
+/// `spalloc-server --simulate-bmps --simulate-fault`), one spec each:
+/// `HOST[:PORT]/BOARD=KIND[*N]` or `HOST[:PORT]=silent[*N]`, where KIND is
+///
+/// * `power`: the board ignores power-on commands (stays off, so its FPGAs read wrong);
+/// * `fpga`: after each power-on FPGA 1 reports a wrong ID;
+/// * `link`: writes to its FPGAs' registers (link setup) fail with `RC_ARG`;
+/// * `silent`: the whole BMP answers nothing;
+///
+/// and `*N` limits it to the next N times (power-ons for `power` and `fpga`, commands
+/// otherwise); without it the fault lasts as long as the simulator. The endpoint must be one
+/// of the simulated ones (the port defaults to 17893).
+pub fn parse_fault_spec(spec: &str) -> Result<Fault, String> {
+    let usage = "expected HOST[:PORT]/BOARD=power|fpga|link[*N] or HOST[:PORT]=silent[*N]";
+    let (target, what) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("fault {spec:?}: {usage}"))?;
+    let (kind, count) = match what.split_once('*') {
+        Some((k, n)) => {
+            let n: u32 = n
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("fault {spec:?}: *N must be a positive integer"))?;
+            (k, Some(n))
+        }
+        None => (what, None),
+    };
+    let (host, board) = match target.rsplit_once('/') {
+        Some((h, b)) => {
+            let b: u32 = b
+                .parse()
+                .ok()
+                .filter(|&b| b < BOARDS_PER_FRAME)
+                .ok_or_else(|| {
+                    format!("fault {spec:?}: board must be 0..{}", BOARDS_PER_FRAME - 1)
+                })?;
+            (h, Some(b))
+        }
+        None => (target, None),
+    };
+    let endpoint = crate::bmp::scp::resolve_address(host)
+        .map_err(|e| format!("fault {spec:?}: BMP address {host:?}: {e}"))?;
+    let mut fault = match (kind, board) {
+        ("power", Some(b)) => Fault::new(FaultKind::PowerOnIgnored).board(b),
+        ("fpga", Some(b)) => Fault::new(FaultKind::BadFpgaId { fpga: 1, flag: 3 }).board(b),
+        ("link", Some(b)) => Fault::new(FaultKind::ErrorCode(ReturnCode::ARG.0))
+            .board(b)
+            .cmd(super::scp::CMD_FPGA_WRITE),
+        ("silent", None) => Fault::new(FaultKind::GoSilent),
+        ("power" | "fpga" | "link", None) => {
+            return Err(format!("fault {spec:?}: {kind} needs a /BOARD; {usage}"))
+        }
+        ("silent", Some(_)) => {
+            return Err(format!(
+                "fault {spec:?}: silent is for a whole BMP (no /BOARD)"
+            ))
+        }
+        _ => return Err(format!("fault {spec:?}: unknown kind {kind:?}; {usage}")),
+    };
+    fault = fault.endpoint(endpoint);
+    if let Some(n) = count {
+        fault = fault.times(n);
+    }
+    Ok(fault)
+}
+
+#[cfg(test)]
+mod fault_spec_tests {
+    use super::*;
+
+    #[test]
+    fn fault_specs() {
+        let f = parse_fault_spec("127.0.0.1:17900/5=fpga*2").unwrap();
+        assert_eq!(f.board, Some(5));
+        assert_eq!(f.count, Some(2));
+        assert_eq!(f.endpoint, Some("127.0.0.1:17900".parse().unwrap()));
+        let f = parse_fault_spec("127.0.0.1=silent").unwrap();
+        assert_eq!(
+            (f.kind, f.board, f.count),
+            (FaultKind::GoSilent, None, None)
+        );
+        let f = parse_fault_spec("127.0.0.1/3=link").unwrap();
+        assert_eq!(f.cmd, Some(crate::bmp::scp::CMD_FPGA_WRITE));
+        for bad in [
+            "127.0.0.1/3",
+            "127.0.0.1/3=melt",
+            "127.0.0.1=power",
+            "127.0.0.1/30=power",
+            "127.0.0.1/3=power*0",
+            "127.0.0.1/2=silent",
+        ] {
+            assert!(parse_fault_spec(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

@@ -14,6 +14,7 @@
 pub mod allocator;
 pub mod area_to_rect;
 pub mod coordinates;
+pub mod health;
 pub mod pack_tree;
 pub mod pyset;
 pub mod queue;

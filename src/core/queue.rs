@@ -143,6 +143,32 @@ impl JobQueue {
         }
     }
 
+    /// Put a job whose boards failed back at the *front* of every machine queue that could
+    /// run it (it has waited its turn already), then process the queues. Returns false, and
+    /// queues nothing, if no machine could ever run it now.
+    pub fn requeue_front(
+        &mut self,
+        id: JobId,
+        job: PendingJob,
+        now_us: TimeUs,
+        out: &mut Vec<QueueOutcome>,
+    ) -> bool {
+        debug_assert!(!self.pending.contains_key(&id));
+        let req = job.alloc_request();
+        let mut found = false;
+        for m in &mut self.machines {
+            if job.matches(m) && m.allocator.alloc_possible_cached(&req) {
+                m.queue.push_front(id);
+                found = true;
+            }
+        }
+        if found {
+            self.pending.insert(id, job);
+            self.process(now_us, out);
+        }
+        found
+    }
+
     /// Try the heads of the queues until nothing more can be allocated.
     pub fn process(&mut self, now_us: TimeUs, out: &mut Vec<QueueOutcome>) {
         let mut changed = true;

@@ -27,6 +27,12 @@ pub struct Rules {
     /// `retry_delay`) until the BMP answers, rather than released at once.
     #[serde(default)]
     pub hold_failed_power_off: bool,
+    /// Whether board health is followed: boards that fail in consecutive jobs are drained,
+    /// a job whose power-on failed because of its boards is given new ones (up to
+    /// `health.recovery_attempts` times), and frames whose BMP does not answer are kept
+    /// from new jobs ([`super::health`]). Before: the job was destroyed, nothing remembered.
+    #[serde(default)]
+    pub board_health: bool,
 }
 
 impl Rules {
@@ -34,5 +40,6 @@ impl Rules {
     pub const CURRENT: Rules = Rules {
         pop: PopRule::CURRENT,
         hold_failed_power_off: true,
+        board_health: true,
     };
 }

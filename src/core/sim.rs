@@ -98,6 +98,8 @@ impl Sim {
                 now_us: self.now_us,
                 request_id: id,
                 failure: None,
+                failed_boards: Vec::new(),
+                bmp_unreachable: false,
             });
         }
     }
@@ -177,6 +179,8 @@ impl Sim {
             now_us: self.now_us,
             request_id: r.id,
             failure: failure.map(str::to_string),
+            failed_boards: Vec::new(),
+            bmp_unreachable: false,
         });
         Some(r)
     }

@@ -17,10 +17,15 @@ use super::coordinates::{
     board_offset_to_chip, board_to_chip, chip_to_board, local_chip_coordinate,
     triad_dimensions_to_chips, Board, Link, WrapAround,
 };
+use super::health::{self, Drain, DrainActor, Emergency, Failure, Health, Report};
 use super::queue::{JobQueue, PendingJob, QueueMachine, QueueOutcome};
 use super::rules::Rules;
 use super::types::*;
 use crate::config::{Config, MachineConfig};
+
+/// The job id carried by an emergency stop's power-offs of whole frames (no job has it: ids
+/// start at 1).
+pub const SWEEP_JOB_ID: JobId = 0;
 
 /// The reason given to jobs that fit no machine.
 pub const NO_SUITABLE_MACHINE: &str = "No suitable machines available.";
@@ -202,6 +207,27 @@ struct Job {
     allocation: Option<JobAllocation>,
     /// BMP requests issued for this job and not yet completed.
     bmp_outstanding: u32,
+    /// What it asked for, kept so that it can be allocated again when its boards fail
+    /// (absent from snapshots written before board health: such a job is not recovered).
+    #[serde(default)]
+    request: Option<PendingJob>,
+    /// How many times it was given new boards after a failed power-on.
+    #[serde(default)]
+    recoveries: u32,
+}
+
+/// The boards a job held before its power-on failed and it was given new ones: powered off
+/// and released once every request still in flight for them is done (requests are matched
+/// by id, as they carry the job's id, which is live again).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Recycle {
+    job_id: JobId,
+    allocation: JobAllocation,
+    requests: BTreeSet<BmpRequestId>,
+    /// Failed power-offs to issue again (the boards are held until the BMP answers, as a
+    /// destroyed job's are).
+    #[serde(default)]
+    retries: Vec<PowerOffRetry>,
 }
 
 /// A destroyed job whose boards wait for the hardware before they are released.
@@ -264,6 +290,16 @@ pub struct Core {
     /// journal replays as it was served; see [`super::rules`]).
     #[serde(default)]
     rules: Rules,
+    /// Board health: drains, reports, failures, an emergency stop (module `health`).
+    #[serde(default)]
+    health: Health,
+    /// Allocations given up by jobs that were re-allocated after a failed power-on.
+    #[serde(default)]
+    recycling: Vec<Recycle>,
+    /// Power-offs of every board of every frame issued by an emergency stop (job id
+    /// [`SWEEP_JOB_ID`]), not yet completed.
+    #[serde(default)]
+    sweeping: BTreeSet<BmpRequestId>,
     /// Outputs not yet drained (transient: always empty in a snapshot taken between passes).
     #[serde(skip)]
     effects: VecDeque<PendingEffect>,
@@ -332,6 +368,9 @@ impl Core {
             next_request_id: 1,
             next_machine_uid: 1,
             rules: Rules::CURRENT,
+            health: Health::default(),
+            recycling: Vec::new(),
+            sweeping: BTreeSet::new(),
             effects: VecDeque::new(),
             changed_jobs: BTreeSet::new(),
             changed_machines: BTreeSet::new(),
@@ -350,11 +389,20 @@ impl Core {
             Event::BmpDone {
                 request_id,
                 failure,
+                failed_boards,
+                bmp_unreachable,
                 ..
             } => {
-                self.handle_bmp_done(now, *request_id, failure.as_deref());
+                self.handle_bmp_done(
+                    now,
+                    *request_id,
+                    failure.as_deref(),
+                    failed_boards,
+                    *bmp_unreachable,
+                );
                 None
             }
+            Event::Admin { actor, action, .. } => Some(self.handle_admin(now, actor, action)),
             Event::Tick { .. } => {
                 self.handle_tick(now);
                 None
@@ -428,6 +476,13 @@ impl Core {
                 self.destroy_job(now, *job_id, reason.clone(), EndReason::Owner);
                 Response::Null
             }
+            Command::ReportProblem {
+                ip,
+                x,
+                y,
+                p,
+                description,
+            } => self.report_problem(now, peer, ip, (*x, *y), *p, description.as_deref()),
             read_only => self.query(read_only),
         }
     }
@@ -519,6 +574,7 @@ impl Core {
             );
         }
         self.retry_power_offs(now);
+        self.retry_recycle_power_offs(now);
         let mut out = Vec::new();
         self.queue.check_free(now, &mut out);
         self.apply_outcomes(now, out);
@@ -594,6 +650,16 @@ impl Core {
                 }
             ));
         }
+        if rules.board_health != self.rules.board_health {
+            self.log(format!(
+                "rules: board health {}",
+                if rules.board_health {
+                    "followed (failing boards drained, jobs moved off them)"
+                } else {
+                    "not followed"
+                }
+            ));
+        }
         self.rules = rules;
         for m in &mut self.queue.machines {
             m.allocator.set_pop_rule(rules.pop);
@@ -632,7 +698,14 @@ impl Core {
         ));
     }
 
-    fn handle_bmp_done(&mut self, now: TimeUs, request_id: BmpRequestId, failure: Option<&str>) {
+    fn handle_bmp_done(
+        &mut self,
+        now: TimeUs,
+        request_id: BmpRequestId,
+        failure: Option<&str>,
+        failed_boards: &[u32],
+        bmp_unreachable: bool,
+    ) {
         let Some(req) = self.outstanding.remove(&request_id) else {
             self.log(format!(
                 "BMP request {request_id}: completion for an unknown request ignored"
@@ -648,6 +721,27 @@ impl Core {
             *pending = PendingEffect::Ready(Effect::Bmp(req.clone()));
         }
         let job_id = req.job_id;
+        let mut blamed = Vec::new();
+        if self.sweeping.remove(&request_id) {
+            if self.rules.board_health {
+                // An answered sweep also shows an unanswering BMP is back.
+                self.note_bmp_health(now, &req, failure, failed_boards, bmp_unreachable);
+            }
+            if let Some(reason) = failure {
+                self.log(format!(
+                    "emergency stop: power-off of every board on BMP {} (cabinet {}, frame {}) \
+                     failed: {reason}",
+                    req.address, req.cabinet, req.frame
+                ));
+            }
+            return;
+        }
+        if self.rules.board_health {
+            blamed = self.note_bmp_health(now, &req, failure, failed_boards, bmp_unreachable);
+            if self.finish_recycle(now, &req, failure) {
+                return;
+            }
+        }
         let hold = self.rules.hold_failed_power_off && self.draining.contains_key(&job_id);
         if let Some(reason) = failure.filter(|_| hold) {
             if let BmpAction::PowerOff { .. } = req.action {
@@ -680,11 +774,25 @@ impl Core {
                 "job {job_id}: {what} on BMP {} (cabinet {}, frame {}) failed: {reason}",
                 req.address, req.cabinet, req.frame
             ));
+            if self.jobs.contains_key(&job_id)
+                && !blamed.is_empty()
+                && self.recover_job(now, job_id, &blamed, reason)
+            {
+                return;
+            }
             if self.jobs.contains_key(&job_id) {
+                let tries = self.jobs[&job_id].recoveries;
+                let after = if tries > 0 {
+                    format!(" (after {tries} re-allocations)")
+                } else {
+                    String::new()
+                };
                 self.destroy_job(
                     now,
                     job_id,
-                    Some(format!("Machine configuration failed. Error: {reason}")),
+                    Some(format!(
+                        "Machine configuration failed. Error: {reason}{after}"
+                    )),
                     EndReason::BoardFailure,
                 );
             }
@@ -733,6 +841,7 @@ impl Core {
         self.config.max_retired_jobs = new.max_retired_jobs;
         self.trim_retired();
         self.config.seconds_before_free_s = new.seconds_before_free_s;
+        self.config.health = new.health.clone();
 
         let new_by_name: BTreeMap<&str, &MachineConfig> =
             new.machines.iter().map(|m| (m.name.as_str(), m)).collect();
@@ -781,6 +890,7 @@ impl Core {
                 );
             }
             self.queue.machines.retain(|m| m.name != *name);
+            self.health.forget_frames(name);
             self.machines.remove(name);
         }
         for name in &changed {
@@ -790,10 +900,10 @@ impl Core {
                 .machine_mut(name)
                 .expect("changed machine exists");
             qm.tags = n.tags.iter().cloned().collect();
-            qm.allocator.set_dead(
-                n.dead_boards.iter().copied().collect(),
-                n.dead_links.iter().copied().collect(),
-            );
+            let mut dead: BTreeSet<Board> = n.dead_boards.iter().copied().collect();
+            dead.extend(unavailable(&self.health, n));
+            qm.allocator
+                .set_dead(dead, n.dead_links.iter().copied().collect());
             // Rebuild the lookups too: a revived board brings its location and IP.
             let m = self.machines.get_mut(name).expect("changed machine exists");
             *m = Machine::new(m.uid, n.clone());
@@ -803,11 +913,18 @@ impl Core {
             let uid = self.next_machine_uid;
             self.next_machine_uid += 1;
             let m = Machine::new(uid, (*n).clone());
+            let mut allocator = m.allocator(free_us, self.rules.pop);
+            // Drains survive a reload (and the rebuild of a machine): keyed by name.
+            if self.health.affects(&n.name) {
+                let mut dead: BTreeSet<Board> = n.dead_boards.iter().copied().collect();
+                dead.extend(unavailable(&self.health, n));
+                allocator.set_dead(dead, n.dead_links.iter().copied().collect());
+            }
             self.queue.machines.push(QueueMachine {
                 uid,
                 name: n.name.clone(),
                 tags: n.tags.iter().cloned().collect(),
-                allocator: m.allocator(free_us, self.rules.pop),
+                allocator,
                 queue: VecDeque::new(),
             });
             self.machines.insert(n.name.clone(), m);
@@ -875,6 +992,8 @@ impl Core {
                 kwargs_json: c.kwargs_json.clone(),
                 allocation: None,
                 bmp_outstanding: 0,
+                request: self.rules.board_health.then(|| PendingJob::from_create(c)),
+                recoveries: 0,
             },
         );
         self.changed_jobs.insert(id);
@@ -887,6 +1006,12 @@ impl Core {
             owner: c.owner.clone(),
             host: peer.to_string(),
         });
+        if let Some(e) = &self.health.emergency {
+            let reason = format!("Cancelled: Emergency stop: {}", e.reason);
+            self.log(format!("job {id}: refused during an emergency stop"));
+            self.teardown(id, Some(reason), EndReason::EmergencyStop);
+            return id;
+        }
         let mut out = Vec::new();
         self.queue
             .create_job(id, PendingJob::from_create(c), now, &mut out);
@@ -1175,6 +1300,11 @@ impl Core {
             .draining
             .values()
             .flat_map(|d| d.retries.iter().map(|r| r.at_us))
+            .chain(
+                self.recycling
+                    .iter()
+                    .flat_map(|r| r.retries.iter().map(|r| r.at_us)),
+            )
             .min();
         [keepalive, self.queue.next_release_us(), retry]
             .into_iter()
@@ -1302,7 +1432,12 @@ impl Core {
                     tags: qm.tags.iter().cloned().collect(),
                     width: c.width,
                     height: c.height,
-                    dead_boards: c.dead_boards.iter().map(|&b| board_triple(b)).collect(),
+                    dead_boards: {
+                        // Drained boards (and those of an unanswering BMP) show as dead.
+                        let mut dead: BTreeSet<Board> = c.dead_boards.iter().copied().collect();
+                        dead.extend(unavailable(&self.health, c));
+                        dead.into_iter().map(board_triple).collect()
+                    },
                     dead_links: c
                         .dead_links
                         .iter()
@@ -1438,7 +1573,8 @@ impl Core {
             .jobs
             .values()
             .filter_map(|j| j.allocation.as_ref().map(|a| (j.id, a)))
-            .chain(self.draining.iter().map(|(id, d)| (*id, &d.allocation)));
+            .chain(self.draining.iter().map(|(id, d)| (*id, &d.allocation)))
+            .chain(self.recycling.iter().map(|r| (r.job_id, &r.allocation)));
         // Each machine's boards in use, computed once (it walks the whole pack tree).
         let in_use: BTreeMap<u64, BTreeSet<Board>> = self
             .queue
@@ -1465,8 +1601,31 @@ impl Core {
         }
         // Power state matches job state, and the BMP work is accounted for.
         let mut per_job: BTreeMap<JobId, u32> = BTreeMap::new();
+        // Requests that belong to no live or draining job: a re-allocated job's old boards,
+        // and an emergency stop's sweep.
+        let recycled: BTreeSet<BmpRequestId> = self
+            .recycling
+            .iter()
+            .flat_map(|r| r.requests.iter().copied())
+            .chain(self.sweeping.iter().copied())
+            .collect();
         for r in self.outstanding.values() {
-            *per_job.entry(r.job_id).or_default() += 1;
+            if !recycled.contains(&r.id) {
+                *per_job.entry(r.job_id).or_default() += 1;
+            }
+        }
+        if let Some(id) = recycled
+            .iter()
+            .find(|id| !self.outstanding.contains_key(id))
+        {
+            return Err(format!("recycled request {id} is not outstanding"));
+        }
+        if self
+            .recycling
+            .iter()
+            .any(|r| r.requests.is_empty() && r.retries.is_empty())
+        {
+            return Err("a recycled allocation waits for nothing".into());
         }
         for j in self.jobs.values() {
             let issued = per_job.get(&j.id).copied().unwrap_or(0);
@@ -1515,11 +1674,11 @@ impl Core {
                 ));
             }
         }
-        if let Some(r) = self
-            .outstanding
-            .values()
-            .find(|r| !self.jobs.contains_key(&r.job_id) && !self.draining.contains_key(&r.job_id))
-        {
+        if let Some(r) = self.outstanding.values().find(|r| {
+            !self.jobs.contains_key(&r.job_id)
+                && !self.draining.contains_key(&r.job_id)
+                && !recycled.contains(&r.id)
+        }) {
             return Err(format!(
                 "BMP request {} for job {} that is neither live nor draining",
                 r.id, r.job_id
@@ -1574,6 +1733,11 @@ impl Core {
                         owners.extend(d.allocation.boards.iter().map(|b| (*b, *id)));
                     }
                 }
+                for r in &self.recycling {
+                    if r.allocation.machine_uid == qm.uid {
+                        owners.extend(r.allocation.boards.iter().map(|b| (*b, r.job_id)));
+                    }
+                }
                 (qm.name.clone(), owners)
             })
             .collect()
@@ -1583,6 +1747,8 @@ impl Core {
     pub fn is_idle(&self) -> bool {
         self.jobs.is_empty()
             && self.draining.is_empty()
+            && self.recycling.is_empty()
+            && self.sweeping.is_empty()
             && self.outstanding.is_empty()
             && self.queue.machines.iter().all(|m| m.allocator.is_idle())
     }
@@ -1698,4 +1864,679 @@ fn power_requests(
         });
     }
     requests
+}
+
+/// The boards of a machine not to be given to new jobs besides its dead ones: the drained
+/// boards, and every board of a frame whose BMP does not answer.
+fn unavailable(health: &Health, config: &MachineConfig) -> BTreeSet<Board> {
+    let mut out = health.drained(&config.name);
+    if health.unreachable.iter().any(|(m, _, _)| *m == config.name) {
+        out.extend(
+            config
+                .boards
+                .iter()
+                .filter(|b| {
+                    health
+                        .unreachable
+                        .contains(&(config.name.clone(), b.cabinet, b.frame))
+                })
+                .map(|b| b.logical),
+        );
+    }
+    // Only boards of the machine: the allocator's dead set is within its bounds.
+    out.retain(|b| b.x < config.width && b.y < config.height && b.z < 3);
+    out
+}
+
+// ----- board health (module `health`) ------------------------------------------------------
+
+impl Core {
+    /// The board health state (drains, reports, failures, emergency stop).
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Give a machine's allocator its dead boards again (the configuration's plus the
+    /// unavailable ones), then re-run the queues: a pending job that can no longer ever fit
+    /// is cancelled, as after a configuration change; one that now fits is allocated.
+    fn apply_health(&mut self, now: TimeUs, machine: &str) {
+        let Some(m) = self.machines.get(machine) else {
+            return;
+        };
+        let config = m.config.clone();
+        let mut dead: BTreeSet<Board> = config.dead_boards.iter().copied().collect();
+        dead.extend(unavailable(&self.health, &config));
+        if let Some(qm) = self.queue.machine_mut(machine) {
+            qm.allocator
+                .set_dead(dead, config.dead_links.iter().copied().collect());
+        }
+        self.changed_machines.insert(machine.to_string());
+        let mut out = Vec::new();
+        self.queue.regenerate(now, &mut out);
+        self.apply_outcomes(now, out);
+    }
+
+    /// A machine's name and logical board for a board named in any form.
+    pub fn resolve_board(&self, board: &BoardRef) -> Result<(String, Board), String> {
+        let machine = |name: &str| {
+            self.machines
+                .get(name)
+                .ok_or_else(|| format!("no machine is called {name:?}"))
+        };
+        match board {
+            BoardRef::Logical {
+                machine: name,
+                x,
+                y,
+                z,
+            } => {
+                let m = machine(name)?;
+                let b = Board::new(*x, *y, *z);
+                let c = &m.config;
+                if b.x >= c.width || b.y >= c.height || b.z > 2 {
+                    return Err(format!(
+                        "board ({x}, {y}, {z}) lies outside machine {name:?} ({}x{} triads)",
+                        c.width, c.height
+                    ));
+                }
+                Ok((name.clone(), b))
+            }
+            BoardRef::Physical {
+                machine: name,
+                cabinet,
+                frame,
+                board,
+            } => {
+                let m = machine(name)?;
+                m.config
+                    .boards
+                    .iter()
+                    .find(|bc| (bc.cabinet, bc.frame, bc.board) == (*cabinet, *frame, *board))
+                    .map(|bc| (name.clone(), bc.logical))
+                    .ok_or_else(|| {
+                        format!(
+                            "machine {name:?} has no working board at cabinet {cabinet}, \
+                             frame {frame}, board {board}"
+                        )
+                    })
+            }
+            BoardRef::Ip(ip) => self
+                .board_by_ip(ip)
+                .ok_or_else(|| format!("no board of any machine has the IP address {ip:?}")),
+        }
+    }
+
+    fn board_by_ip(&self, ip: &str) -> Option<(String, Board)> {
+        self.queue.machines.iter().find_map(|qm| {
+            self.machines[&qm.name]
+                .config
+                .boards
+                .iter()
+                .find(|b| b.ip == ip)
+                .map(|b| (qm.name.clone(), b.logical))
+        })
+    }
+
+    /// Take a board out of service (if it is not already) and tell the allocator.
+    fn drain_board(&mut self, now: TimeUs, machine: &str, board: Board, drain: Drain) -> bool {
+        let line = format!(
+            "board {board} of {machine}: taken out of service by {} ({:?}): {:?}",
+            drain.actor.name(),
+            drain.by,
+            drain.reason
+        );
+        if !self.health.drain(machine, board, drain) {
+            return false;
+        }
+        self.log(line);
+        if let Some(job) = self.job_at(machine, board) {
+            let id = job.id;
+            self.log(format!(
+                "board {board} of {machine}: job {id} keeps it until it ends"
+            ));
+        }
+        self.apply_health(now, machine);
+        true
+    }
+
+    /// Record what a BMP completion says about board health, and return the failed boards
+    /// (logical) the failure is blamed on, if any.
+    fn note_bmp_health(
+        &mut self,
+        now: TimeUs,
+        req: &BmpRequest,
+        failure: Option<&str>,
+        failed_boards: &[u32],
+        bmp_unreachable: bool,
+    ) -> Vec<Board> {
+        // The common case (a success, nothing on record for the machine, every BMP
+        // answering) costs nothing: no board lookups, no allocation.
+        if failure.is_none()
+            && self.health.unreachable.is_empty()
+            && !self.health.boards.contains_key(&req.machine)
+        {
+            return Vec::new();
+        }
+        let Some(machine) = self.machines.get(&req.machine) else {
+            return Vec::new();
+        };
+        let logical = |n: u32| {
+            machine
+                .config
+                .boards
+                .iter()
+                .find(|b| (b.cabinet, b.frame, b.board) == (req.cabinet, req.frame, n))
+                .map(|b| b.logical)
+        };
+        let frame = (req.machine.clone(), req.cabinet, req.frame);
+        let BmpAction::PowerOn { boards, .. } = &req.action else {
+            // A power-off that got an answer shows the BMP is back.
+            if !bmp_unreachable && self.health.unreachable.remove(&frame) {
+                self.log(format!(
+                    "BMP {} (cabinet {}, frame {}) answers again: its boards are back in use",
+                    req.address, req.cabinet, req.frame
+                ));
+                self.apply_health(now, &req.machine.clone());
+            }
+            return Vec::new();
+        };
+        let all: Vec<Board> = boards.iter().filter_map(|&n| logical(n)).collect();
+        let blamed: Vec<Board> = failed_boards.iter().filter_map(|&n| logical(n)).collect();
+        let machine_name = req.machine.clone();
+        if bmp_unreachable {
+            if self.health.unreachable.insert(frame) {
+                self.log(format!(
+                    "BMP {} (cabinet {}, frame {}) does not answer: its boards are not given \
+                     to new jobs until it does",
+                    req.address, req.cabinet, req.frame
+                ));
+                self.apply_health(now, &machine_name);
+            }
+            return Vec::new();
+        }
+        if self.health.unreachable.remove(&frame) {
+            self.apply_health(now, &machine_name);
+        }
+        match failure {
+            None => {
+                for b in all {
+                    self.health.power_ok(&machine_name, b);
+                }
+            }
+            Some(reason) => {
+                let threshold = self.config.health.drain_after_failures;
+                for &b in &blamed {
+                    let n = self.health.power_failed(
+                        &machine_name,
+                        b,
+                        Failure {
+                            job_id: req.job_id,
+                            reason: reason.to_string(),
+                            at_us: now,
+                        },
+                    );
+                    self.log(format!(
+                        "board {b} of {machine_name}: failed in job {} ({n} consecutive \
+                         jobs): {reason}",
+                        req.job_id
+                    ));
+                    if threshold > 0 && n >= threshold {
+                        let failures = self
+                            .health
+                            .board(&machine_name, b)
+                            .map(|h| h.failures.clone())
+                            .unwrap_or_default();
+                        let recent = &failures[failures.len().saturating_sub(n as usize)..];
+                        let drain = Drain {
+                            reason: health::failure_reason(recent),
+                            actor: DrainActor::Automatic,
+                            by: "server".into(),
+                            at_us: now,
+                        };
+                        self.drain_board(now, &machine_name, b, drain);
+                    }
+                }
+            }
+        }
+        blamed
+    }
+
+    /// Issue again the failed power-offs of given-up allocations whose time has come (those
+    /// of a machine since removed are dropped: it has no boards to hold).
+    fn retry_recycle_power_offs(&mut self, now: TimeUs) {
+        let machines = &self.machines;
+        let mut issue = Vec::new();
+        for r in &mut self.recycling {
+            let gone = machines
+                .get(&r.allocation.machine)
+                .map_or(true, |m| m.uid != r.allocation.machine_uid);
+            if gone {
+                r.retries.clear();
+                continue;
+            }
+            let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut r.retries)
+                .into_iter()
+                .partition(|t| t.at_us <= now);
+            r.retries = waiting;
+            for t in due {
+                let mut request = t.request;
+                request.id = self.next_request_id;
+                self.next_request_id += 1;
+                r.requests.insert(request.id);
+                issue.push(request);
+            }
+        }
+        if !issue.is_empty() {
+            self.log(format!(
+                "retrying {} failed power-offs of boards given up by re-allocated jobs",
+                issue.len()
+            ));
+            self.issue(issue);
+        }
+        self.recycling
+            .retain(|r| !(r.requests.is_empty() && r.retries.is_empty()));
+    }
+
+    /// If `request_id` was in flight for an allocation given up by a re-allocated job, count
+    /// it done (releasing the boards after the last one) and return true.
+    fn finish_recycle(&mut self, now: TimeUs, req: &BmpRequest, failure: Option<&str>) -> bool {
+        let Some(i) = self
+            .recycling
+            .iter()
+            .position(|r| r.requests.contains(&req.id))
+        else {
+            return false;
+        };
+        let delay_us = (self.config.bmp.retry_delay_s.max(0.0) * 1e6) as TimeUs;
+        let r = &mut self.recycling[i];
+        r.requests.remove(&req.id);
+        if let (Some(reason), BmpAction::PowerOff { .. }) = (failure, &req.action) {
+            let job_id = r.job_id;
+            r.retries.push(PowerOffRetry {
+                at_us: now.saturating_add(delay_us),
+                request: req.clone(),
+            });
+            self.log(format!(
+                "job {job_id}: power-off of the boards it gave up, on BMP {} (cabinet {}, \
+                 frame {}), failed: {reason}; they are held back and it is retried in {:.1} s",
+                req.address,
+                req.cabinet,
+                req.frame,
+                delay_us as f64 / 1e6
+            ));
+            return true;
+        }
+        let r = &self.recycling[i];
+        if r.requests.is_empty() && r.retries.is_empty() {
+            let r = self.recycling.remove(i);
+            self.log(format!(
+                "job {}: the boards it gave up are powered down and handed back",
+                r.job_id
+            ));
+            let mut out = Vec::new();
+            self.queue
+                .free(r.allocation.machine_uid, r.allocation.handle, now, &mut out);
+            self.apply_outcomes(now, out);
+        }
+        true
+    }
+
+    /// A live job's power-on failed because of `blamed` boards: unless it has had its tries,
+    /// give up its boards (powered off in the background, held from every job meanwhile so
+    /// the new allocation cannot include them) and queue it again at the front. Returns
+    /// false if it is not recovered (the caller destroys it).
+    fn recover_job(&mut self, now: TimeUs, job_id: JobId, blamed: &[Board], reason: &str) -> bool {
+        let limit = self.config.health.recovery_attempts;
+        let job = &self.jobs[&job_id];
+        let Some(request) = job.request.clone() else {
+            return false;
+        };
+        if job.recoveries >= limit || job.allocation.is_none() {
+            return false;
+        }
+        let tries = job.recoveries + 1;
+        let alloc = self
+            .jobs
+            .get_mut(&job_id)
+            .and_then(|j| j.allocation.take())
+            .expect("checked above");
+        let mut requests: BTreeSet<BmpRequestId> = self
+            .outstanding
+            .values()
+            .filter(|r| r.job_id == job_id)
+            .map(|r| r.id)
+            .collect();
+        for r in &self.recycling {
+            for id in &r.requests {
+                requests.remove(id);
+            }
+        }
+        let off = power_requests(
+            &self.machines,
+            &mut self.next_request_id,
+            job_id,
+            &alloc,
+            false,
+        );
+        requests.extend(off.iter().map(|r| r.id));
+        self.issue(off);
+        let names: Vec<String> = blamed.iter().map(|b| b.to_string()).collect();
+        self.log(format!(
+            "job {job_id}: power-on failed on board(s) {} of {}: {reason}; giving it new \
+             boards (try {tries} of {limit})",
+            names.join(", "),
+            alloc.machine
+        ));
+        self.changed_machines.insert(alloc.machine.clone());
+        if requests.is_empty() {
+            let mut out = Vec::new();
+            self.queue
+                .free(alloc.machine_uid, alloc.handle, now, &mut out);
+            self.apply_outcomes(now, out);
+        } else {
+            self.recycling.push(Recycle {
+                job_id,
+                allocation: alloc,
+                requests,
+                retries: Vec::new(),
+            });
+        }
+        let job = self.jobs.get_mut(&job_id).expect("live");
+        job.recoveries = tries;
+        job.bmp_outstanding = 0;
+        job.state = JobState::Queued;
+        job.power = None;
+        self.changed_jobs.insert(job_id);
+        let mut out = Vec::new();
+        if !self.queue.requeue_front(job_id, request, now, &mut out) {
+            self.apply_outcomes(now, out);
+            self.teardown(
+                job_id,
+                Some(format!(
+                    "Machine configuration failed. Error: {reason} (no other boards can ever \
+                     satisfy the request)"
+                )),
+                EndReason::BoardFailure,
+            );
+            return true;
+        }
+        self.apply_outcomes(now, out);
+        true
+    }
+
+    /// `report_problem`: record the report and drain the board after enough of them.
+    fn report_problem(
+        &mut self,
+        now: TimeUs,
+        peer: &str,
+        ip: &str,
+        chip: (i64, i64),
+        core: Option<i64>,
+        description: Option<&str>,
+    ) -> Response {
+        let Some((machine, board)) = self.board_by_ip(ip) else {
+            return Response::Error(format!("no board has the IP address {ip:?}"));
+        };
+        let job_id = self.job_at(&machine, board).map(|j| j.id);
+        let description = description.map(health::bounded);
+        let n = self.health.report(
+            &machine,
+            board,
+            Report {
+                at_us: now,
+                host: peer.to_string(),
+                job_id,
+                chip,
+                core,
+                description: description.clone(),
+            },
+        );
+        self.log(format!(
+            "board {board} of {machine}: problem reported from {peer} (job {}, chip {:?}, \
+             core {:?}): {:?} ({n} reports since it was last in service)",
+            job_id.map_or("none".to_string(), |j| j.to_string()),
+            chip,
+            core,
+            description.as_deref().unwrap_or("")
+        ));
+        let threshold = self.config.health.drain_after_reports;
+        if threshold > 0 && n >= threshold && self.health.drain_of(&machine, board).is_none() {
+            let reports = &self
+                .health
+                .board(&machine, board)
+                .expect("reported")
+                .reports;
+            let recent = &reports[reports.len().saturating_sub(n as usize)..];
+            let hosts: BTreeSet<&str> = recent.iter().map(|r| r.host.as_str()).collect();
+            let words: Vec<&str> = recent
+                .iter()
+                .filter_map(|r| r.description.as_deref())
+                .collect();
+            let drain = Drain {
+                reason: format!("{n} problem reports: {}", words.join("; ")),
+                actor: DrainActor::Reports,
+                by: hosts.into_iter().collect::<Vec<_>>().join(", "),
+                at_us: now,
+            };
+            self.drain_board(now, &machine, board, drain);
+        }
+        Response::Null
+    }
+
+    /// Whether an admin action could be carried out (checked before it is journaled, so a
+    /// mistyped board costs nothing).
+    pub fn check_admin(&self, action: &AdminAction) -> Result<(), String> {
+        match action {
+            AdminAction::Drain { board, reason } => {
+                if reason.trim().is_empty() {
+                    return Err("a drain needs a reason".into());
+                }
+                let (m, b) = self.resolve_board(board)?;
+                if let Some(d) = self.health.drain_of(&m, b) {
+                    return Err(format!(
+                        "board {b} of {m} is already out of service ({} {}: {})",
+                        d.actor.name(),
+                        d.by,
+                        d.reason
+                    ));
+                }
+                Ok(())
+            }
+            AdminAction::Undrain { board } => {
+                let (m, b) = self.resolve_board(board)?;
+                if self.health.drain_of(&m, b).is_none() {
+                    return Err(format!("board {b} of {m} is in service"));
+                }
+                Ok(())
+            }
+            AdminAction::EmergencyStop { reason } => {
+                if reason.trim().is_empty() {
+                    return Err("an emergency stop needs a reason".into());
+                }
+                if self.health.emergency.is_some() {
+                    return Err("an emergency stop is already in force".into());
+                }
+                Ok(())
+            }
+            AdminAction::Resume => {
+                if self.health.emergency.is_none() {
+                    return Err("no emergency stop is in force".into());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn handle_admin(&mut self, now: TimeUs, actor: &str, action: &AdminAction) -> Response {
+        if let Err(e) = self.check_admin(action) {
+            return Response::Error(e);
+        }
+        match action {
+            AdminAction::Drain { board, reason } => {
+                let (m, b) = self.resolve_board(board).expect("checked");
+                let drain = Drain {
+                    reason: health::bounded(reason),
+                    actor: DrainActor::Admin,
+                    by: actor.to_string(),
+                    at_us: now,
+                };
+                self.drain_board(now, &m, b, drain);
+                Response::Json(
+                    serde_json::json!({"drained": {"machine": m, "board": [b.x, b.y, b.z]}})
+                        .to_string(),
+                )
+            }
+            AdminAction::Undrain { board } => {
+                let (m, b) = self.resolve_board(board).expect("checked");
+                self.health.undrain(&m, b);
+                self.log(format!(
+                    "board {b} of {m}: put back in service by admin ({actor:?})"
+                ));
+                self.apply_health(now, &m);
+                Response::Json(
+                    serde_json::json!({"undrained": {"machine": m, "board": [b.x, b.y, b.z]}})
+                        .to_string(),
+                )
+            }
+            AdminAction::EmergencyStop { reason } => {
+                let reason = health::bounded(reason);
+                self.health.emergency = Some(Emergency {
+                    reason: reason.clone(),
+                    by: actor.to_string(),
+                    at_us: now,
+                });
+                self.log(format!("EMERGENCY STOP by admin {actor:?}: {reason:?}"));
+                let ids: Vec<JobId> = self.jobs.keys().copied().collect();
+                let text = format!("Emergency stop: {reason}");
+                for &id in &ids {
+                    let queued = self.jobs[&id].allocation.is_none();
+                    if queued {
+                        self.queue.cancel(id);
+                        self.teardown(
+                            id,
+                            Some(format!("Cancelled: {text}")),
+                            EndReason::EmergencyStop,
+                        );
+                    } else {
+                        self.teardown(id, Some(text.clone()), EndReason::EmergencyStop);
+                    }
+                }
+                // Then every board of every frame, whoever had it: what the server believes
+                // is off may not be (a failed power-off, a board switched on by hand).
+                let mut sweep = Vec::new();
+                for qm in &self.queue.machines {
+                    let m = &self.machines[&qm.name];
+                    for (&(cabinet, frame), address) in &m.bmps {
+                        let boards: Vec<u32> = m
+                            .config
+                            .boards
+                            .iter()
+                            .filter(|b| (b.cabinet, b.frame) == (cabinet, frame))
+                            .map(|b| b.board)
+                            .collect::<BTreeSet<u32>>()
+                            .into_iter()
+                            .collect();
+                        if boards.is_empty() {
+                            continue;
+                        }
+                        let id = self.next_request_id;
+                        self.next_request_id += 1;
+                        sweep.push(BmpRequest {
+                            id,
+                            job_id: SWEEP_JOB_ID,
+                            machine: qm.name.clone(),
+                            cabinet,
+                            frame,
+                            address: address.clone(),
+                            action: BmpAction::PowerOff { boards },
+                        });
+                    }
+                }
+                self.sweeping.extend(sweep.iter().map(|r| r.id));
+                let frames = self.issue(sweep);
+                Response::Json(
+                    serde_json::json!({"destroyed": ids, "frames_powered_off": frames})
+                        .to_string(),
+                )
+            }
+            AdminAction::Resume => {
+                self.health.emergency = None;
+                self.log(format!(
+                    "emergency stop ended by admin {actor:?}: new jobs accepted"
+                ));
+                Response::Json(serde_json::json!({"resumed": true}).to_string())
+            }
+        }
+    }
+
+    /// The admin listing of boards not in service (`drained_only`) or with anything on
+    /// record, as JSON: machine, board (logical and physical), IP, drain, reports, failures.
+    pub fn health_boards_json(&self, drained_only: bool) -> serde_json::Value {
+        let mut out = Vec::new();
+        for (machine, b, h) in self.health.records() {
+            if drained_only && h.drain.is_none() {
+                continue;
+            }
+            let m = self.machines.get(machine);
+            let physical = m.and_then(|m| m.location(b));
+            let ip = m.and_then(|m| m.ip(b)).map(|s| s.to_string());
+            out.push(serde_json::json!({
+                "machine": machine,
+                "board": [b.x, b.y, b.z],
+                "physical": physical,
+                "ip": ip,
+                "in_service": h.drain.is_none(),
+                "drain": h.drain.as_ref().map(|d| serde_json::json!({
+                    "reason": d.reason, "actor": d.actor.name(), "by": d.by,
+                    "at": crate::timefmt::format_iso(d.at_us),
+                })),
+                "reports_since_service": h.reports_since_service,
+                "reports": h.reports.iter().map(report_json).collect::<Vec<_>>(),
+                "consecutive_failures": h.consecutive_failures,
+                "failures": h.failures.iter().map(|f| serde_json::json!({
+                    "job_id": f.job_id, "reason": f.reason,
+                    "at": crate::timefmt::format_iso(f.at_us),
+                })).collect::<Vec<_>>(),
+            }));
+        }
+        let unreachable: Vec<serde_json::Value> = self
+            .health
+            .unreachable
+            .iter()
+            .map(|(m, c, f)| serde_json::json!({"machine": m, "cabinet": c, "frame": f}))
+            .collect();
+        serde_json::json!({
+            "boards": out,
+            "unreachable_frames": unreachable,
+            "emergency_stop": self.health.emergency.as_ref().map(|e| serde_json::json!({
+                "reason": e.reason, "by": e.by, "at": crate::timefmt::format_iso(e.at_us),
+            })),
+        })
+    }
+
+    /// Every report on record, oldest first, as JSON.
+    pub fn health_reports_json(&self) -> serde_json::Value {
+        let mut all: Vec<(TimeUs, serde_json::Value)> = Vec::new();
+        for (machine, b, h) in self.health.records() {
+            for r in &h.reports {
+                let mut v = report_json(r);
+                v["machine"] = machine.into();
+                v["board"] = serde_json::json!([b.x, b.y, b.z]);
+                all.push((r.at_us, v));
+            }
+        }
+        all.sort_by_key(|(t, _)| *t); // stable: ties keep (machine, board) order
+        serde_json::Value::Array(all.into_iter().map(|(_, v)| v).collect())
+    }
+}
+
+fn report_json(r: &Report) -> serde_json::Value {
+    serde_json::json!({
+        "at": crate::timefmt::format_iso(r.at_us),
+        "host": r.host,
+        "job_id": r.job_id,
+        "chip": [r.chip.0, r.chip.1],
+        "core": r.core,
+        "description": r.description,
+    })
 }

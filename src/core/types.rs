@@ -39,6 +39,15 @@ pub enum Event {
         request_id: BmpRequestId,
         /// `None` on success, else the failure reason (e.g. `Requests failed on BMP 10.0.0.1`).
         failure: Option<String>,
+        /// The boards (numbers within the request's frame, ascending) that the failure is
+        /// blamed on: wrong FPGA ids after every power-on, a link write refused. Empty on
+        /// success, for a failure of the whole frame, and in records written before board
+        /// health existed.
+        #[serde(default)]
+        failed_boards: Vec<u32>,
+        /// The BMP did not answer at all (timeouts): nothing is blamed on its boards.
+        #[serde(default)]
+        bmp_unreachable: bool,
     },
     /// Time passed: expire keepalives, release held-back boards, run the queue.
     Tick {
@@ -74,6 +83,16 @@ pub enum Event {
         /// The jobs whose keepalives were answered but not recorded, ascending.
         job_ids: Vec<JobId>,
     },
+    /// An administrator's action over the admin channel (drain, undrain, emergency stop,
+    /// resume), with who asked.
+    Admin {
+        /// When the action was read.
+        now_us: TimeUs,
+        /// Who asked (the admin channel's peer, e.g. `uid 1000`).
+        actor: String,
+        /// What to do.
+        action: AdminAction,
+    },
     /// From now on, follow these rules. A server journals it at start-up when the state it
     /// recovered follows older rules (and first thing in a new journal), so that a journal
     /// written by an older version still replays to what that version did
@@ -96,6 +115,7 @@ impl Event {
             | Event::Configure { now_us, .. }
             | Event::Restarted { now_us, .. }
             | Event::KeptAliveUnrecorded { now_us, .. }
+            | Event::Admin { now_us, .. }
             | Event::Rules { now_us, .. } => *now_us,
         }
     }
@@ -166,6 +186,73 @@ pub enum Command {
     },
     /// `where_is(**kwargs)` (read-only).
     WhereIs(WhereIs),
+    /// `report_problem(board_ip, x, y, p=None, description=None)`, as the Java server's v1
+    /// compatibility defines it: a user says the board with this Ethernet IP misbehaves.
+    ReportProblem {
+        /// The Ethernet IP of the board (as the client gave it).
+        ip: String,
+        /// Chip x (as given; informational).
+        x: i64,
+        /// Chip y.
+        y: i64,
+        /// Core, if given.
+        p: Option<i64>,
+        /// What went wrong, in the user's words.
+        description: Option<String>,
+    },
+}
+
+/// A board of a machine, named in one of the forms an admin may use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BoardRef {
+    /// Logical `(x, y, z)` of a machine.
+    Logical {
+        /// Machine name.
+        machine: String,
+        /// Triad x.
+        x: u32,
+        /// Triad y.
+        y: u32,
+        /// Board z.
+        z: u32,
+    },
+    /// Physical `(cabinet, frame, board)` of a machine.
+    Physical {
+        /// Machine name.
+        machine: String,
+        /// Cabinet.
+        cabinet: u32,
+        /// Frame.
+        frame: u32,
+        /// Board.
+        board: u32,
+    },
+    /// The board whose Ethernet chip has this IP (on any machine).
+    Ip(String),
+}
+
+/// What an administrator asks for ([`Event::Admin`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminAction {
+    /// Take a board out of service.
+    Drain {
+        /// The board.
+        board: BoardRef,
+        /// Why.
+        reason: String,
+    },
+    /// Put a board back in service (and forget its reports and failures).
+    Undrain {
+        /// The board.
+        board: BoardRef,
+    },
+    /// Power everything off, destroy every live job, refuse new ones until `Resume`.
+    EmergencyStop {
+        /// Why.
+        reason: String,
+    },
+    /// End an emergency stop.
+    Resume,
 }
 
 impl Command {
@@ -316,6 +403,11 @@ pub enum Response {
     Triple(Option<[u32; 3]>),
     /// `where_is`: a location or null.
     WhereIs(Option<WhereIsReply>),
+    /// An admin command's answer: any JSON value, already rendered (admin channel only).
+    Json(String),
+    /// A command that was understood but cannot be carried out (e.g. an unknown board):
+    /// rendered as `{"exception": ...}`, and nothing changed.
+    Error(String),
 }
 
 /// The reply to `get_job_state`.

@@ -112,6 +112,7 @@ fn dispatch(name: &str, args: &[Json], kwargs: &Kwargs) -> Option<Result<Parsed,
             })
         }
         "where_is" => where_is(args, kwargs).map(|w| Parsed::Core(Command::WhereIs(w))),
+        "report_problem" => report_problem(args, kwargs),
         _ => return None,
     };
     Some(result)
@@ -353,6 +354,56 @@ fn destroy_job(args: &[Json], kwargs: &Kwargs) -> Result<Parsed, String> {
         Some(value) => Some(py_str(value)),
     };
     Ok(Parsed::Core(Command::DestroyJob { job_id, reason }))
+}
+
+/// `report_problem(board_ip, x, y, p=None, description=None)`, the Java server's v1
+/// compatibility command: the board's Ethernet IP, the chip (and core) that misbehaved, and
+/// the user's words.
+fn report_problem(args: &[Json], kwargs: &Kwargs) -> Result<Parsed, String> {
+    let name = "report_problem";
+    let sig = Sig::fixed(
+        name,
+        "client",
+        &["board_ip", "x", "y", "p", "description"],
+        2,
+    );
+    let bound = bind(&sig, args, kwargs)?;
+    let slot = |i: usize| bound.slots.get(i).copied().flatten();
+    let ip = match slot(0) {
+        Some(Json::Str(s)) => s.clone(),
+        Some(other) => {
+            return Err(format!(
+                "SpallocServer.{name}() argument 'board_ip' must be a string, not '{}'",
+                other.py_type()
+            ))
+        }
+        None => {
+            return Err(format!(
+                "SpallocServer.{name}() missing argument 'board_ip'"
+            ))
+        }
+    };
+    let int = |i: usize, what: &str| -> Result<Option<i64>, String> {
+        match slot(i) {
+            None | Some(Json::Null) => Ok(None),
+            Some(v) => int_arg(name, what, v).map(Some),
+        }
+    };
+    let x = int(1, "x")?.ok_or_else(|| format!("SpallocServer.{name}() needs 'x'"))?;
+    let y = int(2, "y")?.ok_or_else(|| format!("SpallocServer.{name}() needs 'y'"))?;
+    let p = int(3, "p")?;
+    let description = match slot(4) {
+        None | Some(Json::Null) => None,
+        Some(Json::Str(s)) => Some(s.clone()),
+        Some(other) => Some(py_str(other)),
+    };
+    Ok(Parsed::Core(Command::ReportProblem {
+        ip,
+        x,
+        y,
+        p,
+        description,
+    }))
 }
 
 /// `notify_job` / `no_notify_job(self, client, job_id=None)`.

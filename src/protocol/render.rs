@@ -16,7 +16,12 @@ fn line(key: &str, value: &Json) -> Vec<u8> {
 }
 
 pub(super) fn response(r: &Response) -> Vec<u8> {
-    line("return", &response_value(r))
+    match r {
+        // Admin answers arrive rendered (serde_json, compact: one line).
+        Response::Json(text) => format!("{{\"return\": {text}}}\n").into_bytes(),
+        Response::Error(msg) => exception(msg),
+        _ => line("return", &response_value(r)),
+    }
 }
 
 pub(super) fn exception(msg: &str) -> Vec<u8> {
@@ -51,6 +56,7 @@ fn response_value(r: &Response) -> Json {
         Response::Machines(machines) => Json::Array(machines.iter().map(machine_summary).collect()),
         Response::Triple(t) => opt(t.as_ref(), |t| uints(t)),
         Response::WhereIs(w) => opt(w.as_ref(), where_is),
+        Response::Json(_) | Response::Error(_) => unreachable!("rendered by response()"),
     }
 }
 

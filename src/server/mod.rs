@@ -42,6 +42,7 @@
 //!   pass, and sent before the fsync: it is ordered before the pass's changes, which no
 //!   client has yet been told about.
 
+pub mod admin;
 pub mod client;
 mod clock;
 mod durability;
@@ -95,6 +96,10 @@ pub struct Options {
     /// Journal history kept, in days ([`RETAIN_DAYS`] by default): segments are deleted by
     /// age, never by the number of restarts or snapshots.
     pub retain_days: u32,
+    /// The admin socket (default `admin.sock` in the journal directory).
+    pub admin_socket: Option<PathBuf>,
+    /// Board faults for the simulator of `simulate_bmps` ([`crate::bmp::parse_fault_spec`]).
+    pub simulate_faults: Vec<String>,
 }
 
 /// At most this many clients are connected at once by default; more are told so and
@@ -118,6 +123,7 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 /// the clients already connected.
 const ACCEPTS_PER_PASS: usize = 1024;
 const LISTENER_KEY: usize = usize::MAX - 1;
+const ADMIN_LISTENER_KEY: usize = usize::MAX - 2;
 
 /// Something to do for one client, in arrival order, after the pass's events are durable.
 enum Action {
@@ -227,6 +233,12 @@ struct Server {
     signals: Arc<SignalFlags>,
     accept_paused_until_us: TimeUs,
     _simulator: Option<crate::bmp::Simulator>,
+    /// The admin socket, its path, and its connections (keys from `admin::ADMIN_KEY_BASE`).
+    /// (`None` only if the default socket could not be made: logged, and serving goes on.)
+    admin_listener: Option<std::os::unix::net::UnixListener>,
+    admin_path: PathBuf,
+    admin_conns: BTreeMap<usize, admin::AdminConn>,
+    next_admin_key: usize,
 }
 
 /// Run the server until SIGINT or SIGTERM. Errors are start-up failures, worded for an admin.
@@ -307,7 +319,7 @@ impl Server {
 
         // BMPs: a simulator first if asked, then the threads that talk to them.
         let simulator = if opts.simulate_bmps {
-            Some(start_simulator(&config, &log)?)
+            Some(start_simulator(&config, &log, &opts.simulate_faults)?)
         } else {
             None
         };
@@ -323,6 +335,30 @@ impl Server {
             }),
             Arc::new(move |line: String| bmp_log.info(&line)),
         );
+
+        // The admin socket first: it exists by the time the listening line is printed.
+        let admin_path = opts
+            .admin_socket
+            .clone()
+            .unwrap_or_else(|| admin::default_path(&opts.journal));
+        let admin_listener = match admin::bind(&admin_path) {
+            Ok(l) => {
+                // SAFETY: deleted from the poller before it is dropped (shut_down).
+                unsafe { poller.add(&l, PollEvent::readable(ADMIN_LISTENER_KEY)) }
+                    .map_err(|e| format!("cannot watch the admin socket: {e}"))?;
+                log.info(&format!("admin socket at {}", admin_path.display()));
+                Some(l)
+            }
+            // Asked for explicitly: an admin expects it, so do not start without it.
+            Err(e) if opts.admin_socket.is_some() => return Err(e),
+            // The default place: users must not lose the service for it.
+            Err(e) => {
+                log.warn(&format!(
+                    "{e}; serving without the admin channel (give --admin-socket PATH)"
+                ));
+                None
+            }
+        };
 
         let ip = opts.ip.clone().unwrap_or_else(|| config.ip.clone());
         let port = opts.port.unwrap_or(config.port);
@@ -379,6 +415,10 @@ impl Server {
             signals,
             accept_paused_until_us: 0,
             _simulator: simulator,
+            admin_listener,
+            admin_path,
+            admin_conns: BTreeMap::new(),
+            next_admin_key: admin::ADMIN_KEY_BASE,
         };
         // Log what the start-up batch did, then re-issue every BMP request in flight (those
         // interrupted by the restart and those just issued) in issue order.
@@ -491,12 +531,27 @@ impl Server {
                 now_us: now,
                 request_id: c.request_id,
                 failure: c.failure,
+                failed_boards: c.failed_boards,
+                bmp_unreachable: c.bmp_unreachable,
             });
         }
         for &(key, readable, writable) in ready {
             if key == LISTENER_KEY {
                 if !stopping {
                     self.accept(now);
+                }
+                continue;
+            }
+            if key == ADMIN_LISTENER_KEY {
+                if !stopping {
+                    self.accept_admin();
+                }
+                continue;
+            }
+            if key >= admin::ADMIN_KEY_BASE {
+                touched.insert(key);
+                if readable && !stopping {
+                    self.read_admin(key, now, &mut events, &mut actions);
                 }
                 continue;
             }
@@ -552,6 +607,10 @@ impl Server {
                         c.closing = true;
                         touched.insert(client);
                     }
+                    if let Some(c) = self.admin_conns.get_mut(&client) {
+                        c.closing = true;
+                        touched.insert(client);
+                    }
                 }
             }
         }
@@ -601,10 +660,14 @@ impl Server {
             Event::BmpDone {
                 request_id,
                 failure,
+                failed_boards,
+                bmp_unreachable,
                 ..
             } => self.unjournaled_completions.push_back(BmpCompletion {
                 request_id: *request_id,
                 failure: failure.clone(),
+                failed_boards: failed_boards.clone(),
+                bmp_unreachable: *bmp_unreachable,
             }),
             Event::Command { peer, command, .. } if self.core.is_keepalive_only(peer, command) => {
                 if self.durability.has_room(1) {
@@ -809,6 +872,17 @@ impl Server {
     }
 
     fn send(&mut self, key: usize, bytes: &[u8], touched: &mut BTreeSet<usize>) {
+        if key >= admin::ADMIN_KEY_BASE {
+            if let Some(c) = self.admin_conns.get_mut(&key) {
+                touched.insert(key);
+                if !c.queue(bytes) {
+                    self.log
+                        .info("admin connection dropped: it left too much output unread");
+                    self.close_admin(key);
+                }
+            }
+            return;
+        }
         let Some(client) = self.clients.get_mut(&key) else {
             return;
         };
@@ -824,6 +898,9 @@ impl Server {
     }
 
     fn flush_client(&mut self, key: usize) {
+        if key >= admin::ADMIN_KEY_BASE {
+            return; // flushed by rearm
+        }
         if let Some(c) = self.clients.get_mut(&key) {
             if c.flush().is_err() {
                 self.close_client(key);
@@ -836,6 +913,10 @@ impl Server {
     /// unless it now needs to hear of writability (output left over) or is closing: that
     /// saves an `epoll_ctl` per watcher and notification.
     fn rearm(&mut self, key: usize, disarmed: bool) {
+        if key >= admin::ADMIN_KEY_BASE {
+            self.rearm_admin(key);
+            return;
+        }
         let Some(c) = self.clients.get_mut(&key) else {
             return;
         };
@@ -955,6 +1036,14 @@ impl Server {
 
     fn shut_down(mut self) -> Result<(), String> {
         let _ = self.poller.delete(&self.listener);
+        if let Some(l) = &self.admin_listener {
+            let _ = self.poller.delete(l);
+            let _ = std::fs::remove_file(&self.admin_path);
+        }
+        let keys: Vec<usize> = self.admin_conns.keys().copied().collect();
+        for key in keys {
+            self.close_admin(key);
+        }
         let keys: Vec<usize> = self.clients.keys().copied().collect();
         for key in keys {
             self.close_client(key);
@@ -964,6 +1053,136 @@ impl Server {
         self.bmp.shutdown();
         self.log.info("stopped; powered boards are left on");
         Ok(())
+    }
+}
+
+// ----- the admin channel (module `admin`) ----------------------------------------------------
+
+impl Server {
+    fn accept_admin(&mut self) {
+        let Some(listener) = self.admin_listener.as_ref() else {
+            return;
+        };
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    if self.admin_conns.len() >= admin::MAX_ADMIN_CONNECTIONS {
+                        let mut s = stream;
+                        let _ = io::Write::write_all(
+                            &mut s,
+                            &protocol::render_exception("too many admin connections"),
+                        );
+                        continue;
+                    }
+                    if stream.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    let key = self.next_admin_key;
+                    self.next_admin_key += 1;
+                    // SAFETY: deleted from the poller before it is dropped (close_admin).
+                    if unsafe { self.poller.add(&stream, PollEvent::readable(key)) }.is_err() {
+                        continue;
+                    }
+                    self.admin_conns.insert(key, admin::AdminConn::new(stream));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        if let Some(l) = &self.admin_listener {
+            let _ = self.poller.modify(l, PollEvent::readable(ADMIN_LISTENER_KEY));
+        }
+    }
+
+    fn read_admin(
+        &mut self,
+        key: usize,
+        now: TimeUs,
+        events: &mut Vec<Event>,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(conn) = self.admin_conns.get_mut(&key) else {
+            return;
+        };
+        if conn.closing {
+            return;
+        }
+        let open = conn.read();
+        while let Some(line) = conn.next_line() {
+            let Ok(line) = line else {
+                actions.push(Action::Send {
+                    client: key,
+                    bytes: protocol::render_exception("line too long"),
+                });
+                actions.push(Action::Close { client: key });
+                break;
+            };
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match admin::parse(&line) {
+                Err(e) => actions.push(Action::Send {
+                    client: key,
+                    bytes: protocol::render_exception(&e),
+                }),
+                Ok(admin::AdminRequest::Query(q)) => {
+                    let value = match q {
+                        admin::AdminQuery::Boards { drained } => {
+                            self.core.health_boards_json(drained)
+                        }
+                        admin::AdminQuery::Reports => self.core.health_reports_json(),
+                        admin::AdminQuery::Status => {
+                            let mut v = self.core.health_boards_json(true);
+                            v["live_jobs"] = self.core.live_job_ids().len().into();
+                            v
+                        }
+                    };
+                    actions.push(Action::Send {
+                        client: key,
+                        bytes: protocol::render_response(&Response::Json(value.to_string())),
+                    });
+                }
+                Ok(admin::AdminRequest::Action { actor, action }) => {
+                    // Refused before it is journaled: a mistyped board leaves no trace.
+                    // (Checked again when folded, against the state then.)
+                    if let Err(e) = self.core.check_admin(&action) {
+                        actions.push(Action::Send {
+                            client: key,
+                            bytes: protocol::render_exception(&e),
+                        });
+                        continue;
+                    }
+                    actions.push(Action::Event {
+                        client: Some(key),
+                        index: events.len(),
+                    });
+                    events.push(admin::event(now, actor, action));
+                }
+            }
+        }
+        if !open {
+            actions.push(Action::Close { client: key });
+        }
+    }
+
+    fn rearm_admin(&mut self, key: usize) {
+        let Some(c) = self.admin_conns.get_mut(&key) else {
+            return;
+        };
+        if c.flush().is_err() || (c.closing && c.pending_output() == 0) {
+            self.close_admin(key);
+            return;
+        }
+        let interest = PollEvent::new(key, !c.closing, c.pending_output() > 0);
+        if self.poller.modify(&c.stream, interest).is_err() {
+            self.close_admin(key);
+        }
+    }
+
+    fn close_admin(&mut self, key: usize) {
+        if let Some(c) = self.admin_conns.remove(&key) {
+            let _ = self.poller.delete(&c.stream);
+        }
     }
 }
 
@@ -1017,7 +1236,16 @@ fn start_signal_thread(flags: Arc<SignalFlags>, poller: Arc<Poller>) -> Result<(
     Ok(())
 }
 
-fn start_simulator(config: &Config, log: &Logger) -> Result<crate::bmp::Simulator, String> {
+fn start_simulator(
+    config: &Config,
+    log: &Logger,
+    faults: &[String],
+) -> Result<crate::bmp::Simulator, String> {
+    let faults = faults
+        .iter()
+        .map(|f| crate::bmp::parse_fault_spec(f))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--simulate-fault: {e}"))?;
     let mut addrs = Vec::new();
     for m in &config.machines {
         for b in &m.bmps {
@@ -1032,8 +1260,20 @@ fn start_simulator(config: &Config, log: &Logger) -> Result<crate::bmp::Simulato
             addrs.push(addr);
         }
     }
+    if let Some(f) = faults
+        .iter()
+        .find(|f| !f.endpoint.is_some_and(|e| addrs.contains(&e)))
+    {
+        return Err(format!(
+            "--simulate-fault {f:?} names a BMP the configuration does not have"
+        ));
+    }
     let sim = crate::bmp::Simulator::start(&addrs, crate::bmp::SimOptions::default())
         .map_err(|e| format!("cannot start the BMP simulator: {e}"))?;
+    for f in faults {
+        log.info(&format!("simulated BMPs: injecting {f:?}"));
+        sim.inject(f);
+    }
     log.info(&format!("simulating {} BMPs in-process", addrs.len()));
     Ok(sim)
 }
@@ -1076,6 +1316,8 @@ mod tests {
                 now_us: 5,
                 request_id: 7,
                 failure: Some("Requests failed on BMP 10.0.0.2".into()),
+                failed_boards: Vec::new(),
+                bmp_unreachable: false,
             },
             Event::Tick { now_us: 6 },
             Event::Restarted {
@@ -1085,6 +1327,37 @@ mod tests {
             Event::KeptAliveUnrecorded {
                 now_us: 8,
                 job_ids: vec![1, 4],
+            },
+            Event::BmpDone {
+                now_us: 9,
+                request_id: 8,
+                failure: Some("Requests failed on BMP 10.0.0.2".into()),
+                failed_boards: vec![1, 5],
+                bmp_unreachable: false,
+            },
+            Event::Admin {
+                now_us: 10,
+                actor: "ann".into(),
+                action: crate::core::AdminAction::Drain {
+                    board: crate::core::BoardRef::Physical {
+                        machine: "m".into(),
+                        cabinet: 0,
+                        frame: 1,
+                        board: 5,
+                    },
+                    reason: "fan".into(),
+                },
+            },
+            Event::Command {
+                now_us: 11,
+                peer: "10.0.0.1".into(),
+                command: Command::ReportProblem {
+                    ip: "10.0.0.9".into(),
+                    x: 1,
+                    y: 2,
+                    p: None,
+                    description: Some("red".into()),
+                },
             },
         ]
     }
@@ -1126,6 +1399,39 @@ mod tests {
                 now_us: 7,
                 grace_us: 0
             }
+        );
+    }
+
+    /// A BMP completion recorded before board health (no blamed boards, no "unreachable")
+    /// decodes with neither, in both record forms.
+    #[test]
+    fn bmp_completions_without_blamed_boards_still_decode() {
+        #[derive(serde::Serialize)]
+        #[allow(dead_code)]
+        enum Before {
+            Command,
+            BmpDone {
+                now_us: TimeUs,
+                request_id: u64,
+                failure: Option<String>,
+            },
+        }
+        let old = Before::BmpDone {
+            now_us: 5,
+            request_id: 7,
+            failure: Some("Requests failed on BMP 10.0.0.2".into()),
+        };
+        let want = Event::BmpDone {
+            now_us: 5,
+            request_id: 7,
+            failure: Some("Requests failed on BMP 10.0.0.2".into()),
+            failed_boards: Vec::new(),
+            bmp_unreachable: false,
+        };
+        assert_eq!(decode_event(&rmp_serde::to_vec(&old).unwrap()).unwrap(), want);
+        assert_eq!(
+            decode_event(&rmp_serde::to_vec_named(&old).unwrap()).unwrap(),
+            want
         );
     }
 
