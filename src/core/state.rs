@@ -22,6 +22,8 @@ use super::rules::Rules;
 use super::types::*;
 use crate::config::{Config, MachineConfig};
 
+pub mod view;
+
 /// The reason given to jobs that fit no machine.
 pub const NO_SUITABLE_MACHINE: &str = "No suitable machines available.";
 /// The reason given to jobs whose keepalive expired.

@@ -45,6 +45,8 @@
 pub mod client;
 mod clock;
 mod durability;
+pub mod http;
+pub mod metrics;
 mod recovery;
 
 use crate::core::rules::Rules;
@@ -55,13 +57,13 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use polling::{Event as PollEvent, Events, Poller};
 
 use crate::bmp::{BmpCompletion, BmpRuntime};
 use crate::config::{self, Config};
-use crate::core::{Command, Core, Effect, Event, Response, TimeUs};
+use crate::core::{BmpRequestId, Command, Core, Effect, Event, Lifecycle, Response, TimeUs};
 use crate::protocol::{self, Parsed};
 use crate::timefmt::now_us;
 use client::{Client, ReadOutcome};
@@ -92,6 +94,8 @@ pub struct Options {
     /// After a restart, no job's keepalive expires sooner than this
     /// ([`RESTART_GRACE_US`] by default).
     pub restart_grace_us: TimeUs,
+    /// The HTTP status page, metrics and JSON API, if asked for (`--http`).
+    pub http: Option<http::HttpOptions>,
 }
 
 /// At most this many clients are connected at once by default; more are told so and
@@ -219,6 +223,13 @@ struct Server {
     signals: Arc<SignalFlags>,
     accept_paused_until_us: TimeUs,
     _simulator: Option<crate::bmp::Simulator>,
+    /// The HTTP port (`--http`), if asked for.
+    http: Option<http::Http>,
+    /// Counters and histograms, exported by the HTTP port's `/metrics`.
+    metrics: metrics::Metrics,
+    /// When each BMP request in flight was handed to its thread, and its BMP (for the
+    /// request-duration histogram); as bounded as the requests in flight.
+    bmp_started: BTreeMap<BmpRequestId, (Instant, String)>,
 }
 
 /// Run the server until SIGINT or SIGTERM. Errors are start-up failures, worded for an admin.
@@ -344,6 +355,19 @@ impl Server {
             eprintln!("listening on {local}");
         }
 
+        let http = match &opts.http {
+            Some(h) => {
+                let http = http::Http::start(h.clone(), Arc::clone(&poller))?;
+                let addr = http.local_addr().map_err(|e| e.to_string())?;
+                log.info(&format!("status page on http://{addr}/ (metrics at /metrics)"));
+                if h.addr.port() == 0 {
+                    eprintln!("http listening on {addr}");
+                }
+                Some(http)
+            }
+            None => None,
+        };
+
         let signals = Arc::new(SignalFlags::default());
         start_signal_thread(Arc::clone(&signals), Arc::clone(&poller))?;
 
@@ -371,6 +395,9 @@ impl Server {
             signals,
             accept_paused_until_us: 0,
             _simulator: simulator,
+            http,
+            metrics: metrics::Metrics::new(),
+            bmp_started: BTreeMap::new(),
         };
         // Log what the start-up batch did, then re-issue every BMP request in flight (those
         // interrupted by the restart and those just issued) in issue order.
@@ -387,7 +414,7 @@ impl Server {
             ));
         }
         for r in resumed {
-            server.bmp.submit(r);
+            server.submit_bmp(r);
         }
         Ok(server)
     }
@@ -427,7 +454,8 @@ impl Server {
         if let Some(retry_at) = self.durability.retry_at() {
             deadline = deadline.map(|d| d.max(retry_at));
         }
-        let deadline = [deadline, self.durability.next_deadline()]
+        let http = self.http.as_ref().and_then(|h| h.next_deadline());
+        let deadline = [deadline, self.durability.next_deadline(), http]
             .into_iter()
             .flatten()
             .min();
@@ -469,10 +497,17 @@ impl Server {
                 job_ids: self.kept_alive_unrecorded.iter().copied().collect(),
             });
         }
+        let fresh: Vec<BmpCompletion> = self.completions.try_iter().collect();
+        for c in &fresh {
+            if let Some((started, bmp)) = self.bmp_started.remove(&c.request_id) {
+                self.metrics
+                    .bmp_request(&bmp, c.failure.is_some(), started.elapsed());
+            }
+        }
         let completions: Vec<BmpCompletion> = self
             .unjournaled_completions
             .drain(..)
-            .chain(self.completions.try_iter())
+            .chain(fresh)
             .collect();
         for c in completions {
             actions.push(Action::Event {
@@ -486,6 +521,9 @@ impl Server {
             });
         }
         for &(key, readable, writable) in ready {
+            if http::owns_key(key) {
+                continue; // served after the pass's changes are folded (below)
+            }
             if key == LISTENER_KEY {
                 if !stopping {
                     self.accept(now);
@@ -521,6 +559,9 @@ impl Server {
             }
             self.durability.commit(&events, now)
         };
+        if durable.is_ok() {
+            self.metrics.events_journaled(events.len());
+        }
         for action in actions {
             match action {
                 Action::Event { client, index } => {
@@ -557,9 +598,28 @@ impl Server {
         // BMP requests go after every reply and notification is sent: handing one over
         // wakes a BMP thread, which would otherwise compete with those sends for the CPU.
         for r in bmp_requests {
-            self.bmp.submit(r);
+            self.submit_bmp(r);
         }
         self.durability.maybe_snapshot(&self.core, now);
+        for took in self.durability.take_write_times() {
+            self.metrics.journal_write(took);
+        }
+        // The HTTP port last: it answers from the state this pass left.
+        if let Some(h) = &mut self.http {
+            let http_ready: Vec<(usize, bool, bool)> = ready
+                .iter()
+                .copied()
+                .filter(|&(k, _, _)| http::owns_key(k))
+                .collect();
+            h.serve(&http_ready, now, &self.core, &self.metrics, self.clients.len());
+        }
+    }
+
+    /// Hand a request to its BMP's thread, noting when (for the metrics).
+    fn submit_bmp(&mut self, r: crate::core::BmpRequest) {
+        self.bmp_started
+            .insert(r.id, (Instant::now(), r.address.clone()));
+        self.bmp.submit(r);
     }
 
     /// Fold a durable (or deferred) event and send its reply, if any, to `client`.
@@ -601,6 +661,7 @@ impl Server {
             Event::Command { peer, command, .. } if self.core.is_keepalive_only(peer, command) => {
                 if self.durability.has_room(1) {
                     self.durability.defer(std::slice::from_ref(event), now);
+                    self.metrics.events_journaled(1);
                     self.fold(client, event, touched);
                 } else {
                     if let Some(job) = self.core.kept_alive_job(command) {
@@ -858,17 +919,36 @@ impl Server {
             match effect {
                 Effect::Bmp(r) => bmp_requests.push(r),
                 Effect::Log(line) => self.log.info(&line),
-                // (The log lines say the same for the admin; replay reads these.)
+                // (The log lines say the same for the admin; replay reads these.) The
+                // metrics count endings by their typed reason.
+                Effect::Lifecycle(Lifecycle::Ended {
+                    job_id,
+                    reason,
+                    text,
+                }) => {
+                    self.metrics.job_ended(reason);
+                    if let Some(h) = &mut self.http {
+                        h.note_ended(job_id, reason, text, self.core.now_us());
+                    }
+                }
                 Effect::Lifecycle(_) => {}
                 Effect::JobsChanged(ids) => {
+                    if let Some(h) = &mut self.http {
+                        h.note_change();
+                    }
                     self.notify_watchers(&ids, |c| &c.jobs, protocol::render_jobs_changed, touched)
                 }
-                Effect::MachinesChanged(names) => self.notify_watchers(
-                    &names,
-                    |c| &c.machines,
-                    protocol::render_machines_changed,
-                    touched,
-                ),
+                Effect::MachinesChanged(names) => {
+                    if let Some(h) = &mut self.http {
+                        h.note_change();
+                    }
+                    self.notify_watchers(
+                        &names,
+                        |c| &c.machines,
+                        protocol::render_machines_changed,
+                        touched,
+                    )
+                }
             }
         }
         bmp_requests
@@ -935,6 +1015,7 @@ impl Server {
     }
 
     fn shut_down(mut self) -> Result<(), String> {
+        self.http = None;
         let _ = self.poller.delete(&self.listener);
         let keys: Vec<usize> = self.clients.keys().copied().collect();
         for key in keys {
