@@ -324,7 +324,16 @@ impl Http {
             match self.listener.accept() {
                 Ok((stream, _peer)) => {
                     if self.conns.len() >= self.opts.max_connections {
+                        // Read what already came (closing on unread input would reset the
+                        // connection before the client reads why), then say why.
                         let mut s = stream;
+                        let _ = s.set_nonblocking(true);
+                        let mut sink = [0u8; 4096];
+                        for _ in 0..4 {
+                            if !matches!(s.read(&mut sink), Ok(n) if n > 0) {
+                                break;
+                            }
+                        }
                         let _ = s.write_all(&response(
                             "503 Service Unavailable",
                             "text/plain; charset=utf-8",
