@@ -179,13 +179,16 @@ pub struct Http {
     ended: VecDeque<EndedJob>,
     /// The time of the pass being served.
     now_us: TimeUs,
-    /// Subscribers dropped for falling behind, since start (for the log and tests).
-    pub dropped_subscribers: u64,
+    log: super::Logger,
 }
 
 impl Http {
     /// Listen on `opts.addr`.
-    pub fn start(opts: HttpOptions, poller: Arc<Poller>) -> Result<Http, String> {
+    pub fn start(
+        opts: HttpOptions,
+        poller: Arc<Poller>,
+        log: super::Logger,
+    ) -> Result<Http, String> {
         let listener = TcpListener::bind(opts.addr)
             .map_err(|e| format!("cannot listen for HTTP on {}: {e}", opts.addr))?;
         listener
@@ -204,7 +207,7 @@ impl Http {
             last_push_us: 0,
             ended: VecDeque::new(),
             now_us: 0,
-            dropped_subscribers: 0,
+            log,
         })
     }
 
@@ -566,7 +569,14 @@ impl Http {
             return;
         };
         if conn.pending() + event.len() > self.opts.subscriber_backlog_bytes {
-            self.dropped_subscribers += 1;
+            let peer = conn
+                .stream
+                .peer_addr()
+                .map_or_else(|_| "?".to_string(), |a| a.to_string());
+            self.log.info(&format!(
+                "status page {peer} disconnected: it left more than {} bytes unread",
+                self.opts.subscriber_backlog_bytes
+            ));
             self.close(key);
             return;
         }

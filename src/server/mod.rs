@@ -357,7 +357,7 @@ impl Server {
 
         let http = match &opts.http {
             Some(h) => {
-                let http = http::Http::start(h.clone(), Arc::clone(&poller))?;
+                let http = http::Http::start(h.clone(), Arc::clone(&poller), log.clone())?;
                 let addr = http.local_addr().map_err(|e| e.to_string())?;
                 log.info(&format!("status page on http://{addr}/ (metrics at /metrics)"));
                 if h.addr.port() == 0 {
