@@ -121,7 +121,7 @@ def test_job_from_the_real_client_appears_live(page, http_server):
     assert time.monotonic() - created <= LIVE_UPDATE_S + 0.5  # (the waits above bound it)
     assert int(page.evaluate("document.body.dataset.updates")) > updates
     assert row.locator(".owner").inner_text() == "alice"
-    assert row.locator(".machine").inner_text() == "spin"
+    assert row.locator(".on-machine").inner_text() == "spin"
     # 2x1 triads: six boards of machine spin (one of them may be dead: then five).
     drawn = page.locator(f'polygon.board[data-job="{job.id}"]')
     api = json.loads(http_get(http_server, f"/api/jobs/{job.id}")[2])

@@ -143,7 +143,7 @@ function renderJobs() {
     tr.appendChild(id);
     tr.appendChild(el("td", j.owner, "owner"));
     tr.appendChild(el("td", j.state, "state"));
-    tr.appendChild(el("td", j.machine || "", "machine"));
+    tr.appendChild(el("td", j.machine || "", "on-machine"));
     const boards = j.boards.length ? j.boards.length + ": " +
       j.boards.map(b => "(" + b.join(",") + ")").join(" ") : "";
     tr.appendChild(el("td", boards, "boards"));
