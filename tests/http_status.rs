@@ -491,3 +491,23 @@ fn http_is_off_unless_asked_and_loopback_unless_allowed() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ADDR:PORT"));
 }
+
+#[test]
+fn a_request_never_finished_is_cut_off() {
+    let net = bmp_net();
+    let (_server, port) = start("http-slowloris", simple_config(&net, json!({})), &[]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap(); // and never the blank line
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest)
+        .expect("closed by the server, not by the read timeout");
+    assert!(rest.is_empty());
+    // REQUEST_TIMEOUT_US is 10 s: not before it (the bound, not a timing target).
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+}

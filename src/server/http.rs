@@ -40,7 +40,8 @@ use crate::core::{Core, EndReason, JobId, JobState, TimeUs};
 pub const REQUEST_MAX_BYTES: usize = 8 * 1024;
 /// The most headers a request may have.
 const REQUEST_MAX_HEADERS: usize = 32;
-/// A connection that has not sent a whole request within this is closed.
+/// A connection (other than an event stream) still open this long after it was accepted is
+/// closed: it has not sent a whole request, or not read its response, in that time.
 pub const REQUEST_TIMEOUT_US: TimeUs = 10_000_000;
 /// The most HTTP connections (event streams included) open at once, by default.
 pub const MAX_CONNECTIONS: usize = 128;
@@ -259,7 +260,7 @@ impl Http {
         let timeout = self
             .conns
             .values()
-            .filter(|c| !c.subscriber && !c.closing)
+            .filter(|c| !c.subscriber)
             .map(|c| c.opened_us + REQUEST_TIMEOUT_US)
             .min();
         [push, timeout].into_iter().flatten().min()
@@ -314,7 +315,7 @@ impl Http {
         let expired: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| !c.subscriber && !c.closing && now >= c.opened_us + REQUEST_TIMEOUT_US)
+            .filter(|(_, c)| !c.subscriber && now >= c.opened_us + REQUEST_TIMEOUT_US)
             .map(|(k, _)| *k)
             .collect();
         for key in expired {
@@ -497,6 +498,12 @@ impl Http {
             }
             "/api/machines" => json_response(&get_view().machines),
             "/api/jobs" => json_response(&get_view().jobs),
+            "/events" if method == "HEAD" => {
+                return Some(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
+                        .to_vec(),
+                );
+            }
             "/events" => {
                 if self.subscribers() >= self.opts.max_subscribers {
                     return Some(error_response(
@@ -581,6 +588,7 @@ impl Http {
             return;
         }
         conn.output.extend_from_slice(event);
+        debug_assert!(conn.pending() <= self.opts.subscriber_backlog_bytes);
         if conn.flush().is_err() {
             self.close(key);
             return;
