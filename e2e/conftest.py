@@ -107,11 +107,17 @@ class Server:
         self._log = open(self.log_path, "ab")
         self.process = None
         self.port = None
+        self.http_port = None  # the status page's, when started with http=True
         self._clients = []
         self._jobs = []
 
-    def start(self):
-        self.port = self._launch([])
+    def start(self, http=False):
+        """Start the server; with `http`, its status page too (on an ephemeral port,
+        `http_port`)."""
+        log_start = self.log_path.stat().st_size
+        self.port = self._launch(["--http", "127.0.0.1:0"] if http else [])
+        if http:
+            self.http_port = self._await_http_port(log_start)
         (self.home / ".spalloc").write_text(
             f"[spalloc]\nhostname = 127.0.0.1\nport = {self.port}\nowner = {OWNER}\n")
 
@@ -139,6 +145,21 @@ class Server:
                             "during start-up (log below)")
             time.sleep(POLL_INTERVAL_S)
         pytest.fail("spalloc-server did not print 'listening on ...' in time (log below)")
+
+    def _await_http_port(self, log_start):
+        pattern = re.compile(rb"http listening on 127\.0\.0\.1:(\d+)")
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            match = pattern.search(self.log_path.read_bytes()[log_start:])
+            if match:
+                return int(match.group(1))
+            time.sleep(POLL_INTERVAL_S)
+        pytest.fail("spalloc-server did not print 'http listening on ...' in time (log below)")
+
+    def url(self, path="/"):
+        """The address of a page of the status port."""
+        assert self.http_port, "the server was not started with http=True"
+        return f"http://127.0.0.1:{self.http_port}{path}"
 
     def log(self):
         try:
@@ -229,7 +250,8 @@ class Server:
         except subprocess.TimeoutExpired:
             pytest.fail(f"spalloc-server ignored SIGTERM for {SERVER_STOP_TIMEOUT_S} s")
         assert status == 0, f"spalloc-server exited {status} on SIGTERM"
-        port = self._launch(["--port", str(self.port)])
+        http = ["--http", f"127.0.0.1:{self.http_port}"] if self.http_port else []
+        port = self._launch(["--port", str(self.port), *http])
         assert port == self.port
 
     # ---- teardown ---------------------------------------------------------------------------
@@ -283,6 +305,23 @@ def server(request):
     request.node.spalloc_server = srv
     try:
         srv.start()
+        yield srv
+    finally:
+        problems = srv.stop()
+        request.node.spalloc_server_problems = problems
+        if problems:
+            pytest.fail("; ".join(problems) + " (server log below)", pytrace=False)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def http_server(request):
+    """A server with its status page (`--http`) on."""
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="spalloc-e2e-"))
+    srv = Server(workdir)
+    request.node.spalloc_server = srv
+    try:
+        srv.start(http=True)
         yield srv
     finally:
         problems = srv.stop()

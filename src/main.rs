@@ -75,6 +75,51 @@ struct Args {
     /// --help)
     #[argh(option)]
     simulate_fault: Vec<String>,
+    /// serve the status page, Prometheus metrics (/metrics) and a JSON API (/api/...) over
+    /// HTTP at ADDR:PORT, e.g. 127.0.0.1:22280 (off unless given; loopback only unless
+    /// --http-allow-remote)
+    #[argh(option)]
+    http: Option<String>,
+    /// let --http listen on an address that is not loopback (the pages are read-only, but
+    /// show every job's owner and host)
+    #[argh(switch)]
+    http_allow_remote: bool,
+    /// most HTTP connections at once (default 128)
+    #[argh(option)]
+    http_max_connections: Option<usize>,
+    /// most status pages (event streams) open at once (default 32)
+    #[argh(option)]
+    http_max_subscribers: Option<usize>,
+    /// most bytes a status page may leave unread before it is disconnected (default
+    /// 4194304); it reconnects and starts again from the current state
+    #[argh(option)]
+    http_subscriber_backlog_bytes: Option<usize>,
+}
+
+/// The HTTP port's options from `--http ADDR:PORT` and its companions.
+fn http_options(addr: &str, args: &Args) -> Result<spalloc::server::http::HttpOptions, String> {
+    let addr: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("--http {addr:?}: expected ADDR:PORT, e.g. 127.0.0.1:22280"))?;
+    if !addr.ip().is_loopback() && !args.http_allow_remote {
+        return Err(format!(
+            "--http {addr}: not a loopback address; add --http-allow-remote to serve the status page to other hosts"
+        ));
+    }
+    let mut opts = spalloc::server::http::HttpOptions::new(addr);
+    if let Some(n) = args.http_max_connections {
+        opts.max_connections = n;
+    }
+    if let Some(n) = args.http_max_subscribers {
+        opts.max_subscribers = n;
+    }
+    if let Some(n) = args.http_subscriber_backlog_bytes {
+        opts.subscriber_backlog_bytes = n;
+    }
+    if opts.max_connections == 0 {
+        return Err("--http-max-connections must be at least 1".into());
+    }
+    Ok(opts)
 }
 
 fn main() -> ExitCode {
@@ -115,7 +160,7 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         };
     }
-    let Some(journal) = args.journal else {
+    let Some(journal) = args.journal.clone() else {
         eprintln!("spalloc-server: --journal DIR is required (see --help)");
         return ExitCode::from(2);
     };
@@ -126,6 +171,13 @@ fn main() -> ExitCode {
         eprintln!("spalloc-server: --restart-grace-s must be between 0 and 86400 seconds");
         return ExitCode::from(2);
     }
+    let http = match args.http.as_deref().map(|a| http_options(a, &args)).transpose() {
+        Ok(http) => http,
+        Err(e) => {
+            eprintln!("spalloc-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let opts = spalloc::server::Options {
         journal,
         config: args.config,
@@ -142,6 +194,7 @@ fn main() -> ExitCode {
         retain_days: args.retain_days.unwrap_or(spalloc::server::RETAIN_DAYS),
         admin_socket: args.admin_socket,
         simulate_faults: args.simulate_fault,
+        http,
     };
     if !opts.simulate_faults.is_empty() && !opts.simulate_bmps {
         eprintln!("spalloc-server: --simulate-fault needs --simulate-bmps");

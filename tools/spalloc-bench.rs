@@ -10,6 +10,10 @@
 //! figure on a shared machine: throughput depends on what else runs, CPU per request much
 //! less.
 //!
+//! HTTP workloads (`http-metrics`, `http-fanout`) measure the status port (`--http`):
+//! the cost of a `/metrics` scrape, and of pushing every change to the status pages'
+//! event streams.
+//!
 //! Offline workloads use the library directly: `core` (allocation cost on a fragmenting
 //! machine, no sockets, no journal), `replay` (folding a journal of N events) and `restart`
 //! (time from starting `spalloc-server` on a journal of N events until it accepts).
@@ -30,6 +34,7 @@ use spalloc::core::{Command, Core, CreateJob, Effect, Event, JobId, JobRequest, 
 /// Load generator and measurements for spalloc servers (see benchmarks/README.md).
 ///
 /// Workloads: version, keepalive, churn, fanout, connections, burst (over TCP);
+/// http-metrics, http-fanout (the --http status port);
 /// core, replay, restart (offline, this crate's library and server binary);
 /// echo-server (serves --addr until killed: the floor for `version`, see the README).
 #[derive(FromArgs)]
@@ -97,6 +102,9 @@ struct Args {
     /// restart/replay: repetitions of the timed part (default 3)
     #[argh(option, default = "3")]
     repeat: usize,
+    /// http-metrics/http-fanout: the server's HTTP address (--http), default 127.0.0.1:22280
+    #[argh(option, default = "String::from(\"127.0.0.1:22280\")")]
+    http_addr: String,
 }
 
 fn main() {
@@ -132,8 +140,10 @@ fn main() {
         "replay" => run_replay(&args),
         "restart" => run_restart(&args),
         "echo-server" => run_echo_server(&args),
+        "http-metrics" => run_http_metrics(&args),
+        "http-fanout" => run_http_fanout(&args),
         other => Err(format!(
-            "unknown workload {other:?} (version, keepalive, churn, fanout, connections, burst, core, replay, restart, echo-server)"
+            "unknown workload {other:?} (version, keepalive, churn, fanout, connections, burst, core, replay, restart, echo-server, http-metrics, http-fanout)"
         )),
     };
     match result {
@@ -1621,5 +1631,216 @@ fn run_restart(args: &Args) -> Result<Report, String> {
             .join(","),
     );
     r.putf("restart_median_s", times[times.len() / 2]);
+    Ok(r)
+}
+
+// ----- the HTTP status port ------------------------------------------------------------------
+
+/// One `GET path` on a fresh connection (the server closes after each response); the
+/// response's size.
+fn http_get(addr: SocketAddr, path: &str) -> io::Result<usize> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").as_bytes())?;
+    let mut body = Vec::new();
+    s.read_to_end(&mut body)?;
+    if !body.starts_with(b"HTTP/1.1 200") {
+        return Err(io::Error::other(format!(
+            "GET {path}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(80)])
+        )));
+    }
+    Ok(body.len())
+}
+
+/// `--clients` connections scrape `/metrics` back to back: the cost of one scrape.
+fn run_http_metrics(args: &Args) -> Result<Report, String> {
+    let addr = resolve(&args.http_addr)?;
+    let bytes = http_get(addr, "/metrics").map_err(|e| e.to_string())?;
+    let phase = Arc::new(AtomicU8::new(0)); // 0 warm-up, 1 measuring, 2 stop
+    let threads: Vec<_> = (0..args.clients)
+        .map(|_| {
+            let phase = Arc::clone(&phase);
+            std::thread::spawn(move || -> io::Result<Vec<u64>> {
+                let mut samples = Vec::new();
+                loop {
+                    let p = phase.load(Ordering::Relaxed);
+                    if p == 2 {
+                        return Ok(samples);
+                    }
+                    let t = Instant::now();
+                    http_get(addr, "/metrics")?;
+                    if p == 1 && phase.load(Ordering::Relaxed) == 1 {
+                        samples.push(t.elapsed().as_nanos() as u64);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(args.warmup));
+    let window = CpuWindow::start(args.server_pid);
+    phase.store(1, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs_f64(args.seconds));
+    phase.store(2, Ordering::SeqCst);
+    let mut r = Report::new(args);
+    let mut samples = Vec::new();
+    for t in threads {
+        samples.extend(
+            t.join()
+                .map_err(|_| "a client panicked")?
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let n = samples.len() as u64;
+    let wall = window.finish(&mut r, "scrape", n);
+    r.put("clients", args.clients as u64);
+    r.put("response_bytes", bytes as u64);
+    r.put("scrapes", n);
+    r.putf("scrapes_per_s", n as f64 / wall);
+    r.latencies("scrape", &mut samples);
+    Ok(r)
+}
+
+/// `--watchers` status pages subscribe to `/events`; a driver creates a job and times until
+/// every page has been sent a state holding it, then destroys it, for `--seconds`. Every
+/// change is pushed to every page (at most every 100 ms), so this is the cost of the
+/// fan-out: server CPU per pushed event, and the latency a page sees.
+fn run_http_fanout(args: &Args) -> Result<Report, String> {
+    let http = resolve(&args.http_addr)?;
+    let addr = resolve(&args.addr)?;
+    let epoch = Instant::now();
+    // Each page reports (page, newest job id it has seen, ns after epoch, event bytes).
+    let (seen_tx, seen) = crossbeam::channel::unbounded::<(usize, u64, u64, usize)>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut pages = Vec::new();
+    for i in 0..args.watchers {
+        let mut s = TcpStream::connect(http).map_err(|e| format!("connect: {e}"))?;
+        s.write_all(b"GET /events HTTP/1.1\r\nHost: bench\r\n\r\n")
+            .map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .map_err(|e| e.to_string())?;
+        let tx = seen_tx.clone();
+        let stop = Arc::clone(&stop);
+        pages.push(std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let mut chunk = vec![0u8; 256 * 1024];
+            let mut newest = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let n = match s.read(&mut chunk) {
+                    Ok(0) => {
+                        eprintln!("page {i}: the server closed its event stream");
+                        return;
+                    }
+                    Ok(n) => n,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock
+                                | io::ErrorKind::TimedOut
+                                | io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        continue
+                    }
+                    Err(e) => {
+                        eprintln!("page {i}: {e}");
+                        return;
+                    }
+                };
+                let now_ns = epoch.elapsed().as_nanos() as u64;
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+                    let event: Vec<u8> = buf.drain(..end + 2).collect();
+                    let Some(at) = event.windows(6).position(|w| w == b"data: ") else {
+                        continue;
+                    };
+                    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&event[at + 6..])
+                    else {
+                        continue;
+                    };
+                    let max = v["facility"]["jobs"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|j| j["job_id"].as_u64())
+                        .max()
+                        .unwrap_or(0);
+                    newest = newest.max(max);
+                    let _ = tx.send((i, newest, now_ns, event.len()));
+                }
+            }
+        }));
+    }
+    let mut driver = Conn::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    let mut newest = vec![0u64; args.watchers];
+    let mut latencies = Vec::new();
+    let mut events = 0u64;
+    let mut event_bytes = 0u64;
+    let mut cycles = 0u64;
+    let warm_until = Instant::now() + Duration::from_secs_f64(args.warmup);
+    let mut window: Option<(CpuWindow, Instant)> = None;
+    loop {
+        let now = Instant::now();
+        if window.is_none() && now >= warm_until {
+            window = Some((CpuWindow::start(args.server_pid), now));
+            events = 0;
+            event_bytes = 0;
+        }
+        if let Some((_, started)) = &window {
+            if started.elapsed().as_secs_f64() >= args.seconds {
+                break;
+            }
+        }
+        let sent_ns = epoch.elapsed().as_nanos() as u64;
+        let job = create_job(&mut driver, "").map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last_ns = 0u64;
+        while newest.iter().any(|&n| n < job) {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .ok_or(format!("not every page heard of job {job} within 10 s"))?;
+            let (page, n, at, len) = seen.recv_timeout(left).map_err(|e| {
+                format!("waiting for every page to hear of job {job} (newest per page: {newest:?}): {e}")
+            })?;
+            events += 1;
+            event_bytes += len as u64;
+            if newest[page] < job && n >= job {
+                last_ns = last_ns.max(at);
+            }
+            newest[page] = newest[page].max(n);
+        }
+        driver
+            .call(&cmd("destroy_job", &job.to_string(), ""))
+            .map_err(|e| e.to_string())?;
+        if window.is_some() {
+            latencies.push(last_ns.saturating_sub(sent_ns));
+            cycles += 1;
+        }
+    }
+    // Pages still reading what the last cycle pushed are counted as they come.
+    while let Ok((_, _, _, len)) = seen.try_recv() {
+        events += 1;
+        event_bytes += len as u64;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut r = Report::new(args);
+    let (window, _) = window.ok_or("the run ended in its warm-up")?;
+    let wall = window.finish(&mut r, "pushed_event", events);
+    for p in pages {
+        let _ = p.join();
+    }
+    r.put("pages", args.watchers as u64);
+    r.put("cycles", cycles);
+    r.putf("cycles_per_s", cycles as f64 / wall);
+    r.put("pushed_events", events);
+    r.putf(
+        "mean_event_bytes",
+        if events > 0 {
+            event_bytes as f64 / events as f64
+        } else {
+            0.0
+        },
+    );
+    r.latencies("reach_all_pages", &mut latencies);
     Ok(r)
 }

@@ -24,5 +24,6 @@ pub mod sim;
 mod state;
 pub mod types;
 
+pub use state::view;
 pub use state::{Core, MACHINE_REMOVED, NO_SUITABLE_MACHINE, TIMED_OUT};
 pub use types::*;

@@ -23,6 +23,8 @@ use super::rules::Rules;
 use super::types::*;
 use crate::config::{Config, MachineConfig};
 
+pub mod view;
+
 /// The job id carried by an emergency stop's power-offs of whole frames (no job has it: ids
 /// start at 1).
 pub const SWEEP_JOB_ID: JobId = 0;

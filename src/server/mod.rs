@@ -46,6 +46,8 @@ pub mod admin;
 pub mod client;
 mod clock;
 mod durability;
+pub mod http;
+pub mod metrics;
 mod recovery;
 
 use crate::core::rules::Rules;
@@ -56,13 +58,13 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use polling::{Event as PollEvent, Events, Poller};
 
 use crate::bmp::{BmpCompletion, BmpRuntime};
 use crate::config::{self, Config};
-use crate::core::{Command, Core, Effect, Event, Response, TimeUs};
+use crate::core::{BmpRequestId, Command, Core, Effect, Event, Lifecycle, Response, TimeUs};
 use crate::protocol::{self, Parsed};
 use crate::timefmt::now_us;
 use client::{Client, ReadOutcome};
@@ -100,6 +102,8 @@ pub struct Options {
     pub admin_socket: Option<PathBuf>,
     /// Board faults for the simulator of `simulate_bmps` ([`crate::bmp::parse_fault_spec`]).
     pub simulate_faults: Vec<String>,
+    /// The HTTP status page, metrics and JSON API, if asked for (`--http`).
+    pub http: Option<http::HttpOptions>,
 }
 
 /// At most this many clients are connected at once by default; more are told so and
@@ -122,6 +126,12 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 /// At most this many connections are accepted in one pass, so a connect storm cannot starve
 /// the clients already connected.
 const ACCEPTS_PER_PASS: usize = 1024;
+// Poller keys, one range per kind of socket (they must never overlap):
+//   0 ..                         protocol clients (counting up)
+//   1 << 61 .. 1 << 62           HTTP connections (`http::owns_key`)
+//   1 << 62 .. usize::MAX - 3    admin connections (`admin::ADMIN_KEY_BASE`)
+//   usize::MAX - 3               the HTTP listener (`http::LISTENER_KEY`)
+//   usize::MAX - 2, - 1          the admin listener, the protocol listener
 const LISTENER_KEY: usize = usize::MAX - 1;
 const ADMIN_LISTENER_KEY: usize = usize::MAX - 2;
 
@@ -239,6 +249,13 @@ struct Server {
     admin_path: PathBuf,
     admin_conns: BTreeMap<usize, admin::AdminConn>,
     next_admin_key: usize,
+    /// The HTTP port (`--http`), if asked for.
+    http: Option<http::Http>,
+    /// Counters and histograms, exported by the HTTP port's `/metrics`.
+    metrics: metrics::Metrics,
+    /// When each BMP request in flight was handed to its thread, and its BMP (for the
+    /// request-duration histogram); as bounded as the requests in flight.
+    bmp_started: BTreeMap<BmpRequestId, (Instant, String)>,
 }
 
 /// Run the server until SIGINT or SIGTERM. Errors are start-up failures, worded for an admin.
@@ -388,6 +405,19 @@ impl Server {
             eprintln!("listening on {local}");
         }
 
+        let http = match &opts.http {
+            Some(h) => {
+                let http = http::Http::start(h.clone(), Arc::clone(&poller), log.clone())?;
+                let addr = http.local_addr().map_err(|e| e.to_string())?;
+                log.info(&format!("status page on http://{addr}/ (metrics at /metrics)"));
+                if h.addr.port() == 0 {
+                    eprintln!("http listening on {addr}");
+                }
+                Some(http)
+            }
+            None => None,
+        };
+
         let signals = Arc::new(SignalFlags::default());
         start_signal_thread(Arc::clone(&signals), Arc::clone(&poller))?;
 
@@ -419,6 +449,9 @@ impl Server {
             admin_path,
             admin_conns: BTreeMap::new(),
             next_admin_key: admin::ADMIN_KEY_BASE,
+            http,
+            metrics: metrics::Metrics::new(),
+            bmp_started: BTreeMap::new(),
         };
         // Log what the start-up batch did, then re-issue every BMP request in flight (those
         // interrupted by the restart and those just issued) in issue order.
@@ -435,7 +468,7 @@ impl Server {
             ));
         }
         for r in resumed {
-            server.bmp.submit(r);
+            server.submit_bmp(r);
         }
         Ok(server)
     }
@@ -475,7 +508,8 @@ impl Server {
         if let Some(retry_at) = self.durability.retry_at() {
             deadline = deadline.map(|d| d.max(retry_at));
         }
-        let deadline = [deadline, self.durability.next_deadline()]
+        let http = self.http.as_ref().and_then(|h| h.next_deadline());
+        let deadline = [deadline, self.durability.next_deadline(), http]
             .into_iter()
             .flatten()
             .min();
@@ -517,10 +551,17 @@ impl Server {
                 job_ids: self.kept_alive_unrecorded.iter().copied().collect(),
             });
         }
+        let fresh: Vec<BmpCompletion> = self.completions.try_iter().collect();
+        for c in &fresh {
+            if let Some((started, bmp)) = self.bmp_started.remove(&c.request_id) {
+                self.metrics
+                    .bmp_request(&bmp, c.failure.is_some(), started.elapsed());
+            }
+        }
         let completions: Vec<BmpCompletion> = self
             .unjournaled_completions
             .drain(..)
-            .chain(self.completions.try_iter())
+            .chain(fresh)
             .collect();
         for c in completions {
             actions.push(Action::Event {
@@ -536,6 +577,9 @@ impl Server {
             });
         }
         for &(key, readable, writable) in ready {
+            if http::owns_key(key) {
+                continue; // served after the pass's changes are folded (below)
+            }
             if key == LISTENER_KEY {
                 if !stopping {
                     self.accept(now);
@@ -584,6 +628,9 @@ impl Server {
             }
             self.durability.commit(&events, now)
         };
+        if durable.is_ok() {
+            self.metrics.events_journaled(events.len());
+        }
         for action in actions {
             match action {
                 Action::Event { client, index } => {
@@ -624,9 +671,28 @@ impl Server {
         // BMP requests go after every reply and notification is sent: handing one over
         // wakes a BMP thread, which would otherwise compete with those sends for the CPU.
         for r in bmp_requests {
-            self.bmp.submit(r);
+            self.submit_bmp(r);
         }
         self.durability.maybe_snapshot(&self.core, now);
+        for took in self.durability.take_write_times() {
+            self.metrics.journal_write(took);
+        }
+        // The HTTP port last: it answers from the state this pass left.
+        if let Some(h) = &mut self.http {
+            let http_ready: Vec<(usize, bool, bool)> = ready
+                .iter()
+                .copied()
+                .filter(|&(k, _, _)| http::owns_key(k))
+                .collect();
+            h.serve(&http_ready, now, &self.core, &self.metrics, self.clients.len());
+        }
+    }
+
+    /// Hand a request to its BMP's thread, noting when (for the metrics).
+    fn submit_bmp(&mut self, r: crate::core::BmpRequest) {
+        self.bmp_started
+            .insert(r.id, (Instant::now(), r.address.clone()));
+        self.bmp.submit(r);
     }
 
     /// Fold a durable (or deferred) event and send its reply, if any, to `client`.
@@ -672,6 +738,7 @@ impl Server {
             Event::Command { peer, command, .. } if self.core.is_keepalive_only(peer, command) => {
                 if self.durability.has_room(1) {
                     self.durability.defer(std::slice::from_ref(event), now);
+                    self.metrics.events_journaled(1);
                     self.fold(client, event, touched);
                 } else {
                     if let Some(job) = self.core.kept_alive_job(command) {
@@ -947,17 +1014,36 @@ impl Server {
             match effect {
                 Effect::Bmp(r) => bmp_requests.push(r),
                 Effect::Log(line) => self.log.info(&line),
-                // (The log lines say the same for the admin; replay reads these.)
+                // (The log lines say the same for the admin; replay reads these.) The
+                // metrics count endings by their typed reason.
+                Effect::Lifecycle(Lifecycle::Ended {
+                    job_id,
+                    reason,
+                    text,
+                }) => {
+                    self.metrics.job_ended(reason);
+                    if let Some(h) = &mut self.http {
+                        h.note_ended(job_id, reason, text, self.core.now_us());
+                    }
+                }
                 Effect::Lifecycle(_) => {}
                 Effect::JobsChanged(ids) => {
+                    if let Some(h) = &mut self.http {
+                        h.note_change();
+                    }
                     self.notify_watchers(&ids, |c| &c.jobs, protocol::render_jobs_changed, touched)
                 }
-                Effect::MachinesChanged(names) => self.notify_watchers(
-                    &names,
-                    |c| &c.machines,
-                    protocol::render_machines_changed,
-                    touched,
-                ),
+                Effect::MachinesChanged(names) => {
+                    if let Some(h) = &mut self.http {
+                        h.note_change();
+                    }
+                    self.notify_watchers(
+                        &names,
+                        |c| &c.machines,
+                        protocol::render_machines_changed,
+                        touched,
+                    )
+                }
             }
         }
         bmp_requests
@@ -1035,6 +1121,7 @@ impl Server {
     }
 
     fn shut_down(mut self) -> Result<(), String> {
+        self.http = None;
         let _ = self.poller.delete(&self.listener);
         if let Some(l) = &self.admin_listener {
             let _ = self.poller.delete(l);

@@ -27,6 +27,8 @@ pub struct FlushDone {
     /// If a snapshot was asked for and the records were written: the sequence number it
     /// covers, or why it could not be written.
     pub snapshot: Option<Result<u64, spalloc_journal::Error>>,
+    /// How long the append and its fsync took (for the metrics).
+    pub write_took: std::time::Duration,
 }
 
 /// What the thread is given: the journal, records to append, and maybe an encoded core to
@@ -52,7 +54,9 @@ impl Flusher {
             .name("journal-flush".into())
             .spawn(move || {
                 for (mut journal, records, state) in requests {
+                    let started = std::time::Instant::now();
                     let result = journal.append_batch(records.records());
+                    let write_took = started.elapsed();
                     let snapshot = match (&result, state) {
                         (Ok(last_seq), Some(bytes)) => Some(
                             journal
@@ -67,6 +71,7 @@ impl Flusher {
                             records,
                             result,
                             snapshot,
+                            write_took,
                         })
                         .is_err()
                     {

@@ -58,7 +58,13 @@ pub struct Durability {
     /// After a failed snapshot, none is tried before this.
     snapshot_retry_at_us: TimeUs,
     log: Logger,
+    /// How long each journal write took, until the server takes them (for the metrics).
+    write_times: Vec<std::time::Duration>,
 }
+
+/// At most this many journal write durations wait to be taken ([`Durability::take_write_times`]);
+/// the server takes them every pass, so this only bounds a caller that never does.
+const WRITE_TIMES_MAX: usize = 1024;
 
 impl Durability {
     /// Take charge of `journal`, whose newest snapshot covers `last_snapshot_seq`; snapshot
@@ -75,6 +81,7 @@ impl Durability {
             deferred: Deferred::default(),
             flusher: Flusher::start(poller)?,
             health: Health::default(),
+            write_times: Vec::new(),
             last_snapshot_seq,
             snapshot_every_events,
             snapshot_retry_at_us: 0,
@@ -243,6 +250,7 @@ impl Durability {
     /// A background write ended: take the journal back; if the write failed, its records
     /// go first again.
     fn flush_finished(&mut self, done: FlushDone, now: TimeUs) {
+        self.note_write(done.write_took);
         self.journal = Some(done.journal);
         match done.result {
             Ok(_) => self.health.written(now),
@@ -278,7 +286,10 @@ impl Durability {
             .journal
             .as_mut()
             .expect("the journal is here when not lent");
-        match journal.append_batch(self.deferred.records()) {
+        let started = std::time::Instant::now();
+        let result = journal.append_batch(self.deferred.records());
+        self.note_write(started.elapsed());
+        match result {
             Ok(_) => {
                 self.deferred.clear();
                 self.health.written(now);
@@ -286,6 +297,20 @@ impl Durability {
             }
             Err(e) => Err(self.health.failed(&e, now, &self.log)),
         }
+    }
+
+    /// Remember how long a journal write (append and fsync) took, for the metrics; at most
+    /// [`WRITE_TIMES_MAX`] wait to be taken.
+    fn note_write(&mut self, took: std::time::Duration) {
+        if self.write_times.len() < WRITE_TIMES_MAX {
+            self.write_times.push(took);
+        }
+    }
+
+    /// The durations of the journal writes (each an append and its fsync) since the last
+    /// call, for the metrics.
+    pub fn take_write_times(&mut self) -> Vec<std::time::Duration> {
+        std::mem::take(&mut self.write_times)
     }
 
     /// The journal, for a test to inject faults into (waits for a background write).

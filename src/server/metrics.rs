@@ -1,0 +1,198 @@
+//! The server's Prometheus metrics, encoded by `prometheus-client` for `GET /metrics`.
+//!
+//! Two kinds of series. Counters and histograms (jobs ended by reason, BMP requests by
+//! outcome and their durations, journal writes, events journaled) are updated by the loop
+//! as things happen, and count from the process's start, as Prometheus expects of a
+//! counter. Gauges that describe the state (boards by machine and state, jobs by state,
+//! connected clients) are not kept up to date at every change: they are set from the core
+//! when a scrape asks, so they can never drift from it.
+//!
+//! Names follow Prometheus' rules: the `spalloc_` prefix, base units (seconds) named in the
+//! suffix, `_total` on counters (the encoder adds it), and label values that are the
+//! server's own words (machine names and BMP addresses from the configuration, reasons from
+//! [`EndReason::name`]), never client text.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::core::view::FacilityView;
+use crate::core::EndReason;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every series the server exports.
+pub struct Metrics {
+    registry: Registry,
+    boards: Family<Labels, Gauge>,
+    jobs: Family<Labels, Gauge>,
+    jobs_ended: Family<Labels, Counter>,
+    bmp_requests: Family<Labels, Counter>,
+    bmp_request_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    journal_write_duration: Histogram,
+    events_journaled: Counter,
+    connected_clients: Gauge,
+    status_subscribers: Gauge,
+}
+
+fn bmp_histogram() -> Histogram {
+    // 1 ms to about 65 s: a power-on waits `post_power_on_delay` (5 s by default) and may
+    // retry.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+impl Metrics {
+    /// Every series, registered and at zero.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("spalloc");
+        let boards = Family::<Labels, Gauge>::default();
+        registry.register(
+            "boards",
+            "Boards by machine and state (free, job, powering, powering_off, dead)",
+            boards.clone(),
+        );
+        let jobs = Family::<Labels, Gauge>::default();
+        registry.register(
+            "jobs",
+            "Live jobs by state (queued, power, ready)",
+            jobs.clone(),
+        );
+        let jobs_ended = Family::<Labels, Counter>::default();
+        registry.register(
+            "jobs_ended",
+            "Jobs ended since the server started, by reason",
+            jobs_ended.clone(),
+        );
+        let bmp_requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "bmp_requests",
+            "BMP requests (power on/off of one frame's boards) completed, by BMP and outcome",
+            bmp_requests.clone(),
+        );
+        let bmp_request_duration =
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(bmp_histogram);
+        registry.register_with_unit(
+            "bmp_request_duration",
+            "Time from handing a BMP request to its thread to its completion, by BMP",
+            Unit::Seconds,
+            bmp_request_duration.clone(),
+        );
+        // 50 µs to about 1.6 s.
+        let journal_write_duration = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
+        registry.register_with_unit(
+            "journal_fsync_duration",
+            "Time to append one batch of events to the journal and fsync it",
+            Unit::Seconds,
+            journal_write_duration.clone(),
+        );
+        let events_journaled = Counter::default();
+        registry.register(
+            "events_journaled",
+            "Events journaled since the server started",
+            events_journaled.clone(),
+        );
+        let connected_clients = Gauge::default();
+        registry.register(
+            "connected_clients",
+            "Clients connected to the spalloc protocol port",
+            connected_clients.clone(),
+        );
+        let status_subscribers = Gauge::default();
+        registry.register(
+            "status_subscribers",
+            "Status pages (event streams) connected to the HTTP port",
+            status_subscribers.clone(),
+        );
+        registry.register(
+            "build",
+            "The server's version",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION").to_string())]),
+        );
+        Metrics {
+            registry,
+            boards,
+            jobs,
+            jobs_ended,
+            bmp_requests,
+            bmp_request_duration,
+            journal_write_duration,
+            events_journaled,
+            connected_clients,
+            status_subscribers,
+        }
+    }
+
+    /// A job ended.
+    pub fn job_ended(&self, reason: EndReason) {
+        self.jobs_ended
+            .get_or_create(&vec![("reason", reason.name().to_string())])
+            .inc();
+    }
+
+    /// A BMP request to `bmp` completed after `took`, failed or not.
+    pub fn bmp_request(&self, bmp: &str, failed: bool, took: Duration) {
+        let outcome = if failed { "failed" } else { "ok" };
+        self.bmp_requests
+            .get_or_create(&vec![("bmp", bmp.to_string()), ("outcome", outcome.into())])
+            .inc();
+        self.bmp_request_duration
+            .get_or_create(&vec![("bmp", bmp.to_string())])
+            .observe(took.as_secs_f64());
+    }
+
+    /// A journal write (append and fsync) took `took`.
+    pub fn journal_write(&self, took: Duration) {
+        self.journal_write_duration.observe(took.as_secs_f64());
+    }
+
+    /// `n` events were journaled (or deferred to be).
+    pub fn events_journaled(&self, n: usize) {
+        self.events_journaled.inc_by(n as u64);
+    }
+
+    /// The exposition (OpenMetrics text), with the state gauges set from `view`.
+    pub fn render(&self, view: &FacilityView, clients: usize, subscribers: usize) -> String {
+        self.boards.clear();
+        for m in &view.machines {
+            for state in ["free", "job", "powering", "powering_off", "dead", "drained"] {
+                // Every state of every machine, zero or not: a series that vanishes reads
+                // as "no data", not as zero.
+                let _ = self
+                    .boards
+                    .get_or_create(&vec![("machine", m.name.clone()), ("state", state.into())]);
+            }
+            for b in &m.boards {
+                self.boards
+                    .get_or_create(&vec![
+                        ("machine", m.name.clone()),
+                        ("state", b.state.name().into()),
+                    ])
+                    .inc();
+            }
+        }
+        self.jobs.clear();
+        for state in ["queued", "power", "ready"] {
+            let n = view.jobs.iter().filter(|j| j.state == state).count();
+            self.jobs
+                .get_or_create(&vec![("state", state.into())])
+                .set(n as i64);
+        }
+        self.connected_clients.set(clients as i64);
+        self.status_subscribers.set(subscribers as i64);
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
