@@ -14,7 +14,7 @@ use argh::FromArgs;
 #[derive(FromArgs)]
 #[argh(
     example = "{command_name} --journal /var/lib/spalloc --config /etc/spalloc/machines.json\n{command_name} --journal /tmp/demo --config examples/machines.json --simulate-bmps",
-    note = "Signals: SIGHUP re-reads the --config file (an invalid file is logged and the current\nconfiguration kept); SIGINT or SIGTERM stop cleanly, writing a snapshot and leaving powered\nboards on. Logs go to stderr. Inspect a journal with spalloc-replay DIR.",
+    note = "Signals: SIGHUP re-reads the --config file (an invalid file is logged and the current\nconfiguration kept); SIGINT or SIGTERM stop cleanly, writing a snapshot and leaving powered\nboards on. Logs go to stderr. Inspect a journal with spalloc-replay DIR.\n\nLimits (--limit NAME=VALUE, repeatable; defaults in brackets; see the README's Limits):\n  clients_max             clients connected at once [20000; fitted to ulimit -n]\n  output_bytes_max        unread output per client before it is dropped [16777216]\n  output_total_bytes_max  unsent output across all clients [536870912]\n  reply_bytes_max         largest single reply; larger gets an exception [67108864]\n  watch_entries_max       jobs and machines watched one by one per client [4096]\n  string_bytes_max        owner, reason, tag, machine name length [1024]\n  tags_max                tags per create_job [64]\n  jobs_max                live jobs in all [20000]\n  jobs_per_owner_max      live jobs per owner [2000]\n  jobs_per_host_max       live jobs per client host [5000]\n  accept_backoff_ms       pause after a failed accept (out of descriptors) [100]",
     error_code(1, "the server could not start (bad configuration, journal locked or damaged, address in use) or failed"),
     error_code(2, "bad command line")
 )]
@@ -44,9 +44,13 @@ struct Args {
     /// print the version and exit
     #[argh(switch)]
     version: bool,
-    /// most clients connected at once (default 20000; each needs a file descriptor)
+    /// most clients connected at once (default 20000; each needs a file descriptor): the
+    /// same as --limit clients_max=N
     #[argh(option)]
     max_clients: Option<usize>,
+    /// set a limit, NAME=VALUE (repeatable; the names are listed below)
+    #[argh(option)]
+    limit: Vec<String>,
     /// journaled events between snapshots (default 100000): a restart replays at most this
     /// many; each snapshot is a few hundred KB
     #[argh(option)]
@@ -95,6 +99,16 @@ fn main() -> ExitCode {
         eprintln!("spalloc-server: --restart-grace-s must be between 0 and 86400 seconds");
         return ExitCode::from(2);
     }
+    let mut limits = spalloc::server::Limits::default();
+    if let Some(n) = args.max_clients {
+        limits.clients_max = n;
+    }
+    for setting in &args.limit {
+        if let Err(e) = limits.set(setting) {
+            eprintln!("spalloc-server: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let opts = spalloc::server::Options {
         journal,
         config: args.config,
@@ -103,7 +117,7 @@ fn main() -> ExitCode {
         cold_start: args.cold_start,
         quiet: args.quiet,
         simulate_bmps: args.simulate_bmps,
-        max_clients: args.max_clients.unwrap_or(spalloc::server::MAX_CLIENTS),
+        limits,
         snapshot_every_events: args
             .snapshot_every
             .unwrap_or(spalloc::server::SNAPSHOT_EVERY_EVENTS),

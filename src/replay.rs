@@ -572,8 +572,9 @@ pub fn event_text(step: &Step) -> String {
              keepalives were answered while it could not be written"
         ),
         Event::Rules { rules, .. } => format!(
-            "rules: single boards by {:?}, boards held after a failed power-off: {}",
-            rules.pop, rules.hold_failed_power_off
+            "rules: single boards by {:?}, boards held after a failed power-off: {}, \
+             power changes coalesced: {}",
+            rules.pop, rules.hold_failed_power_off, rules.coalesce_power
         ),
     }
 }

@@ -27,6 +27,14 @@ pub struct Rules {
     /// `retry_delay`) until the BMP answers, rather than released at once.
     #[serde(default)]
     pub hold_failed_power_off: bool,
+    /// Whether a job's power changes are coalesced: while BMP requests for a job are in
+    /// flight, a further `power_on_job_boards` / `power_off_job_boards` only records the
+    /// state wanted (the latest wins), issued once the requests in flight complete. So a job
+    /// never has more than one request per BMP frame queued, and one client's burst of
+    /// power changes cannot fill a BMP's queue and fail or starve its neighbours' jobs.
+    /// (Old rule: every change issued at once.)
+    #[serde(default)]
+    pub coalesce_power: bool,
 }
 
 impl Rules {
@@ -34,5 +42,6 @@ impl Rules {
     pub const CURRENT: Rules = Rules {
         pop: PopRule::CURRENT,
         hold_failed_power_off: true,
+        coalesce_power: true,
     };
 }

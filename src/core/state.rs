@@ -21,6 +21,7 @@ use super::queue::{JobQueue, PendingJob, QueueMachine, QueueOutcome};
 use super::rules::Rules;
 use super::types::*;
 use crate::config::{Config, MachineConfig};
+use crate::logsafe::escape;
 
 /// The reason given to jobs that fit no machine.
 pub const NO_SUITABLE_MACHINE: &str = "No suitable machines available.";
@@ -202,6 +203,11 @@ struct Job {
     allocation: Option<JobAllocation>,
     /// BMP requests issued for this job and not yet completed.
     bmp_outstanding: u32,
+    /// A power change asked for while requests were in flight (under
+    /// [`Rules::coalesce_power`]), issued when they complete: the latest one asked for.
+    /// (Absent from snapshots written before it existed: none.)
+    #[serde(default)]
+    power_wanted: Option<bool>,
 }
 
 /// A destroyed job whose boards wait for the hardware before they are released.
@@ -395,24 +401,12 @@ impl Core {
             }
             Command::PowerOnJobBoards { job_id } => {
                 self.touch(*job_id, Some(peer), now);
-                if self
-                    .jobs
-                    .get(job_id)
-                    .is_some_and(|j| j.allocation.is_some())
-                {
-                    self.set_power(*job_id, true);
-                }
+                self.power_command(*job_id, true);
                 Response::Null
             }
             Command::PowerOffJobBoards { job_id } => {
                 self.touch(*job_id, Some(peer), now);
-                if self
-                    .jobs
-                    .get(job_id)
-                    .is_some_and(|j| j.allocation.is_some())
-                {
-                    self.set_power(*job_id, false);
-                }
+                self.power_command(*job_id, false);
                 Response::Null
             }
             Command::DestroyJob { job_id, reason } => {
@@ -421,7 +415,7 @@ impl Core {
                         "job {job_id}: destroy requested from {peer}{}",
                         reason
                             .as_deref()
-                            .map(|r| format!(" ({r})"))
+                            .map(|r| format!(" ({})", escape(r)))
                             .unwrap_or_default()
                     ));
                 }
@@ -594,6 +588,16 @@ impl Core {
                 }
             ));
         }
+        if rules.coalesce_power != self.rules.coalesce_power {
+            self.log(format!(
+                "rules: power changes asked for while a job's BMP requests are in flight are {}",
+                if rules.coalesce_power {
+                    "coalesced (the latest issued when they complete)"
+                } else {
+                    "issued at once"
+                }
+            ));
+        }
         self.rules = rules;
         for m in &mut self.queue.machines {
             m.allocator.set_pop_rule(rules.pop);
@@ -693,6 +697,11 @@ impl Core {
             debug_assert!(job.bmp_outstanding > 0);
             job.bmp_outstanding = job.bmp_outstanding.saturating_sub(1);
             if job.bmp_outstanding == 0 {
+                if let Some(on) = job.power_wanted.take() {
+                    // A change asked for meanwhile (coalesced): now its turn.
+                    self.set_power(job_id, on);
+                    return;
+                }
                 job.state = JobState::Ready;
                 self.changed_jobs.insert(job_id);
                 let on = job.power == Some(true);
@@ -852,12 +861,15 @@ impl Core {
                 kwargs_json: c.kwargs_json.clone(),
                 allocation: None,
                 bmp_outstanding: 0,
+                power_wanted: None,
             },
         );
         self.changed_jobs.insert(id);
         self.log(format!(
             "job {id}: created by {} from {peer}: create_job({}, {})",
-            c.owner, c.args_json, c.kwargs_json
+            escape(&c.owner),
+            escape(&c.args_json),
+            escape(&c.kwargs_json)
         ));
         self.lifecycle(Lifecycle::Queued {
             job_id: id,
@@ -969,6 +981,27 @@ impl Core {
         self.set_power(job_id, true);
     }
 
+    /// A client's `power_on_job_boards` (`on`) or `power_off_job_boards` of a job with
+    /// boards. Under [`Rules::coalesce_power`], while the job's requests are in flight the
+    /// change is only recorded (the latest wins) and issued when they complete
+    /// (`handle_bmp_done`); the job reports the power asked for, in state `Power`, meanwhile.
+    fn power_command(&mut self, job_id: JobId, on: bool) {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        if job.allocation.is_none() {
+            return;
+        }
+        if self.rules.coalesce_power && job.bmp_outstanding > 0 {
+            debug_assert_eq!(job.state, JobState::Power);
+            job.power_wanted = Some(on);
+            job.power = Some(on);
+            self.changed_jobs.insert(job_id);
+            return;
+        }
+        self.set_power(job_id, on);
+    }
+
     /// Issue the BMP requests that power a job's boards on (stopping its periphery links) or
     /// off: one request per frame, frames in (cabinet, frame) order.
     fn set_power(&mut self, job_id: JobId, on: bool) {
@@ -1031,7 +1064,7 @@ impl Core {
         };
         self.log(format!(
             "job {job_id}: destroyed: {}",
-            reason.as_deref().unwrap_or("(no reason)")
+            escape(reason.as_deref().unwrap_or("(no reason)"))
         ));
         self.lifecycle(Lifecycle::Ended {
             job_id,
@@ -1460,10 +1493,16 @@ impl Core {
                         && self.queue.pending.contains_key(&j.id)
                 }
                 JobState::Power => {
-                    j.allocation.is_some() && j.power.is_some() && j.bmp_outstanding > 0
+                    j.allocation.is_some()
+                        && j.power.is_some()
+                        && j.bmp_outstanding > 0
+                        && (j.power_wanted.is_none() || j.power_wanted == j.power)
                 }
                 JobState::Ready => {
-                    j.allocation.is_some() && j.power.is_some() && j.bmp_outstanding == 0
+                    j.allocation.is_some()
+                        && j.power.is_some()
+                        && j.bmp_outstanding == 0
+                        && j.power_wanted.is_none()
                 }
                 JobState::Unknown | JobState::Destroyed => false,
             };
@@ -1567,6 +1606,14 @@ impl Core {
     /// Ids of the live jobs, in creation order.
     pub fn live_job_ids(&self) -> Vec<JobId> {
         self.jobs.keys().copied().collect()
+    }
+
+    /// The owner and last host of every live job, in creation order (for the server's
+    /// bounds on jobs per owner and per host).
+    pub fn live_job_owners(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.jobs
+            .values()
+            .map(|j| (j.owner.as_str(), j.lasthost.as_deref()))
     }
 }
 

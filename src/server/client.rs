@@ -3,9 +3,10 @@
 //!
 //! Reading and writing never block: the socket is non-blocking and the loop re-arms interest
 //! (`polling`'s oneshot mode) after each event. A line longer than
-//! [`crate::protocol::MAX_LINE_BYTES`] and an output buffer longer than [`MAX_OUTPUT_BYTES`]
-//! are both bounded: the first gets an error and the connection closed, the second closes
-//! the connection of a client that has stopped reading.
+//! [`crate::protocol::MAX_LINE_BYTES`] and an output backlog longer than `output_bytes_max`
+//! (`server::limits`) are both bounded: the first gets an error and the connection closed,
+//! the second closes the connection of a client that has stopped reading (the server
+//! decides). Watches are bounded by `watch_entries_max` ([`Watch::len`]).
 
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
@@ -13,8 +14,9 @@ use std::net::{SocketAddr, TcpStream};
 
 use crate::core::JobId;
 
-/// The most output a client may leave unread before it is disconnected. Generous: a
-/// `list_jobs` of a thousand jobs is about 300 KiB.
+/// The most output a client may leave unread before it is disconnected by default
+/// (`output_bytes_max` in `server::limits`). Generous: a `list_jobs` of a thousand jobs is
+/// about 300 KiB.
 pub const MAX_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
 
 /// How much is read from one client in one loop pass, so that one fast sender cannot starve
@@ -60,6 +62,20 @@ impl<T: Ord + Clone> Watch<T> {
                 }
             }
         }
+    }
+
+    /// Entries held: one per item watched individually, one for "all", none for nothing.
+    pub fn len(&self) -> usize {
+        match self {
+            Watch::Nothing => 0,
+            Watch::All => 1,
+            Watch::Some(set) => set.len(),
+        }
+    }
+
+    /// Whether nothing is watched.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Watch::Nothing)
     }
 
     /// The changed items this watch selects, in the order given.
@@ -168,10 +184,9 @@ impl Client {
         }
     }
 
-    /// Queue bytes to send. Returns false if the output bound is now exceeded.
-    pub fn queue(&mut self, bytes: &[u8]) -> bool {
+    /// Queue bytes to send. (The server bounds how much may wait: `Limits`.)
+    pub fn queue(&mut self, bytes: &[u8]) {
         self.output.extend_from_slice(bytes);
-        self.pending_output() <= MAX_OUTPUT_BYTES
     }
 
     /// Bytes queued and not yet sent.

@@ -45,7 +45,10 @@
 pub mod client;
 mod clock;
 mod durability;
+pub mod limits;
 mod recovery;
+
+pub use limits::Limits;
 
 use crate::core::rules::Rules;
 
@@ -85,8 +88,9 @@ pub struct Options {
     pub quiet: bool,
     /// Run a BMP simulator at every configured (loopback) BMP address.
     pub simulate_bmps: bool,
-    /// Most clients connected at once ([`MAX_CLIENTS`] unless a test lowers it).
-    pub max_clients: usize,
+    /// Every bound on what clients can make the server hold or do (`--limit`,
+    /// `--max-clients`).
+    pub limits: Limits,
     /// Journaled events between snapshots ([`SNAPSHOT_EVERY_EVENTS`] by default).
     pub snapshot_every_events: u64,
     /// After a restart, no job's keepalive expires sooner than this
@@ -95,7 +99,7 @@ pub struct Options {
 }
 
 /// At most this many clients are connected at once by default; more are told so and
-/// disconnected. (`--max-clients` lowers it, so tests can reach the edge.)
+/// disconnected (`--max-clients`, or `--limit clients_max=N`).
 pub const MAX_CLIENTS: usize = 20_000;
 /// By default a snapshot is written after this many journaled events, so a restart replays
 /// at most this many (`--snapshot-every`).
@@ -159,6 +163,9 @@ impl Logger {
     }
 
     fn emit(&self, level: &str, msg: &str) {
+        // The last line of defence against escapes reaching the admin's terminal (client
+        // strings are escaped where they enter a message: `crate::logsafe`).
+        let msg = &*crate::logsafe::escape_message(msg);
         if let Some(c) = &self.captured {
             c.lock().unwrap().push(format!("{level}{msg}"));
             return;
@@ -217,7 +224,16 @@ struct Server {
     /// timers are reset ([`Event::KeptAliveUnrecorded`]) as soon as it can.
     kept_alive_unrecorded: BTreeSet<crate::core::JobId>,
     signals: Arc<SignalFlags>,
+    /// After a failed `accept` (out of descriptors): not before this time, and the listener
+    /// is left disarmed until then (`accept_paused`), so the loop neither spins nor forgets
+    /// to re-arm it.
     accept_paused_until_us: TimeUs,
+    accept_paused: bool,
+    /// A descriptor held in reserve: when `accept` fails for lack of descriptors, it is
+    /// closed so one waiting connection can be accepted and told "server is full".
+    spare_fd: Option<std::fs::File>,
+    /// Unsent output across all clients (bounded by `output_total_bytes_max`).
+    output_total: usize,
     _simulator: Option<crate::bmp::Simulator>,
 }
 
@@ -344,6 +360,22 @@ impl Server {
             eprintln!("listening on {local}");
         }
 
+        // Each client needs a descriptor: a bound above what the process may open would turn
+        // the next connections into accept failures (EMFILE) instead of a clear refusal.
+        let mut opts = opts;
+        if let Some(nofile) = Limits::open_files_soft_limit() {
+            let fit = nofile.saturating_sub(limits::RESERVED_FDS).max(1) as usize;
+            if opts.limits.clients_max > fit {
+                log.warn(&format!(
+                    "clients_max lowered from {} to {fit}: the process may open {nofile} files \
+                     and keeps {} for itself (raise LimitNOFILE / ulimit -n to allow more)",
+                    opts.limits.clients_max,
+                    limits::RESERVED_FDS
+                ));
+                opts.limits.clients_max = fit;
+            }
+        }
+
         let signals = Arc::new(SignalFlags::default());
         start_signal_thread(Arc::clone(&signals), Arc::clone(&poller))?;
 
@@ -370,6 +402,9 @@ impl Server {
             kept_alive_unrecorded: BTreeSet::new(),
             signals,
             accept_paused_until_us: 0,
+            accept_paused: false,
+            spare_fd: std::fs::File::open("/dev/null").ok(),
+            output_total: 0,
             _simulator: simulator,
         };
         // Log what the start-up batch did, then re-issue every BMP request in flight (those
@@ -427,7 +462,8 @@ impl Server {
         if let Some(retry_at) = self.durability.retry_at() {
             deadline = deadline.map(|d| d.max(retry_at));
         }
-        let deadline = [deadline, self.durability.next_deadline()]
+        let paused = self.accept_paused.then_some(self.accept_paused_until_us);
+        let deadline = [deadline, self.durability.next_deadline(), paused]
             .into_iter()
             .flatten()
             .min();
@@ -444,7 +480,14 @@ impl Server {
         let mut events: Vec<Event> = Vec::new();
         let mut actions: Vec<Action> = Vec::new();
         let mut touched: BTreeSet<usize> = BTreeSet::new();
+        // Live jobs per owner and host, counted on the pass's first create_job.
+        let mut job_counts: Option<JobCounts> = None;
 
+        // A listener paused after a failed accept: its back-off is over, so accept again
+        // (which re-arms it).
+        if self.accept_paused && now >= self.accept_paused_until_us && !stopping {
+            self.accept(now);
+        }
         if self.signals.reload.swap(false, Ordering::SeqCst) {
             if let Some(config) = self.reload_config() {
                 actions.push(Action::Event {
@@ -497,7 +540,7 @@ impl Server {
                 self.flush_client(key);
             }
             if readable && !stopping {
-                self.read_client(key, now, &mut events, &mut actions);
+                self.read_client(key, now, &mut events, &mut actions, &mut job_counts);
             }
         }
         if self.core.tick_due(now) && retry_due {
@@ -666,20 +709,24 @@ impl Server {
         rest
     }
 
+    /// Accept waiting connections (at most [`ACCEPTS_PER_PASS`]), then re-arm the listener.
+    ///
+    /// When `accept` fails (out of descriptors, most likely: `EMFILE`/`ENFILE`), the
+    /// listener is left disarmed for `accept_backoff_ms` rather than spin, and the pass after
+    /// the back-off calls this again, which re-arms it: the server never stops accepting for
+    /// good. The spare descriptor is given up to accept one waiting connection and tell it
+    /// the server is full, then taken back.
     fn accept(&mut self, now: TimeUs) {
         if now < self.accept_paused_until_us {
+            self.accept_paused = true; // `pass` calls again once the back-off is over
             return;
         }
+        self.accept_paused = false;
         for _ in 0..ACCEPTS_PER_PASS {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
-                    if self.clients.len() >= self.opts.max_clients {
-                        let mut s = stream;
-                        let msg = format!(
-                            "server is full ({} clients); try again later",
-                            self.opts.max_clients
-                        );
-                        let _ = io::Write::write_all(&mut s, &protocol::render_exception(&msg));
+                    if self.clients.len() >= self.opts.limits.clients_max {
+                        self.refuse_full(stream);
                         continue;
                     }
                     if stream.set_nonblocking(true).is_err() {
@@ -698,16 +745,49 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Out of file descriptors, most likely: back off briefly rather than spin.
-                    self.log.error(&format!("cannot accept a connection: {e}"));
-                    self.accept_paused_until_us = now + 100_000;
-                    break;
+                    // Out of file descriptors, most likely. Free the spare to tell one
+                    // waiting connection why, then back off briefly rather than spin.
+                    if self.spare_fd.take().is_some() {
+                        if let Ok((stream, _)) = self.listener.accept() {
+                            self.refuse_full(stream);
+                        }
+                        self.spare_fd = std::fs::File::open("/dev/null").ok();
+                    }
+                    let backoff_us = self.opts.limits.accept_backoff_ms.saturating_mul(1000);
+                    self.log.error(&format!(
+                        "cannot accept a connection: {e} ({} clients connected); accepting \
+                         again in {} ms",
+                        self.clients.len(),
+                        self.opts.limits.accept_backoff_ms
+                    ));
+                    self.accept_paused_until_us = now.saturating_add(backoff_us);
+                    self.accept_paused = true;
+                    return; // left disarmed until the back-off is over (`pass`)
                 }
             }
         }
-        let _ = self
+        if self
             .poller
-            .modify(&self.listener, PollEvent::readable(LISTENER_KEY));
+            .modify(&self.listener, PollEvent::readable(LISTENER_KEY))
+            .is_err()
+        {
+            // Should not happen; try again shortly rather than never.
+            self.accept_paused_until_us = now.saturating_add(100_000);
+            self.accept_paused = true;
+        }
+    }
+
+    /// Tell a connection beyond `clients_max` (or one accepted with the spare descriptor)
+    /// that the server is full, and close it. One non-blocking write: a client that does not
+    /// read cannot hold the loop.
+    fn refuse_full(&self, stream: std::net::TcpStream) {
+        let _ = stream.set_nonblocking(true);
+        let msg = format!(
+            "server is full ({} clients); try again later",
+            self.clients.len().min(self.opts.limits.clients_max)
+        );
+        let mut s = stream;
+        let _ = io::Write::write(&mut s, &protocol::render_exception(&msg));
     }
 
     fn read_client(
@@ -716,7 +796,10 @@ impl Server {
         now: TimeUs,
         events: &mut Vec<Event>,
         actions: &mut Vec<Action>,
+        job_counts: &mut Option<JobCounts>,
     ) {
+        let limits = &self.opts.limits;
+        let core = &self.core;
         let Some(client) = self.clients.get_mut(&key) else {
             return;
         };
@@ -748,6 +831,9 @@ impl Server {
                     client: key,
                     bytes: protocol::render_version(protocol::VERSION),
                 }),
+                Parsed::NotifyJob(Some(_)) if client.jobs.len() >= limits.watch_entries_max => {
+                    actions.push(watch_refused(key, limits))
+                }
                 Parsed::NotifyJob(id) => {
                     client.jobs.add(id);
                     actions.push(null_reply(key));
@@ -755,6 +841,17 @@ impl Server {
                 Parsed::NoNotifyJob(id) => {
                     client.jobs.remove(id);
                     actions.push(null_reply(key));
+                }
+                Parsed::NotifyMachine(Some(name)) if name.len() > limits.string_bytes_max => {
+                    actions.push(Action::Send {
+                        client: key,
+                        bytes: protocol::render_exception(&too_long("machine name", name.len(), limits)),
+                    })
+                }
+                Parsed::NotifyMachine(Some(_))
+                    if client.machines.len() >= limits.watch_entries_max =>
+                {
+                    actions.push(watch_refused(key, limits))
                 }
                 Parsed::NotifyMachine(name) => {
                     client.machines.add(name);
@@ -769,6 +866,17 @@ impl Server {
                     command,
                 }),
                 Parsed::Core(command) => {
+                    // Past a limit: refused before it is journaled, so nothing changes (and
+                    // older journals, written without these limits, replay unchanged).
+                    if let Err(msg) =
+                        check_command(&command, &client.peer_ip, limits, core, job_counts)
+                    {
+                        actions.push(Action::Send {
+                            client: key,
+                            bytes: protocol::render_exception(&msg),
+                        });
+                        continue;
+                    }
                     actions.push(Action::Event {
                         client: Some(key),
                         index: events.len(),
@@ -800,24 +908,77 @@ impl Server {
         }
     }
 
+    /// Queue `bytes` (a reply or notification) for a client, within the output bounds.
+    ///
+    /// What is bounded is the *backlog*: output the client has been sent the chance to read
+    /// and has not. A client whose backlog (after trying to send it now) exceeds
+    /// `output_bytes_max`, or that has any backlog while all clients' unsent output is at
+    /// `output_total_bytes_max`, is disconnected: it is not reading. One reply may be bigger
+    /// than `output_bytes_max`; one bigger than `reply_bytes_max` is replaced by an
+    /// exception saying so, and the client stays connected.
     fn send(&mut self, key: usize, bytes: &[u8], touched: &mut BTreeSet<usize>) {
+        let limits = &self.opts.limits;
         let Some(client) = self.clients.get_mut(&key) else {
             return;
         };
         touched.insert(key);
-        if !client.queue(bytes) {
+        let too_big;
+        let bytes = if bytes.len() > limits.reply_bytes_max {
+            too_big = protocol::render_exception(&format!(
+                "the reply is too large to send ({} bytes; the limit is {} bytes, \
+                 reply_bytes_max)",
+                bytes.len(),
+                limits.reply_bytes_max
+            ));
+            &too_big[..]
+        } else {
+            bytes
+        };
+        let mut backlog = client.pending_output();
+        let over = |backlog: usize, total: usize| {
+            backlog > 0
+                && (backlog > limits.output_bytes_max
+                    || total + bytes.len() > limits.output_total_bytes_max)
+        };
+        if over(backlog, self.output_total) {
+            // Perhaps the socket has room by now: try before blaming the client.
+            let failed = client.flush().is_err();
+            let after = client.pending_output();
+            self.output_total = self.output_total + after - backlog;
+            backlog = after;
+            if failed {
+                self.close_client(key);
+                return;
+            }
+        }
+        if over(backlog, self.output_total) {
+            let why = if backlog > limits.output_bytes_max {
+                format!("output_bytes_max = {}", limits.output_bytes_max)
+            } else {
+                format!(
+                    "and all clients' unsent output is at output_total_bytes_max = {}",
+                    limits.output_total_bytes_max
+                )
+            };
             self.log.info(&format!(
-                "client {} disconnected: it left more than {} bytes unread",
+                "client {} disconnected: it left more than {} bytes of replies unread \
+                 ({backlog} bytes sent to it and not read; {why})",
                 client.peer,
-                client::MAX_OUTPUT_BYTES
+                backlog.min(limits.output_bytes_max)
             ));
             self.close_client(key);
+            return;
         }
+        client.queue(bytes);
+        self.output_total += bytes.len();
     }
 
     fn flush_client(&mut self, key: usize) {
         if let Some(c) = self.clients.get_mut(&key) {
-            if c.flush().is_err() {
+            let before = c.pending_output();
+            let failed = c.flush().is_err();
+            self.output_total = self.output_total + c.pending_output() - before;
+            if failed {
                 self.close_client(key);
             }
         }
@@ -828,10 +989,11 @@ impl Server {
     /// unless it now needs to hear of writability (output left over) or is closing: that
     /// saves an `epoll_ctl` per watcher and notification.
     fn rearm(&mut self, key: usize, disarmed: bool) {
+        self.flush_client(key);
         let Some(c) = self.clients.get_mut(&key) else {
             return;
         };
-        if c.flush().is_err() || (c.closing && c.pending_output() == 0) {
+        if c.closing && c.pending_output() == 0 {
             self.close_client(key);
             return;
         }
@@ -846,8 +1008,14 @@ impl Server {
 
     fn close_client(&mut self, key: usize) {
         if let Some(c) = self.clients.remove(&key) {
+            self.output_total -= c.pending_output();
             let _ = self.poller.delete(&c.stream);
         }
+        debug_assert!(
+            self.clients.len() > 64
+                || self.output_total
+                    == self.clients.values().map(Client::pending_output).sum::<usize>()
+        );
     }
 
     /// Hand the core's outputs to the world: log lines and notifications now; the BMP
@@ -953,6 +1121,119 @@ fn null_reply(client: usize) -> Action {
     Action::Send {
         client,
         bytes: protocol::render_response(&Response::Null),
+    }
+}
+
+/// The exception for a `notify_*` past `watch_entries_max`.
+fn watch_refused(client: usize, limits: &Limits) -> Action {
+    Action::Send {
+        client,
+        bytes: protocol::render_exception(&format!(
+            "this connection already watches {} jobs or machines one by one, the most \
+             allowed (watch_entries_max); watch all of them with no argument instead",
+            limits.watch_entries_max
+        )),
+    }
+}
+
+/// The message for a string past `string_bytes_max`.
+fn too_long(what: &str, len: usize, limits: &Limits) -> String {
+    format!(
+        "{what} is too long ({len} bytes; the limit is {} bytes, string_bytes_max)",
+        limits.string_bytes_max
+    )
+}
+
+/// Live jobs per owner and per host: the core's, counted once per pass (on its first
+/// `create_job`), plus the pass's own accepted `create_job`s.
+struct JobCounts {
+    total: usize,
+    by_owner: BTreeMap<String, usize>,
+    by_host: BTreeMap<String, usize>,
+}
+
+impl JobCounts {
+    fn of(core: &Core) -> JobCounts {
+        let mut c = JobCounts {
+            total: 0,
+            by_owner: BTreeMap::new(),
+            by_host: BTreeMap::new(),
+        };
+        for (owner, host) in core.live_job_owners() {
+            c.total += 1;
+            *c.by_owner.entry(owner.to_owned()).or_default() += 1;
+            if let Some(h) = host {
+                *c.by_host.entry(h.to_owned()).or_default() += 1;
+            }
+        }
+        c
+    }
+}
+
+/// Whether a state-changing command is within the limits (a `create_job` also counts
+/// towards the pass's job counts). `Err` is the exception to answer, naming the limit.
+fn check_command(
+    command: &Command,
+    peer: &str,
+    limits: &Limits,
+    core: &Core,
+    counts: &mut Option<JobCounts>,
+) -> Result<(), String> {
+    match command {
+        Command::DestroyJob {
+            reason: Some(r), ..
+        } if r.len() > limits.string_bytes_max => Err(too_long("reason", r.len(), limits)),
+        Command::CreateJob(c) => {
+            if c.owner.len() > limits.string_bytes_max {
+                return Err(too_long("owner", c.owner.len(), limits));
+            }
+            match &c.target {
+                crate::core::JobTarget::Machine(m) if m.len() > limits.string_bytes_max => {
+                    return Err(too_long("machine name", m.len(), limits));
+                }
+                crate::core::JobTarget::Tags(tags) => {
+                    if tags.len() > limits.tags_max {
+                        return Err(format!(
+                            "too many tags ({}; the limit is {}, tags_max)",
+                            tags.len(),
+                            limits.tags_max
+                        ));
+                    }
+                    if let Some(t) = tags.iter().find(|t| t.len() > limits.string_bytes_max) {
+                        return Err(too_long("a tag", t.len(), limits));
+                    }
+                }
+                _ => {}
+            }
+            let counts = counts.get_or_insert_with(|| JobCounts::of(core));
+            let owner = counts.by_owner.get(&c.owner).copied().unwrap_or(0);
+            let host = counts.by_host.get(peer).copied().unwrap_or(0);
+            if counts.total >= limits.jobs_max {
+                return Err(format!(
+                    "the server already has {} live jobs, the most it takes (jobs_max); \
+                     try again when some have ended",
+                    counts.total
+                ));
+            }
+            if owner >= limits.jobs_per_owner_max {
+                return Err(format!(
+                    "owner {:?} already has {owner} live jobs, the most one owner may have \
+                     (jobs_per_owner_max)",
+                    c.owner
+                ));
+            }
+            if host >= limits.jobs_per_host_max {
+                return Err(format!(
+                    "host {peer} already has {host} live jobs, the most one host may have \
+                     (jobs_per_host_max)"
+                ));
+            }
+            counts.total += 1;
+            *counts.by_owner.entry(c.owner.clone()).or_default() += 1;
+            *counts.by_host.entry(peer.to_owned()).or_default() += 1;
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 
