@@ -573,8 +573,12 @@ pub fn event_text(step: &Step) -> String {
         ),
         Event::Rules { rules, .. } => format!(
             "rules: single boards by {:?}, boards held after a failed power-off: {}, \
-             power changes coalesced: {}",
-            rules.pop, rules.hold_failed_power_off, rules.coalesce_power
+             power changes coalesced: {} (one per {} ms after a burst of {})",
+            rules.pop,
+            rules.hold_failed_power_off,
+            rules.coalesce_power,
+            rules.power_change_gap_us / 1000,
+            rules.power_change_burst
         ),
     }
 }

@@ -208,6 +208,12 @@ struct Job {
     /// (Absent from snapshots written before it existed: none.)
     #[serde(default)]
     power_wanted: Option<bool>,
+    /// The rate bound on the job's power changes ([`Rules::power_change_gap_us`]), as the
+    /// generic cell rate algorithm's theoretical arrival time: a change may start once
+    /// `now + gap * (burst - 1) >= power_tat_us`, and moves it to `max(it, now) + gap`.
+    /// (Absent from older snapshots: 0, no change made yet.)
+    #[serde(default)]
+    power_tat_us: TimeUs,
 }
 
 /// A destroyed job whose boards wait for the hardware before they are released.
@@ -401,12 +407,12 @@ impl Core {
             }
             Command::PowerOnJobBoards { job_id } => {
                 self.touch(*job_id, Some(peer), now);
-                self.power_command(*job_id, true);
+                self.power_command(now, *job_id, true);
                 Response::Null
             }
             Command::PowerOffJobBoards { job_id } => {
                 self.touch(*job_id, Some(peer), now);
-                self.power_command(*job_id, false);
+                self.power_command(now, *job_id, false);
                 Response::Null
             }
             Command::DestroyJob { job_id, reason } => {
@@ -513,6 +519,16 @@ impl Core {
             );
         }
         self.retry_power_offs(now);
+        let waited: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|j| j.power_wanted.is_some() && j.bmp_outstanding == 0)
+            .filter(|j| power_not_before(&self.rules, j.power_tat_us) <= now)
+            .map(|j| j.id)
+            .collect();
+        for id in waited {
+            self.issue_wanted_power(now, id);
+        }
         let mut out = Vec::new();
         self.queue.check_free(now, &mut out);
         self.apply_outcomes(now, out);
@@ -586,6 +602,15 @@ impl Core {
                 } else {
                     "not held"
                 }
+            ));
+        }
+        if (rules.power_change_gap_us, rules.power_change_burst)
+            != (self.rules.power_change_gap_us, self.rules.power_change_burst)
+        {
+            self.log(format!(
+                "rules: a job's power changes are limited to one per {} ms after a burst of {}",
+                rules.power_change_gap_us / 1000,
+                rules.power_change_burst
             ));
         }
         if rules.coalesce_power != self.rules.coalesce_power {
@@ -697,9 +722,10 @@ impl Core {
             debug_assert!(job.bmp_outstanding > 0);
             job.bmp_outstanding = job.bmp_outstanding.saturating_sub(1);
             if job.bmp_outstanding == 0 {
-                if let Some(on) = job.power_wanted.take() {
-                    // A change asked for meanwhile (coalesced): now its turn.
-                    self.set_power(job_id, on);
+                if job.power_wanted.is_some() {
+                    // A change asked for meanwhile (coalesced): now its turn, or once its
+                    // gap is over (`handle_tick`).
+                    self.issue_wanted_power(now, job_id);
                     return;
                 }
                 job.state = JobState::Ready;
@@ -862,6 +888,7 @@ impl Core {
                 allocation: None,
                 bmp_outstanding: 0,
                 power_wanted: None,
+                power_tat_us: 0,
             },
         );
         self.changed_jobs.insert(id);
@@ -982,24 +1009,46 @@ impl Core {
     }
 
     /// A client's `power_on_job_boards` (`on`) or `power_off_job_boards` of a job with
-    /// boards. Under [`Rules::coalesce_power`], while the job's requests are in flight the
-    /// change is only recorded (the latest wins) and issued when they complete
-    /// (`handle_bmp_done`); the job reports the power asked for, in state `Power`, meanwhile.
-    fn power_command(&mut self, job_id: JobId, on: bool) {
+    /// boards. Under [`Rules::coalesce_power`], while the job's requests are in flight, or
+    /// sooner than [`Rules::power_change_gap_us`] after its last change started, the change
+    /// is only recorded (the latest wins) and issued once they complete and the gap is over
+    /// (`handle_bmp_done`, `handle_tick`); the job reports the power asked for, in state
+    /// `Power`, meanwhile.
+    fn power_command(&mut self, now: TimeUs, job_id: JobId, on: bool) {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
         if job.allocation.is_none() {
             return;
         }
-        if self.rules.coalesce_power && job.bmp_outstanding > 0 {
-            debug_assert_eq!(job.state, JobState::Power);
+        let not_before = power_not_before(&self.rules, job.power_tat_us);
+        if self.rules.coalesce_power && (job.bmp_outstanding > 0 || now < not_before) {
             job.power_wanted = Some(on);
             job.power = Some(on);
+            if job.state != JobState::Power {
+                job.state = JobState::Power;
+                self.lifecycle(Lifecycle::Powering { job_id, on });
+            }
             self.changed_jobs.insert(job_id);
             return;
         }
         self.set_power(job_id, on);
+    }
+
+    /// Issue the change a job has waited to make (coalesced) once nothing is in flight and
+    /// its gap is over; true if it did.
+    fn issue_wanted_power(&mut self, now: TimeUs, job_id: JobId) -> bool {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return false;
+        };
+        if job.bmp_outstanding > 0 || now < power_not_before(&self.rules, job.power_tat_us) {
+            return false;
+        }
+        let Some(on) = job.power_wanted.take() else {
+            return false;
+        };
+        self.set_power(job_id, on);
+        true
     }
 
     /// Issue the BMP requests that power a job's boards on (stopping its periphery links) or
@@ -1011,8 +1060,16 @@ impl Core {
             .expect("allocated job");
         let requests = power_requests(&self.machines, &mut self.next_request_id, job_id, alloc, on);
         let n = self.issue(requests);
+        let gap_us = if self.rules.coalesce_power {
+            self.rules.power_change_gap_us
+        } else {
+            0
+        };
+        let now = self.now_us;
         let job = self.jobs.get_mut(&job_id).expect("live job");
         job.bmp_outstanding += n;
+        job.power_wanted = None;
+        job.power_tat_us = job.power_tat_us.max(now).saturating_add(gap_us);
         job.state = if job.bmp_outstanding > 0 {
             JobState::Power
         } else {
@@ -1181,12 +1238,19 @@ impl Core {
             .filter_map(|j| j.keepalive_until_us)
             .min()
             .map(|t| t.saturating_add(1)); // expiry is `until < now`
+        // Power changes waiting for their gap (`power_command`).
+        let power = self
+            .jobs
+            .values()
+            .filter(|j| j.power_wanted.is_some() && j.bmp_outstanding == 0)
+            .map(|j| power_not_before(&self.rules, j.power_tat_us))
+            .min();
         let retry = self
             .draining
             .values()
             .flat_map(|d| d.retries.iter().map(|r| r.at_us))
             .min();
-        [keepalive, self.queue.next_release_us(), retry]
+        [keepalive, self.queue.next_release_us(), retry, power]
             .into_iter()
             .flatten()
             .min()
@@ -1495,7 +1559,7 @@ impl Core {
                 JobState::Power => {
                     j.allocation.is_some()
                         && j.power.is_some()
-                        && j.bmp_outstanding > 0
+                        && (j.bmp_outstanding > 0 || j.power_wanted.is_some())
                         && (j.power_wanted.is_none() || j.power_wanted == j.power)
                 }
                 JobState::Ready => {
@@ -1615,6 +1679,15 @@ impl Core {
             .values()
             .map(|j| (j.owner.as_str(), j.lasthost.as_deref()))
     }
+}
+
+/// The earliest time a job whose rate state is `tat_us` may start a power change
+/// ([`Job::power_tat_us`]).
+fn power_not_before(rules: &Rules, tat_us: TimeUs) -> TimeUs {
+    let burst_us = rules
+        .power_change_gap_us
+        .saturating_mul(u64::from(rules.power_change_burst.saturating_sub(1)));
+    tat_us.saturating_sub(burst_us)
 }
 
 /// Per-coordinate minimum of a job's boards (the original's `map(min, zip(*boards))`).

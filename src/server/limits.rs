@@ -41,6 +41,11 @@ pub struct Limits {
     pub jobs_per_host_max: usize,
     /// Pause before accepting again after `accept` failed (out of file descriptors).
     pub accept_backoff_ms: u64,
+    /// One job's sustained rate of power changes: one per this many milliseconds (after a
+    /// burst), the rest coalesced. Journaled as part of the rules (`core::rules`).
+    pub power_change_gap_ms: u64,
+    /// Power changes one job may make back to back before `power_change_gap_ms` applies.
+    pub power_change_burst_max: u64,
 }
 
 impl Default for Limits {
@@ -57,6 +62,8 @@ impl Default for Limits {
             jobs_per_owner_max: 2_000,
             jobs_per_host_max: 5_000,
             accept_backoff_ms: 100,
+            power_change_gap_ms: crate::core::rules::POWER_CHANGE_GAP_US / 1000,
+            power_change_burst_max: crate::core::rules::POWER_CHANGE_BURST as u64,
         }
     }
 }
@@ -105,9 +112,21 @@ pub const LIMITS: &[LimitSpec] = &[
     spec!(jobs_per_owner_max, "live jobs per owner"),
     spec!(jobs_per_host_max, "live jobs per client host"),
     spec!(accept_backoff_ms, "pause after a failed accept"),
+    spec!(power_change_gap_ms, "one power change per job per this long, sustained"),
+    spec!(power_change_burst_max, "power changes per job back to back"),
 ];
 
 impl Limits {
+    /// The core's rules with this server's power-change rate (`power_change_gap_ms`,
+    /// `power_change_burst_max`): what the server journals and applies at start-up.
+    pub fn rules(&self) -> crate::core::rules::Rules {
+        crate::core::rules::Rules {
+            power_change_gap_us: self.power_change_gap_ms.saturating_mul(1000),
+            power_change_burst: self.power_change_burst_max.min(u32::MAX as u64) as u32,
+            ..crate::core::rules::Rules::CURRENT
+        }
+    }
+
     /// Apply one `NAME=VALUE` setting. Values are whole numbers (`_` separators allowed);
     /// zero is refused (it would shut a door entirely), except for the back-off.
     pub fn set(&mut self, setting: &str) -> Result<(), String> {
@@ -131,11 +150,14 @@ impl Limits {
                 value.trim()
             )
         })?;
-        if v == 0 && spec.name != "accept_backoff_ms" {
+        if v == 0 && !spec.name.ends_with("_ms") {
             return Err(format!(
                 "--limit {setting:?}: {} must be at least 1",
                 spec.name
             ));
+        }
+        if v > u32::MAX as u64 && spec.name == "power_change_burst_max" {
+            return Err(format!("--limit {setting:?}: {v} is too large"));
         }
         if v > usize::MAX as u64 / 2 {
             return Err(format!("--limit {setting:?}: {v} is too large"));
@@ -188,6 +210,14 @@ mod tests {
         assert_eq!(l, Limits::default());
         l.set("accept_backoff_ms=0").unwrap();
         assert_eq!(l.accept_backoff_ms, 0);
+    }
+
+    #[test]
+    fn default_limits_give_the_current_rules() {
+        assert_eq!(Limits::default().rules(), crate::core::rules::Rules::CURRENT);
+        let mut l = Limits::default();
+        l.set("power_change_gap_ms=250").unwrap();
+        assert_eq!(l.rules().power_change_gap_us, 250_000);
     }
 
     #[test]

@@ -267,11 +267,9 @@ impl Server {
         let mut startup = Vec::new();
         // This version's rules from here on (a journal that older versions wrote replays by
         // theirs up to this record: `core::rules`).
-        if core.rules() != Rules::CURRENT {
-            startup.push(Event::Rules {
-                now_us: now,
-                rules: Rules::CURRENT,
-            });
+        let rules: Rules = opts.limits.rules();
+        if core.rules() != rules {
+            startup.push(Event::Rules { now_us: now, rules });
         }
         if recovered.warm {
             startup.push(Event::Restarted {
