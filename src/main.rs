@@ -109,7 +109,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    // A bound the admin chose is kept even above the descriptor limit (with a warning).
+    let fit_clients_to_fds = args.max_clients.is_none()
+        && !args
+            .limit
+            .iter()
+            .any(|l| l.split('=').next().map(str::trim) == Some("clients_max"));
     let opts = spalloc::server::Options {
+        fit_clients_to_fds,
         journal,
         config: args.config,
         port: args.port,

@@ -91,6 +91,8 @@ pub struct Options {
     /// Every bound on what clients can make the server hold or do (`--limit`,
     /// `--max-clients`).
     pub limits: Limits,
+    /// Lower `clients_max` to what the descriptor limit allows (unless the admin set it).
+    pub fit_clients_to_fds: bool,
     /// Journaled events between snapshots ([`SNAPSHOT_EVERY_EVENTS`] by default).
     pub snapshot_every_events: u64,
     /// After a restart, no job's keepalive expires sooner than this
@@ -363,7 +365,7 @@ impl Server {
         let mut opts = opts;
         if let Some(nofile) = Limits::open_files_soft_limit() {
             let fit = nofile.saturating_sub(limits::RESERVED_FDS).max(1) as usize;
-            if opts.limits.clients_max > fit {
+            if opts.limits.clients_max > fit && opts.fit_clients_to_fds {
                 log.warn(&format!(
                     "clients_max lowered from {} to {fit}: the process may open {nofile} files \
                      and keeps {} for itself (raise LimitNOFILE / ulimit -n to allow more)",
@@ -371,6 +373,14 @@ impl Server {
                     limits::RESERVED_FDS
                 ));
                 opts.limits.clients_max = fit;
+            } else if opts.limits.clients_max > fit {
+                log.warn(&format!(
+                    "clients_max {} is more than the {nofile} files the process may open allow \
+                     ({fit} after {} kept for the server): past that, connections wait in the \
+                     backlog and are refused as descriptors run out",
+                    opts.limits.clients_max,
+                    limits::RESERVED_FDS
+                ));
             }
         }
 
@@ -575,10 +585,13 @@ impl Server {
                     }
                     self.fold(client, event, &mut touched);
                 }
-                Action::Query { client, command } => {
+                // (Not for a client dropped earlier in the pass: a never-reading client's
+                // pipelined queries would otherwise all be computed and rendered for nobody.)
+                Action::Query { client, command } if self.clients.contains_key(&client) => {
                     let r = self.core.query(&command);
                     self.send(client, &protocol::render_response(&r), &mut touched);
                 }
+                Action::Query { .. } => {}
                 Action::Send { client, bytes } => self.send(client, &bytes, &mut touched),
                 Action::Close { client } => {
                     if let Some(c) = self.clients.get_mut(&client) {
@@ -690,9 +703,11 @@ impl Server {
                     rest.push(action);
                 }
                 Action::Query { client, command } if !waiting.contains(&client) => {
-                    let r = self.core.query(&command);
-                    self.send(client, &protocol::render_response(&r), touched);
-                    answered.insert(client);
+                    if self.clients.contains_key(&client) {
+                        let r = self.core.query(&command);
+                        self.send(client, &protocol::render_response(&r), touched);
+                        answered.insert(client);
+                    }
                 }
                 Action::Send { client, bytes } if !waiting.contains(&client) => {
                     self.send(client, &bytes, touched);
