@@ -1409,7 +1409,9 @@ impl JobHistory {
         if let Some((_, reason)) = step.ended.iter().find(|(j, _)| *j == id) {
             *live = false;
             let cause = self.cause(step);
-            let reason_text = reason.clone().unwrap_or_else(|| "(no reason)".into());
+            // (The reason came from a client: escaped for the admin's terminal.)
+            let reason_text =
+                crate::logsafe::escape(reason.as_deref().unwrap_or("(no reason)")).into_owned();
             self.push(
                 step,
                 "ended",

@@ -19,6 +19,9 @@ use crate::core::JobId;
 /// about 300 KiB.
 pub const MAX_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
 
+/// Spare buffer room a connection keeps between passes (input and output each).
+pub const KEPT_CAPACITY_BYTES: usize = 16 * 1024;
+
 /// How much is read from one client in one loop pass, so that one fast sender cannot starve
 /// the others.
 pub const READ_PER_PASS_BYTES: usize = 256 * 1024;
@@ -159,6 +162,13 @@ impl Client {
         ReadOutcome::Open
     }
 
+    /// Give back the input buffer's spare room once its lines are taken (a pass may read
+    /// [`READ_PER_PASS_BYTES`]; an idle connection keeps at most [`KEPT_CAPACITY_BYTES`]
+    /// beyond its unfinished line).
+    pub fn shrink_input(&mut self) {
+        self.input.shrink_to(self.input.len().max(KEPT_CAPACITY_BYTES));
+    }
+
     /// Take the next complete line (without its `\n` or a trailing `\r`). `Err(len)` if the
     /// unfinished line already exceeds `max_bytes`.
     pub fn next_line(&mut self, max_bytes: usize) -> Option<Result<Vec<u8>, usize>> {
@@ -208,6 +218,9 @@ impl Client {
         if self.output_sent == self.output.len() {
             self.output.clear();
             self.output_sent = 0;
+            // A big reply's buffer is not kept for the life of the connection: thousands of
+            // clients that each once read a big list would otherwise pin its size each.
+            self.output.shrink_to(KEPT_CAPACITY_BYTES);
         } else if self.output_sent > 64 * 1024 {
             // Keep the buffer from growing forever under a slow reader.
             self.output.drain(..self.output_sent);

@@ -914,6 +914,7 @@ impl Server {
                 }
             }
         }
+        client.shrink_input();
         if let ReadOutcome::Closed = outcome {
             // Answer what it sent before hanging up (it may only have shut down its write
             // half), then close.
