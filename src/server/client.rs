@@ -115,6 +115,9 @@ pub struct Client {
     output_sent: usize,
     /// Close once the output is flushed (after a fatal protocol error).
     pub closing: bool,
+    /// The peer has finished sending (or the connection failed): nothing more to read, but
+    /// lines already received are still answered.
+    pub eof: bool,
     /// Job notifications wanted.
     pub jobs: Watch<JobId>,
     /// Machine notifications wanted.
@@ -132,18 +135,27 @@ impl Client {
             output: Vec::new(),
             output_sent: 0,
             closing: false,
+            eof: false,
             jobs: Watch::Nothing,
             machines: Watch::Nothing,
         }
     }
 
-    /// Read what is available (up to [`READ_PER_PASS_BYTES`]).
+    /// Read what is available (up to [`READ_PER_PASS_BYTES`], and nothing while that much
+    /// input is still waiting to be cut into lines: the unanswered input of a connection is
+    /// bounded, and a sender faster than its share waits in its socket).
     pub fn read(&mut self) -> ReadOutcome {
+        if self.eof {
+            return ReadOutcome::Closed;
+        }
         let mut buf = [0u8; 16 * 1024];
         let mut total = 0;
-        while total < READ_PER_PASS_BYTES {
+        while total < READ_PER_PASS_BYTES && self.input.len() < READ_PER_PASS_BYTES {
             match self.stream.read(&mut buf) {
-                Ok(0) => return ReadOutcome::Closed,
+                Ok(0) => {
+                    self.eof = true;
+                    return ReadOutcome::Closed;
+                }
                 Ok(n) => {
                     self.input.extend_from_slice(&buf[..n]);
                     total += n;
@@ -156,10 +168,18 @@ impl Client {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return ReadOutcome::Closed,
+                Err(_) => {
+                    self.eof = true;
+                    return ReadOutcome::Closed;
+                }
             }
         }
         ReadOutcome::Open
+    }
+
+    /// Whether [`Client::next_line`] has something to give (a line, or a line too long).
+    pub fn has_line(&self, max_bytes: usize) -> bool {
+        self.input.len() > max_bytes || self.input.contains(&b'\n')
     }
 
     /// Give back the input buffer's spare room once its lines are taken (a pass may read

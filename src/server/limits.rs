@@ -46,6 +46,11 @@ pub struct Limits {
     pub power_change_gap_ms: u64,
     /// Power changes one job may make back to back before `power_change_gap_ms` applies.
     pub power_change_burst_max: u64,
+    /// Requests of one client handled in one pass of the loop; the rest wait for the next
+    /// pass, so a client that pipelines thousands cannot make everyone wait for them.
+    pub requests_per_pass_max: usize,
+    /// Bytes of one client's requests handled in one pass (at least one request).
+    pub request_bytes_per_pass_max: usize,
 }
 
 impl Default for Limits {
@@ -64,6 +69,8 @@ impl Default for Limits {
             accept_backoff_ms: 100,
             power_change_gap_ms: crate::core::rules::POWER_CHANGE_GAP_US / 1000,
             power_change_burst_max: crate::core::rules::POWER_CHANGE_BURST as u64,
+            requests_per_pass_max: 256,
+            request_bytes_per_pass_max: 64 * 1024,
         }
     }
 }
@@ -114,6 +121,8 @@ pub const LIMITS: &[LimitSpec] = &[
     spec!(accept_backoff_ms, "pause after a failed accept"),
     spec!(power_change_gap_ms, "one power change per job per this long, sustained"),
     spec!(power_change_burst_max, "power changes per job back to back"),
+    spec!(requests_per_pass_max, "one client's requests handled per loop pass"),
+    spec!(request_bytes_per_pass_max, "one client's request bytes handled per loop pass"),
 ];
 
 impl Limits {

@@ -236,6 +236,9 @@ struct Server {
     spare_fd: Option<std::fs::File>,
     /// Unsent output across all clients (bounded by `output_total_bytes_max`).
     output_total: usize,
+    /// Clients with complete requests left over after their share of a pass
+    /// (`requests_per_pass_max`): handled next pass, which comes at once.
+    unfinished_input: BTreeSet<usize>,
     _simulator: Option<crate::bmp::Simulator>,
 }
 
@@ -413,6 +416,7 @@ impl Server {
             accept_paused: false,
             spare_fd: std::fs::File::open("/dev/null").ok(),
             output_total: 0,
+            unfinished_input: BTreeSet::new(),
             _simulator: simulator,
         };
         // Log what the start-up batch did, then re-issue every BMP request in flight (those
@@ -466,6 +470,9 @@ impl Server {
         let mut deadline = self.core.poll_deadline();
         if !self.unjournaled_completions.is_empty() || !self.kept_alive_unrecorded.is_empty() {
             deadline = Some(now);
+        }
+        if !self.unfinished_input.is_empty() {
+            return Duration::ZERO;
         }
         if let Some(retry_at) = self.durability.retry_at() {
             deadline = deadline.map(|d| d.max(retry_at));
@@ -536,6 +543,9 @@ impl Server {
                 failure: c.failure,
             });
         }
+        // Clients with requests left from their share of the last pass (taken before this
+        // pass's reads put back those with more left still).
+        let unfinished = std::mem::take(&mut self.unfinished_input);
         for &(key, readable, writable) in ready {
             if key == LISTENER_KEY {
                 if !stopping {
@@ -550,6 +560,13 @@ impl Server {
             if readable && !stopping {
                 self.read_client(key, now, &mut events, &mut actions, &mut job_counts);
             }
+        }
+        for key in unfinished {
+            if stopping || ready.iter().any(|&(k, readable, _)| k == key && readable) {
+                continue; // (handled above)
+            }
+            touched.insert(key);
+            self.read_client(key, now, &mut events, &mut actions, &mut job_counts);
         }
         if self.core.tick_due(now) && retry_due {
             actions.push(Action::Event {
@@ -820,7 +837,17 @@ impl Server {
             return;
         }
         let outcome = client.read();
-        while let Some(line) = client.next_line(protocol::MAX_LINE_BYTES) {
+        // This client's share of the pass (at least one request).
+        let (mut requests, mut bytes) = (0usize, 0usize);
+        let mut fatal = false;
+        while requests < limits.requests_per_pass_max
+            && bytes < limits.request_bytes_per_pass_max
+        {
+            let Some(line) = client.next_line(protocol::MAX_LINE_BYTES) else {
+                break;
+            };
+            requests += 1;
+            bytes += line.as_ref().map_or(0, Vec::len) + 1;
             let line = match line {
                 Ok(line) => line,
                 Err(len) => {
@@ -833,6 +860,7 @@ impl Server {
                         bytes: protocol::render_exception(&msg),
                     });
                     actions.push(Action::Close { client: key });
+                    fatal = true;
                     break;
                 }
             };
@@ -910,11 +938,21 @@ impl Server {
                         bytes: protocol::render_exception(&msg),
                     });
                     actions.push(Action::Close { client: key });
+                    fatal = true;
                     break;
                 }
             }
         }
         client.shrink_input();
+        if fatal {
+            return; // (closed once its output is flushed; nothing more is read)
+        }
+        if !client.closing && client.has_line(protocol::MAX_LINE_BYTES) {
+            // More than its share: the rest next pass (and nothing more read meanwhile
+            // beyond `READ_PER_PASS_BYTES`).
+            self.unfinished_input.insert(key);
+            return;
+        }
         if let ReadOutcome::Closed = outcome {
             // Answer what it sent before hanging up (it may only have shut down its write
             // half), then close.
@@ -1014,13 +1052,14 @@ impl Server {
         if !disarmed && !c.closing && c.pending_output() == 0 {
             return;
         }
-        let interest = PollEvent::new(key, !c.closing, c.pending_output() > 0);
+        let interest = PollEvent::new(key, !c.closing && !c.eof, c.pending_output() > 0);
         if self.poller.modify(&c.stream, interest).is_err() {
             self.close_client(key);
         }
     }
 
     fn close_client(&mut self, key: usize) {
+        self.unfinished_input.remove(&key);
         if let Some(c) = self.clients.remove(&key) {
             self.output_total -= c.pending_output();
             let _ = self.poller.delete(&c.stream);
