@@ -69,7 +69,7 @@ impl Default for Limits {
             accept_backoff_ms: 100,
             power_change_gap_ms: crate::core::rules::POWER_CHANGE_GAP_US / 1000,
             power_change_burst_max: crate::core::rules::POWER_CHANGE_BURST as u64,
-            requests_per_pass_max: 256,
+            requests_per_pass_max: 64,
             request_bytes_per_pass_max: 64 * 1024,
         }
     }
