@@ -46,8 +46,15 @@ impl Bystander {
             Arc::clone(&answered),
             Arc::clone(&worst_us),
         );
+        // Connected and answered once before the attack starts (it must not be the
+        // attack's victim at the door).
+        let mut c = Conn::connect(port, BYSTANDER_BOUND).expect("bystander connects");
+        assert_eq!(
+            c.call("version", json!([]), json!({})),
+            Ok(json!("1.0.0")),
+            "bystander answered before the attack"
+        );
         let thread = std::thread::spawn(move || {
-            let mut c = Conn::connect(port, BYSTANDER_BOUND).expect("bystander connects");
             while !s.load(Ordering::SeqCst) {
                 let t = Instant::now();
                 let v = c
