@@ -835,3 +835,21 @@ fn help_and_readme_list_every_limit_with_its_default() {
         "{err}"
     );
 }
+
+/// A line that reaches exactly the line bound before its newline is refused like any longer
+/// one (the server reads on past the bound instead of waiting, and spinning, on input it
+/// would never cut into a line).
+#[test]
+fn a_line_exactly_at_the_bound_is_refused_not_stuck() {
+    let dir = scratch_dir("iso-edge-line");
+    let mut server = Server::start(&dir, &simple_config(&bmp_net(), json!({})), &[]);
+    let bystander = Bystander::start(server.port);
+    let mut c = Conn::connect(server.port, REPLY_WAIT).unwrap();
+    c.send(&vec![b' '; spalloc::protocol::MAX_LINE_BYTES])
+        .unwrap();
+    c.send(b"{\"command\": \"version\"}\n").unwrap();
+    let r = c.line().unwrap();
+    assert!(exception_of(&r).starts_with("line too long"), "{r}");
+    assert_alive(&mut server, "a line at the bound");
+    bystander.finish();
+}

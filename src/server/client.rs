@@ -24,7 +24,7 @@ pub const KEPT_CAPACITY_BYTES: usize = 16 * 1024;
 
 /// How much is read from one client in one loop pass, so that one fast sender cannot starve
 /// the others.
-pub const READ_PER_PASS_BYTES: usize = 256 * 1024;
+pub const READ_PER_PASS_BYTES: usize = 64 * 1024;
 
 /// Which notifications a client asked for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -141,16 +141,20 @@ impl Client {
         }
     }
 
-    /// Read what is available (up to [`READ_PER_PASS_BYTES`], and nothing while that much
-    /// input is still waiting to be cut into lines: the unanswered input of a connection is
-    /// bounded, and a sender faster than its share waits in its socket).
-    pub fn read(&mut self) -> ReadOutcome {
+    /// Read what is available (up to [`READ_PER_PASS_BYTES`]), but nothing while more than
+    /// `max_line_bytes` of input is still waiting to be cut into lines: the unanswered input
+    /// of a connection is bounded, and a sender faster than its share waits in its socket.
+    /// (Input left unread always holds a complete line or one too long, so [`has_line`]
+    /// is true and the loop makes progress: it never spins on a socket it does not read.)
+    ///
+    /// [`has_line`]: Client::has_line
+    pub fn read(&mut self, max_line_bytes: usize) -> ReadOutcome {
         if self.eof {
             return ReadOutcome::Closed;
         }
         let mut buf = [0u8; 16 * 1024];
         let mut total = 0;
-        while total < READ_PER_PASS_BYTES && self.input.len() < READ_PER_PASS_BYTES {
+        while total < READ_PER_PASS_BYTES && self.input.len() <= max_line_bytes {
             match self.stream.read(&mut buf) {
                 Ok(0) => {
                     self.eof = true;

@@ -836,7 +836,7 @@ impl Server {
         if client.closing {
             return;
         }
-        let outcome = client.read();
+        let outcome = client.read(protocol::MAX_LINE_BYTES);
         // This client's share of the pass (at least one request).
         let (mut requests, mut bytes) = (0usize, 0usize);
         let mut fatal = false;
@@ -948,8 +948,8 @@ impl Server {
             return; // (closed once its output is flushed; nothing more is read)
         }
         if !client.closing && client.has_line(protocol::MAX_LINE_BYTES) {
-            // More than its share: the rest next pass (and nothing more read meanwhile
-            // beyond `READ_PER_PASS_BYTES`).
+            // More than its share: the rest next pass (and nothing more read while more
+            // than a line's worth waits).
             self.unfinished_input.insert(key);
             return;
         }
