@@ -116,6 +116,8 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 /// the clients already connected.
 const ACCEPTS_PER_PASS: usize = 1024;
 const LISTENER_KEY: usize = usize::MAX - 1;
+/// While `accept` keeps failing, its ERROR is repeated at most this often (with a count).
+const ACCEPT_ERROR_LOG_US: TimeUs = 10_000_000;
 
 /// Something to do for one client, in arrival order, after the pass's events are durable.
 enum Action {
@@ -231,6 +233,9 @@ struct Server {
     /// to re-arm it.
     accept_paused_until_us: TimeUs,
     accept_paused: bool,
+    /// Failed accepts not yet logged, and when the last was (`ACCEPT_ERROR_LOG_US`).
+    accept_errors: u64,
+    accept_error_logged_us: TimeUs,
     /// A descriptor held in reserve: when `accept` fails for lack of descriptors, it is
     /// closed so one waiting connection can be accepted and told "server is full".
     spare_fd: Option<std::fs::File>,
@@ -414,6 +419,8 @@ impl Server {
             signals,
             accept_paused_until_us: 0,
             accept_paused: false,
+            accept_errors: 0,
+            accept_error_logged_us: 0,
             spare_fd: std::fs::File::open("/dev/null").ok(),
             output_total: 0,
             unfinished_input: BTreeSet::new(),
@@ -561,8 +568,13 @@ impl Server {
                 self.read_client(key, now, &mut events, &mut actions, &mut job_counts);
             }
         }
+        let read_now: BTreeSet<usize> = ready
+            .iter()
+            .filter(|&&(_, readable, _)| readable)
+            .map(|&(k, _, _)| k)
+            .collect();
         for key in unfinished {
-            if stopping || ready.iter().any(|&(k, readable, _)| k == key && readable) {
+            if stopping || read_now.contains(&key) {
                 continue; // (handled above)
             }
             touched.insert(key);
@@ -774,6 +786,15 @@ impl Server {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // A connection reset before it was accepted: nothing wrong with the server.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    continue
+                }
                 Err(e) => {
                     // Out of file descriptors, most likely. Free the spare to tell one
                     // waiting connection why, then back off briefly rather than spin.
@@ -784,12 +805,21 @@ impl Server {
                         self.spare_fd = std::fs::File::open("/dev/null").ok();
                     }
                     let backoff_us = self.opts.limits.accept_backoff_ms.saturating_mul(1000);
-                    self.log.error(&format!(
-                        "cannot accept a connection: {e} ({} clients connected); accepting \
-                         again in {} ms",
-                        self.clients.len(),
-                        self.opts.limits.accept_backoff_ms
-                    ));
+                    // One ERROR, then one every 10 s with a count: a long exhaustion must
+                    // not flood the log with a line per back-off.
+                    self.accept_errors += 1;
+                    if now >= self.accept_error_logged_us.saturating_add(ACCEPT_ERROR_LOG_US) {
+                        self.log.error(&format!(
+                            "cannot accept a connection: {e} ({} clients connected; {} failed \
+                             accepts since the last such line); waiting clients are told the \
+                             server is full, accepting again every {} ms",
+                            self.clients.len(),
+                            self.accept_errors,
+                            self.opts.limits.accept_backoff_ms
+                        ));
+                        self.accept_errors = 0;
+                        self.accept_error_logged_us = now;
+                    }
                     self.accept_paused_until_us = now.saturating_add(backoff_us);
                     self.accept_paused = true;
                     return; // left disarmed until the back-off is over (`pass`)
