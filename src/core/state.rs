@@ -605,7 +605,10 @@ impl Core {
             ));
         }
         if (rules.power_change_gap_us, rules.power_change_burst)
-            != (self.rules.power_change_gap_us, self.rules.power_change_burst)
+            != (
+                self.rules.power_change_gap_us,
+                self.rules.power_change_burst,
+            )
         {
             self.log(format!(
                 "rules: a job's power changes are limited to one per {} ms after a burst of {}",
@@ -1238,7 +1241,7 @@ impl Core {
             .filter_map(|j| j.keepalive_until_us)
             .min()
             .map(|t| t.saturating_add(1)); // expiry is `until < now`
-        // Power changes waiting for their gap (`power_command`).
+                                           // Power changes waiting for their gap (`power_command`).
         let power = self
             .jobs
             .values()

@@ -190,7 +190,8 @@ impl Client {
     /// [`READ_PER_PASS_BYTES`]; an idle connection keeps at most [`KEPT_CAPACITY_BYTES`]
     /// beyond its unfinished line).
     pub fn shrink_input(&mut self) {
-        self.input.shrink_to(self.input.len().max(KEPT_CAPACITY_BYTES));
+        self.input
+            .shrink_to(self.input.len().max(KEPT_CAPACITY_BYTES));
     }
 
     /// Take the next complete line (without its `\n` or a trailing `\r`). `Err(len)` if the

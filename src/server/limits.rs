@@ -119,10 +119,19 @@ pub const LIMITS: &[LimitSpec] = &[
     spec!(jobs_per_owner_max, "live jobs per owner"),
     spec!(jobs_per_host_max, "live jobs per client host"),
     spec!(accept_backoff_ms, "pause after a failed accept"),
-    spec!(power_change_gap_ms, "one power change per job per this long, sustained"),
+    spec!(
+        power_change_gap_ms,
+        "one power change per job per this long, sustained"
+    ),
     spec!(power_change_burst_max, "power changes per job back to back"),
-    spec!(requests_per_pass_max, "one client's requests handled per loop pass"),
-    spec!(request_bytes_per_pass_max, "one client's request bytes handled per loop pass"),
+    spec!(
+        requests_per_pass_max,
+        "one client's requests handled per loop pass"
+    ),
+    spec!(
+        request_bytes_per_pass_max,
+        "one client's request bytes handled per loop pass"
+    ),
 ];
 
 impl Limits {
@@ -223,7 +232,10 @@ mod tests {
 
     #[test]
     fn default_limits_give_the_current_rules() {
-        assert_eq!(Limits::default().rules(), crate::core::rules::Rules::CURRENT);
+        assert_eq!(
+            Limits::default().rules(),
+            crate::core::rules::Rules::CURRENT
+        );
         let mut l = Limits::default();
         l.set("power_change_gap_ms=250").unwrap();
         assert_eq!(l.rules().power_change_gap_us, 250_000);

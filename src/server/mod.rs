@@ -808,7 +808,11 @@ impl Server {
                     // One ERROR, then one every 10 s with a count: a long exhaustion must
                     // not flood the log with a line per back-off.
                     self.accept_errors += 1;
-                    if now >= self.accept_error_logged_us.saturating_add(ACCEPT_ERROR_LOG_US) {
+                    if now
+                        >= self
+                            .accept_error_logged_us
+                            .saturating_add(ACCEPT_ERROR_LOG_US)
+                    {
                         self.log.error(&format!(
                             "cannot accept a connection: {e} ({} clients connected; {} failed \
                              accepts since the last such line); waiting clients are told the \
@@ -870,9 +874,7 @@ impl Server {
         // This client's share of the pass (at least one request).
         let (mut requests, mut bytes) = (0usize, 0usize);
         let mut fatal = false;
-        while requests < limits.requests_per_pass_max
-            && bytes < limits.request_bytes_per_pass_max
-        {
+        while requests < limits.requests_per_pass_max && bytes < limits.request_bytes_per_pass_max {
             let Some(line) = client.next_line(protocol::MAX_LINE_BYTES) else {
                 break;
             };
@@ -916,7 +918,11 @@ impl Server {
                 Parsed::NotifyMachine(Some(name)) if name.len() > limits.string_bytes_max => {
                     actions.push(Action::Send {
                         client: key,
-                        bytes: protocol::render_exception(&too_long("machine name", name.len(), limits)),
+                        bytes: protocol::render_exception(&too_long(
+                            "machine name",
+                            name.len(),
+                            limits,
+                        )),
                     })
                 }
                 Parsed::NotifyMachine(Some(_))
@@ -1097,7 +1103,11 @@ impl Server {
         debug_assert!(
             self.clients.len() > 64
                 || self.output_total
-                    == self.clients.values().map(Client::pending_output).sum::<usize>()
+                    == self
+                        .clients
+                        .values()
+                        .map(Client::pending_output)
+                        .sum::<usize>()
         );
     }
 
