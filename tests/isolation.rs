@@ -377,6 +377,8 @@ fn a_client_cannot_grow_its_watch_set_without_bound() {
             "--limit",
             "watch_entries_max=50",
             "--limit",
+            "watch_entries_total_max=120",
+            "--limit",
             "string_bytes_max=100",
         ],
     );
@@ -420,6 +422,36 @@ fn a_client_cannot_grow_its_watch_set_without_bound() {
         }
     }
     assert_eq!(refused, 10);
+    // Many connections cannot multiply the bound: the first holds 51 (all machines, one
+    // entry, and 50 jobs), a second 50 more, a third only the 19 left of 120.
+    let mut second = Conn::connect(server.port, REPLY_WAIT).unwrap();
+    let mut third = Conn::connect(server.port, REPLY_WAIT).unwrap();
+    let add = |conn: &mut Conn, n: usize, tag: &str| -> usize {
+        (0..n)
+            .filter(|i| {
+                let r = conn
+                    .call_raw("notify_machine", json!([format!("{tag}{i}")]), json!({}))
+                    .unwrap();
+                if r.get("exception").is_some() {
+                    assert!(exception_of(&r).contains("watch_entries_total_max"), "{r}");
+                    false
+                } else {
+                    true
+                }
+            })
+            .count()
+    };
+    assert_eq!(add(&mut second, 50, "b"), 50);
+    assert_eq!(add(&mut third, 50, "c"), 19, "120 in all");
+    // Entries of a connection that leaves are given back.
+    drop(c);
+    let more = poll_until(REPLY_WAIT, Duration::from_millis(20), || {
+        (add(&mut third, 1, "again") == 1).then_some(())
+    });
+    assert!(
+        more.is_some(),
+        "the entries of a closed connection were not given back"
+    );
     assert_alive(&mut server, "the watch flood");
     report("watch flood (2,000 names)", pid, bystander.finish());
 }

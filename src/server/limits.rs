@@ -29,6 +29,9 @@ pub struct Limits {
     /// Jobs and machines one client may watch individually (`notify_job(id)`,
     /// `notify_machine(name)`); watching everything costs one entry.
     pub watch_entries_max: usize,
+    /// Such watch entries across all clients (each holds at most `string_bytes_max` of
+    /// name), so many connections cannot multiply `watch_entries_max`.
+    pub watch_entries_total_max: usize,
     /// Length of an owner, a destroy reason, a tag or a machine name in a request.
     pub string_bytes_max: usize,
     /// Tags in one `create_job`.
@@ -61,6 +64,7 @@ impl Default for Limits {
             output_total_bytes_max: 512 * 1024 * 1024,
             reply_bytes_max: 64 * 1024 * 1024,
             watch_entries_max: 4_096,
+            watch_entries_total_max: 262_144,
             string_bytes_max: 1_024,
             tags_max: 64,
             jobs_max: 20_000,
@@ -113,6 +117,10 @@ pub const LIMITS: &[LimitSpec] = &[
     spec!(output_total_bytes_max, "unsent output across all clients"),
     spec!(reply_bytes_max, "largest single reply"),
     spec!(watch_entries_max, "jobs and machines watched per client"),
+    spec!(
+        watch_entries_total_max,
+        "jobs and machines watched, all clients"
+    ),
     spec!(string_bytes_max, "owner, reason, tag, machine name length"),
     spec!(tags_max, "tags per create_job"),
     spec!(jobs_max, "live jobs in all"),

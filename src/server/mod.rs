@@ -241,6 +241,8 @@ struct Server {
     spare_fd: Option<std::fs::File>,
     /// Unsent output across all clients (bounded by `output_total_bytes_max`).
     output_total: usize,
+    /// Watch entries across all clients (bounded by `watch_entries_total_max`).
+    watch_total: usize,
     /// Clients with complete requests left over after their share of a pass
     /// (`requests_per_pass_max`): handled next pass, which comes at once.
     unfinished_input: BTreeSet<usize>,
@@ -423,6 +425,7 @@ impl Server {
             accept_error_logged_us: 0,
             spare_fd: std::fs::File::open("/dev/null").ok(),
             output_total: 0,
+            watch_total: 0,
             unfinished_input: BTreeSet::new(),
             _simulator: simulator,
         };
@@ -904,15 +907,23 @@ impl Server {
                     client: key,
                     bytes: protocol::render_version(protocol::VERSION),
                 }),
-                Parsed::NotifyJob(Some(_)) if client.jobs.len() >= limits.watch_entries_max => {
-                    actions.push(watch_refused(key, limits))
+                Parsed::NotifyJob(Some(_))
+                    if client.jobs.len() >= limits.watch_entries_max
+                        || self.watch_total >= limits.watch_entries_total_max =>
+                {
+                    actions.push(watch_refused(key, limits, self.watch_total))
                 }
+                // (`watch_total` follows each change of a watch's size.)
                 Parsed::NotifyJob(id) => {
+                    let before = client.jobs.len();
                     client.jobs.add(id);
+                    self.watch_total = self.watch_total + client.jobs.len() - before;
                     actions.push(null_reply(key));
                 }
                 Parsed::NoNotifyJob(id) => {
+                    let before = client.jobs.len();
                     client.jobs.remove(id);
+                    self.watch_total = self.watch_total + client.jobs.len() - before;
                     actions.push(null_reply(key));
                 }
                 Parsed::NotifyMachine(Some(name)) if name.len() > limits.string_bytes_max => {
@@ -926,16 +937,21 @@ impl Server {
                     })
                 }
                 Parsed::NotifyMachine(Some(_))
-                    if client.machines.len() >= limits.watch_entries_max =>
+                    if client.machines.len() >= limits.watch_entries_max
+                        || self.watch_total >= limits.watch_entries_total_max =>
                 {
-                    actions.push(watch_refused(key, limits))
+                    actions.push(watch_refused(key, limits, self.watch_total))
                 }
                 Parsed::NotifyMachine(name) => {
+                    let before = client.machines.len();
                     client.machines.add(name);
+                    self.watch_total = self.watch_total + client.machines.len() - before;
                     actions.push(null_reply(key));
                 }
                 Parsed::NoNotifyMachine(name) => {
+                    let before = client.machines.len();
                     client.machines.remove(name);
+                    self.watch_total = self.watch_total + client.machines.len() - before;
                     actions.push(null_reply(key));
                 }
                 Parsed::Core(command) if command.is_read_only() => actions.push(Action::Query {
@@ -1098,6 +1114,7 @@ impl Server {
         self.unfinished_input.remove(&key);
         if let Some(c) = self.clients.remove(&key) {
             self.output_total -= c.pending_output();
+            self.watch_total -= c.jobs.len() + c.machines.len();
             let _ = self.poller.delete(&c.stream);
         }
         debug_assert!(
@@ -1217,15 +1234,25 @@ fn null_reply(client: usize) -> Action {
     }
 }
 
-/// The exception for a `notify_*` past `watch_entries_max`.
-fn watch_refused(client: usize, limits: &Limits) -> Action {
-    Action::Send {
-        client,
-        bytes: protocol::render_exception(&format!(
+/// The exception for a `notify_*` past `watch_entries_max` (or, with all clients'
+/// watches at `total`, past `watch_entries_total_max`).
+fn watch_refused(client: usize, limits: &Limits, total: usize) -> Action {
+    let msg = if total >= limits.watch_entries_total_max {
+        format!(
+            "the server already holds {total} watches of single jobs or machines for its \
+             clients, the most it keeps (watch_entries_total_max); watch all of them with no \
+             argument instead"
+        )
+    } else {
+        format!(
             "this connection already watches {} jobs or machines one by one, the most \
              allowed (watch_entries_max); watch all of them with no argument instead",
             limits.watch_entries_max
-        )),
+        )
+    };
+    Action::Send {
+        client,
+        bytes: protocol::render_exception(&msg),
     }
 }
 
