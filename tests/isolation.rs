@@ -885,3 +885,60 @@ fn a_line_exactly_at_the_bound_is_refused_not_stuck() {
     assert_alive(&mut server, "a line at the bound");
     bystander.finish();
 }
+
+/// Clients that send most of a line and never finish it (slowloris): past
+/// `input_total_bytes_max` the one holding the most is dropped, logged; the bystander and a
+/// client whose requests are whole are served throughout.
+#[test]
+fn unfinished_lines_are_bounded_across_clients() {
+    let dir = scratch_dir("iso-input");
+    let mut server = Server::start(
+        &dir,
+        &simple_config(&bmp_net(), json!({})),
+        &["--limit", "input_total_bytes_max=300000"],
+    );
+    let pid = server.child.id();
+    let bystander = Bystander::start(server.port);
+    // Ten clients, each 60,000 bytes of a line never ended (600,000 in all).
+    let holders: Vec<Conn> = (0..10)
+        .map(|_| {
+            let mut c = Conn::connect(server.port, REPLY_WAIT).unwrap();
+            c.send(&vec![b' '; 60_000]).unwrap();
+            c
+        })
+        .collect();
+    server
+        .wait_for_log("input_total_bytes_max", REPLY_WAIT)
+        .expect("a client holding unfinished input is dropped");
+    // Once the server has read what they sent, at most 300,000 bytes (five) are held: the
+    // others find their connection closed.
+    let closed = poll_until(REPLY_WAIT, Duration::from_millis(20), || {
+        let n = holders.iter().filter(|c| is_closed(&c.stream)).count();
+        (n >= 5).then_some(n)
+    })
+    .expect("at least five of the ten were dropped");
+    assert!(closed <= 10);
+    assert_alive(&mut server, "unfinished lines");
+    report(
+        "10 clients holding 60 KB unfinished lines",
+        pid,
+        bystander.finish(),
+    );
+}
+
+/// Whether the server has closed this connection (it sends nothing on it otherwise).
+fn is_closed(stream: &TcpStream) -> bool {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    match (&*stream).read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}

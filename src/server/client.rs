@@ -224,6 +224,12 @@ impl Client {
         self.output.extend_from_slice(bytes);
     }
 
+    /// Bytes received and not yet handled (an unfinished line, or requests waiting for
+    /// their share of a pass).
+    pub fn pending_input(&self) -> usize {
+        self.input.len()
+    }
+
     /// Bytes queued and not yet sent.
     pub fn pending_output(&self) -> usize {
         self.output.len() - self.output_sent

@@ -24,6 +24,10 @@ pub struct Limits {
     /// Unsent output across all clients. Past it, a client that already has a backlog is
     /// disconnected rather than given more.
     pub output_total_bytes_max: usize,
+    /// Received and not yet handled input across all clients (unfinished lines, requests
+    /// waiting for their share of a pass). Past it, the client holding the most is
+    /// disconnected.
+    pub input_total_bytes_max: usize,
     /// A single reply larger than this is not sent: the caller gets an exception instead.
     pub reply_bytes_max: usize,
     /// Jobs and machines one client may watch individually (`notify_job(id)`,
@@ -63,6 +67,7 @@ impl Default for Limits {
             output_bytes_max: 16 * 1024 * 1024,
             output_total_bytes_max: 512 * 1024 * 1024,
             reply_bytes_max: 64 * 1024 * 1024,
+            input_total_bytes_max: 256 * 1024 * 1024,
             watch_entries_max: 4_096,
             watch_entries_total_max: 262_144,
             string_bytes_max: 1_024,
@@ -116,6 +121,10 @@ pub const LIMITS: &[LimitSpec] = &[
     ),
     spec!(output_total_bytes_max, "unsent output across all clients"),
     spec!(reply_bytes_max, "largest single reply"),
+    spec!(
+        input_total_bytes_max,
+        "received, unhandled input across all clients"
+    ),
     spec!(watch_entries_max, "jobs and machines watched per client"),
     spec!(
         watch_entries_total_max,

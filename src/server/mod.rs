@@ -243,6 +243,8 @@ struct Server {
     output_total: usize,
     /// Watch entries across all clients (bounded by `watch_entries_total_max`).
     watch_total: usize,
+    /// Received, unhandled input across all clients (bounded by `input_total_bytes_max`).
+    input_total: usize,
     /// Clients with complete requests left over after their share of a pass
     /// (`requests_per_pass_max`): handled next pass, which comes at once.
     unfinished_input: BTreeSet<usize>,
@@ -426,6 +428,7 @@ impl Server {
             spare_fd: std::fs::File::open("/dev/null").ok(),
             output_total: 0,
             watch_total: 0,
+            input_total: 0,
             unfinished_input: BTreeSet::new(),
             _simulator: simulator,
         };
@@ -583,6 +586,7 @@ impl Server {
             touched.insert(key);
             self.read_client(key, now, &mut events, &mut actions, &mut job_counts);
         }
+        self.bound_input();
         if self.core.tick_due(now) && retry_due {
             actions.push(Action::Event {
                 client: None,
@@ -857,7 +861,41 @@ impl Server {
         let _ = io::Write::write(&mut s, &protocol::render_exception(&msg));
     }
 
+    /// Read from a client and cut its input into requests (its share of the pass), keeping
+    /// `input_total` up to date.
     fn read_client(
+        &mut self,
+        key: usize,
+        now: TimeUs,
+        events: &mut Vec<Event>,
+        actions: &mut Vec<Action>,
+        job_counts: &mut Option<JobCounts>,
+    ) {
+        let before = self.clients.get(&key).map_or(0, Client::pending_input);
+        self.handle_input(key, now, events, actions, job_counts);
+        let after = self.clients.get(&key).map_or(0, Client::pending_input);
+        self.input_total = self.input_total + after - before;
+    }
+
+    /// Past `input_total_bytes_max`: disconnect the clients holding the most unhandled
+    /// input (an unfinished line never ended, most likely) until back under it.
+    fn bound_input(&mut self) {
+        while self.input_total > self.opts.limits.input_total_bytes_max {
+            let Some((&key, c)) = self.clients.iter().max_by_key(|(_, c)| c.pending_input()) else {
+                break;
+            };
+            self.log.info(&format!(
+                "client {} disconnected: it holds {} bytes of requests it has not finished \
+                 sending, and all clients' unhandled input is at input_total_bytes_max = {}",
+                c.peer,
+                c.pending_input(),
+                self.opts.limits.input_total_bytes_max
+            ));
+            self.close_client(key);
+        }
+    }
+
+    fn handle_input(
         &mut self,
         key: usize,
         now: TimeUs,
@@ -1115,8 +1153,18 @@ impl Server {
         if let Some(c) = self.clients.remove(&key) {
             self.output_total -= c.pending_output();
             self.watch_total -= c.jobs.len() + c.machines.len();
+            self.input_total -= c.pending_input();
             let _ = self.poller.delete(&c.stream);
         }
+        debug_assert!(
+            self.clients.len() > 64
+                || self.input_total
+                    == self
+                        .clients
+                        .values()
+                        .map(Client::pending_input)
+                        .sum::<usize>()
+        );
         debug_assert!(
             self.clients.len() > 64
                 || self.output_total
