@@ -10,13 +10,16 @@
 //!   JSON exactly as the original Python server wrote them.
 //! * [`bmp`] drives the boards' management processors (SCP over UDP), one thread per BMP,
 //!   and contains a faithful BMP simulator.
+//! * [`logsafe`] escapes client-supplied strings for log lines.
 //! * [`server`] is the `polling` loop that ties sockets, journal, core and BMP threads together.
 #![warn(missing_docs)]
 
 pub mod bmp;
 pub mod check_config;
+pub mod cli;
 pub mod config;
 pub mod core;
+pub mod logsafe;
 pub mod protocol;
 pub mod replay;
 pub mod server;

@@ -1,7 +1,6 @@
 //! `spalloc-server`: the SpiNNaker partitioning server. Parses the command line and hands
 //! over to [`spalloc::server::run`]; everything else lives in the library.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -14,7 +13,7 @@ use argh::FromArgs;
 #[derive(FromArgs)]
 #[argh(
     example = "{command_name} --journal /var/lib/spalloc --config /etc/spalloc/machines.json\n{command_name} --journal /tmp/demo --config examples/machines.json --simulate-bmps\n{command_name} --check-config /etc/spalloc/machines.json.new --journal /var/lib/spalloc",
-    note = "Signals: SIGHUP re-reads the --config file (an invalid file is logged and the current\nconfiguration kept); SIGINT or SIGTERM stop cleanly, writing a snapshot and leaving powered\nboards on. Logs go to stderr. Inspect a journal with spalloc-replay DIR.",
+    note = "Signals: SIGHUP re-reads the --config file (an invalid file is logged and the current\nconfiguration kept); SIGINT or SIGTERM stop cleanly, writing a snapshot and leaving powered\nboards on. Logs go to stderr. Inspect a journal with spalloc-replay DIR.\n\nLimits (--limit NAME=VALUE, repeatable; defaults in brackets; see the README's Limits):\n  clients_max             clients connected at once [20000; fitted to ulimit -n]\n  output_bytes_max        unread output per client before it is dropped [16777216]\n  output_total_bytes_max  unsent output across all clients [536870912]\n  reply_bytes_max         largest single reply; larger gets an exception [67108864]\n  input_total_bytes_max   received, unhandled input across all clients [268435456]\n  watch_entries_max       jobs and machines watched one by one per client [4096]\n  watch_entries_total_max  the same across all clients [262144]\n  string_bytes_max        owner, reason, tag, machine name length [1024]\n  tags_max                tags per create_job [64]\n  jobs_max                live jobs in all [20000]\n  jobs_per_owner_max      live jobs per owner [2000]\n  jobs_per_host_max       live jobs per client host [5000]\n  accept_backoff_ms       pause after a failed accept (out of descriptors) [100]\n  power_change_gap_ms     one power change per job per this long, sustained [1000]\n  power_change_burst_max  power changes per job back to back before that [10]\n  requests_per_pass_max   one client's requests handled per loop pass [64]\n  request_bytes_per_pass_max  one client's request bytes per loop pass [65536]",
     error_code(1, "the server could not start (bad configuration, journal locked or damaged, address in use) or failed; with --check-config: the file is not valid, or the journal cannot be read"),
     error_code(2, "bad command line")
 )]
@@ -50,9 +49,13 @@ struct Args {
     /// print the version and exit
     #[argh(switch)]
     version: bool,
-    /// most clients connected at once (default 20000; each needs a file descriptor)
+    /// most clients connected at once (default 20000; each needs a file descriptor): the
+    /// same as --limit clients_max=N
     #[argh(option)]
     max_clients: Option<usize>,
+    /// set a limit, NAME=VALUE (repeatable; the names are listed below)
+    #[argh(option)]
+    limit: Vec<String>,
     /// journaled events between snapshots (default 100000): a restart replays at most this
     /// many; each snapshot is a few hundred KB
     #[argh(option)]
@@ -123,31 +126,9 @@ fn http_options(addr: &str, args: &Args) -> Result<spalloc::server::http::HttpOp
 }
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().collect();
-    // `-h` is `--help` too.
-    let rest: Vec<&str> = argv
-        .iter()
-        .skip(1)
-        .map(|a| if a == "-h" { "--help" } else { a.as_str() })
-        .collect();
-    let args = match Args::from_args(&["spalloc-server"], &rest) {
+    let args: Args = match spalloc::cli::parse("spalloc-server") {
         Ok(args) => args,
-        // --help, or a bad command line (exit 2: argh's own 1 would read as a failed start).
-        Err(early) => {
-            return match early.status {
-                Ok(()) => {
-                    let _ = writeln!(std::io::stdout(), "{}", early.output);
-                    ExitCode::SUCCESS
-                }
-                Err(()) => {
-                    eprintln!(
-                        "{}\nRun spalloc-server --help for more information.",
-                        early.output
-                    );
-                    ExitCode::from(2)
-                }
-            };
-        }
+        Err(code) => return code,
     };
     if args.version {
         println!("spalloc-server {}", env!("CARGO_PKG_VERSION"));
@@ -178,7 +159,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut limits = spalloc::server::Limits::default();
+    if let Some(n) = args.max_clients {
+        limits.clients_max = n;
+    }
+    for setting in &args.limit {
+        if let Err(e) = limits.set(setting) {
+            eprintln!("spalloc-server: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    // A bound the admin chose is kept even above the descriptor limit (with a warning).
+    let fit_clients_to_fds = args.max_clients.is_none()
+        && !args
+            .limit
+            .iter()
+            .any(|l| l.split('=').next().map(str::trim) == Some("clients_max"));
     let opts = spalloc::server::Options {
+        fit_clients_to_fds,
         journal,
         config: args.config,
         port: args.port,
@@ -186,7 +184,7 @@ fn main() -> ExitCode {
         cold_start: args.cold_start,
         quiet: args.quiet,
         simulate_bmps: args.simulate_bmps,
-        max_clients: args.max_clients.unwrap_or(spalloc::server::MAX_CLIENTS),
+        limits,
         snapshot_every_events: args
             .snapshot_every
             .unwrap_or(spalloc::server::SNAPSHOT_EVERY_EVENTS),

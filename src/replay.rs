@@ -621,8 +621,13 @@ pub fn event_text(step: &Step) -> String {
         ),
         Event::Rules { rules, .. } => format!(
             "rules: single boards by {:?}, boards held after a failed power-off: {}, \
-             board health: {}",
-            rules.pop, rules.hold_failed_power_off, rules.board_health
+             board health: {}, power changes coalesced: {} (one per {} ms after a burst of {})",
+            rules.pop,
+            rules.hold_failed_power_off,
+            rules.board_health,
+            rules.coalesce_power,
+            rules.power_change_gap_us / 1000,
+            rules.power_change_burst
         ),
         Event::Admin { actor, action, .. } => format!("admin {actor}: {}", admin_text(action)),
     }
@@ -1514,7 +1519,9 @@ impl JobHistory {
         if let Some((_, reason)) = step.ended.iter().find(|(j, _)| *j == id) {
             *live = false;
             let cause = self.cause(step);
-            let reason_text = reason.clone().unwrap_or_else(|| "(no reason)".into());
+            // (The reason came from a client: escaped for the admin's terminal.)
+            let reason_text =
+                crate::logsafe::escape(reason.as_deref().unwrap_or("(no reason)")).into_owned();
             self.push(
                 step,
                 "ended",

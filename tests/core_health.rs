@@ -86,6 +86,33 @@ fn a_job_whose_board_fails_becomes_ready_on_other_boards() {
     );
 }
 
+/// A power change asked for while the power-on was in flight (coalesced, issue 16) is for
+/// the boards that failed: the job moved to new boards is powered on as a new job is, and
+/// nothing is left waiting to be issued for a job that, meanwhile, holds no boards.
+#[test]
+fn a_coalesced_power_change_does_not_outlive_the_boards_it_was_for() {
+    let mut sim = sim(1, 2);
+    let _other = sim.create(JobRequest::Triads(1, 1));
+    settle(&mut sim);
+    let id = sim.create(JobRequest::Triads(1, 1));
+    assert_eq!(
+        boards_of(&mut sim, id),
+        vec![[0, 1, 0], [0, 1, 1], [0, 1, 2]]
+    );
+    sim.cmd(Command::PowerOffJobBoards { job_id: id });
+    fail_next(&mut sim, &[1]);
+    // Back in the queue (the only other triad is taken), with no change left to issue.
+    assert_eq!(sim.core.job_state(id).state, 1);
+    sim.advance(5.0);
+    settle(&mut sim);
+    sim.advance(5.0);
+    sim.core.check_invariants().unwrap();
+    // (It waited for a triad: here the one it gave up, once powered off.)
+    let s = sim.core.job_state(id);
+    assert_eq!((s.state, s.power), (3, Some(true)), "{:?}", sim.log);
+    sim.core.check_invariants().unwrap();
+}
+
 #[test]
 fn a_board_failing_in_two_consecutive_jobs_is_drained_until_undrained() {
     let mut sim = sim(1, 2);

@@ -1,4 +1,5 @@
-//! Every binary accepts `-h` (as well as `--help`) and prints its usage, exit status 0.
+//! Every binary accepts `-h` (as well as `--help`) and prints its usage, exit status 0; a
+//! bad command line is exit status 2 in every one (`spalloc::cli`).
 mod common;
 
 use std::process::Command;
@@ -10,7 +11,10 @@ fn every_binary_accepts_dash_h() {
         env!("CARGO_BIN_EXE_spalloc-replay"),
         env!("CARGO_BIN_EXE_spalloc-bench"),
         env!("CARGO_BIN_EXE_spalloc-bmp-sim"),
+        env!("CARGO_BIN_EXE_spalloc-admin"),
     ] {
+        let out = Command::new(bin).arg("--no-such-option").output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bin} --no-such-option: {out:?}");
         for flag in ["-h", "--help"] {
             let out = Command::new(bin).arg(flag).output().unwrap();
             let text = String::from_utf8_lossy(&out.stdout);

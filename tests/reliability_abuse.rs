@@ -10,8 +10,6 @@ mod reliability_support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{bmp_net, scratch_dir, simple_config, Server};
@@ -20,62 +18,6 @@ use serde_json::{json, Value};
 
 /// Longest a bystander round trip may take while others abuse the server.
 const BYSTANDER_WAIT: Duration = Duration::from_secs(15);
-
-/// A client doing version/list_jobs round trips until stopped; counts its answers and
-/// panics (failing the test at join) if one is missing or wrong.
-struct Bystander {
-    stop: Arc<AtomicBool>,
-    answered: Arc<AtomicU64>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Bystander {
-    fn start(port: u16) -> Bystander {
-        let stop = Arc::new(AtomicBool::new(false));
-        let answered = Arc::new(AtomicU64::new(0));
-        let (s, a) = (Arc::clone(&stop), Arc::clone(&answered));
-        let thread = std::thread::spawn(move || {
-            let mut c = Conn::connect(port, BYSTANDER_WAIT).expect("bystander connects");
-            while !s.load(Ordering::SeqCst) {
-                let v = c
-                    .call("version", json!([]), json!({}))
-                    .expect("bystander: version answered");
-                assert_eq!(v, json!("1.0.0"));
-                let jobs = c
-                    .call("list_jobs", json!([]), json!({}))
-                    .expect("bystander: list_jobs answered");
-                assert_no_double_booking(&jobs);
-                a.fetch_add(1, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        });
-        Bystander {
-            stop,
-            answered,
-            thread,
-        }
-    }
-
-    /// Wait (bounded) until the bystander has been answered again since `since`.
-    fn progressed(&self, since: u64) {
-        poll_until(BYSTANDER_WAIT, Duration::from_millis(5), || {
-            (self.answered.load(Ordering::SeqCst) > since).then_some(())
-        })
-        .expect("the bystander was not answered");
-    }
-
-    fn count(&self) -> u64 {
-        self.answered.load(Ordering::SeqCst)
-    }
-
-    fn finish(self) -> u64 {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Err(e) = self.thread.join() {
-            std::panic::resume_unwind(e);
-        }
-        self.answered.load(Ordering::SeqCst)
-    }
-}
 
 /// After each phase: the server is alive and the bystander got answers during it.
 fn phase_done(server: &mut Server, bystander: &Bystander, before: u64, phase: &str) -> u64 {
@@ -284,7 +226,7 @@ fn fuzzed_clients_never_break_the_server() {
     let mut server = Server::start(&dir, &cfg, &[]);
     let pid = server.child.id();
     let rss_start = rss_kib(pid).unwrap();
-    let bystander = Bystander::start(server.port);
+    let bystander = Bystander::start(server.port, BYSTANDER_WAIT, true);
     let mut n = bystander.count();
     let mut inputs = 0u64;
     let mut flood_requests = 0u64;
@@ -394,7 +336,7 @@ fn fuzzed_clients_never_break_the_server() {
         .is_some());
     phase_done(&mut server, &bystander, n, "never-reading clients");
 
-    let answered = bystander.finish();
+    let (answered, _) = bystander.finish();
     let rss_end = rss_kib(pid).unwrap();
     eprintln!(
         "fuzz: {inputs} inputs tried, plus {flood_requests} requests from clients that never \
@@ -490,7 +432,7 @@ fn client_limit_at_its_edge() {
 fn output_limit_drops_only_clients_that_do_not_read() {
     let dir = scratch_dir("output-edge");
     let mut server = Server::start(&dir, &simple_config(&bmp_net(), json!({})), &[]);
-    let bystander = Bystander::start(server.port);
+    let bystander = Bystander::start(server.port, BYSTANDER_WAIT, true);
     // Thirty queued jobs make list_jobs about 9 KB.
     let mut c = Conn::connect(server.port, REPLY_WAIT).unwrap();
     for _ in 0..30 {

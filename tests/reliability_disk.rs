@@ -136,7 +136,8 @@ fn full_disk_refuses_changes_loudly_and_recovers() {
         return;
     };
     let cfg = simple_config(&bmp_net(), json!({"seconds_before_free": 0.1}));
-    let mut server = Server::start(&dir, &cfg, &[]);
+    // (Long owners make big records: allowed past the default string_bytes_max.)
+    let mut server = Server::start(&dir, &cfg, &["--limit", "string_bytes_max=100000"]);
     let mut c = Conn::connect(server.port, REPLY_WAIT).unwrap();
     let kept_a = create(&mut c, json!([1, 1]), json!(null));
     let kept_b = create(&mut c, json!([1, 1]), json!(null));
@@ -478,7 +479,12 @@ fn a_failed_snapshot_leaves_no_temporary_file() {
         return;
     };
     let cfg = simple_config(&bmp_net(), json!({}));
-    let mut server = Server::start(&dir, &cfg, &["--snapshot-every", "400"]);
+    let mut server = Server::start(&dir, &cfg, &[
+        "--snapshot-every",
+        "400",
+        "--limit",
+        "string_bytes_max=100000",
+    ]);
     let mut c = Conn::connect(server.port, REPLY_WAIT).unwrap();
     // A state of a few hundred KB: queued jobs with long owners.
     let owner = "o".repeat(2000);

@@ -125,26 +125,9 @@ struct Status {
 struct Resume {}
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().collect();
-    let rest: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
-    let args = match Args::from_args(&["spalloc-admin"], &rest) {
+    let args: Args = match spalloc::cli::parse("spalloc-admin") {
         Ok(args) => args,
-        // --help (exit 0), or a bad command line (exit 2, as documented).
-        Err(early) => {
-            return match early.status {
-                Ok(()) => {
-                    println!("{}", early.output);
-                    ExitCode::SUCCESS
-                }
-                Err(()) => {
-                    eprintln!(
-                        "{}\nRun spalloc-admin --help for more information.",
-                        early.output
-                    );
-                    ExitCode::from(2)
-                }
-            };
-        }
+        Err(code) => return code,
     };
     let socket = match (&args.socket, &args.journal) {
         (Some(s), _) => s.clone(),

@@ -108,28 +108,9 @@ struct Args {
 }
 
 fn main() {
-    // As argh::from_env, but `-h` is `--help` too.
-    let argv: Vec<String> = std::env::args().collect();
-    let rest: Vec<&str> = argv
-        .iter()
-        .skip(1)
-        .map(|a| if a == "-h" { "--help" } else { a.as_str() })
-        .collect();
-    let args = match <Args as argh::FromArgs>::from_args(&["spalloc-bench"], &rest) {
+    let args: Args = match spalloc::cli::parse("spalloc-bench") {
         Ok(args) => args,
-        Err(early) => match early.status {
-            Ok(()) => {
-                println!("{}", early.output);
-                std::process::exit(0);
-            }
-            Err(()) => {
-                eprintln!(
-                    "{}\nRun spalloc-bench --help for more information.",
-                    early.output
-                );
-                std::process::exit(1);
-            }
-        },
+        Err(code) => std::process::exit(if code == std::process::ExitCode::SUCCESS { 0 } else { 2 }),
     };
     let result = match args.workload.as_str() {
         "version" | "keepalive" | "churn" => run_request_loop(&args),

@@ -55,28 +55,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    // As argh::from_env, but `-h` is `--help` too.
-    let argv: Vec<String> = std::env::args().collect();
-    let rest: Vec<&str> = argv
-        .iter()
-        .skip(1)
-        .map(|a| if a == "-h" { "--help" } else { a.as_str() })
-        .collect();
-    let args = match <Args as argh::FromArgs>::from_args(&["spalloc-bmp-sim"], &rest) {
+    let args: Args = match spalloc::cli::parse("spalloc-bmp-sim") {
         Ok(args) => args,
-        Err(early) => match early.status {
-            Ok(()) => {
-                println!("{}", early.output);
-                std::process::exit(0);
-            }
-            Err(()) => {
-                eprintln!(
-                    "{}\nRun spalloc-bmp-sim --help for more information.",
-                    early.output
-                );
-                std::process::exit(1);
-            }
-        },
+        Err(code) => return code,
     };
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -159,29 +159,10 @@ fn main() -> ExitCode {
         .first()
         .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
         .unwrap_or_else(|| "spalloc-replay".into());
-    // `-h` is `--help` too.
-    let rest: Vec<&str> = argv
-        .iter()
-        .skip(1)
-        .map(|a| if a == "-h" { "--help" } else { a.as_str() })
-        .collect();
-    let args = match Args::from_args(&[&name], &rest) {
+    // (A bad command line exits 2: 1 here means "--verify found a problem".)
+    let args: Args = match spalloc::cli::parse(&name) {
         Ok(a) => a,
-        Err(early) => {
-            // argh's own exit code for a bad command line is 1, which here means "--verify
-            // found a problem", so usage errors are mapped to 2.
-            return match early.status {
-                Ok(()) => {
-                    outln!("{}", early.output);
-                    ExitCode::SUCCESS
-                }
-                Err(()) => {
-                    eprintln!("{}", early.output);
-                    eprintln!("Run {name} --help for more information.");
-                    ExitCode::from(2)
-                }
-            };
-        }
+        Err(code) => return code,
     };
     match run(&args) {
         Ok(code) => code,

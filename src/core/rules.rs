@@ -33,7 +33,31 @@ pub struct Rules {
     /// from new jobs ([`super::health`]). Before: the job was destroyed, nothing remembered.
     #[serde(default)]
     pub board_health: bool,
+    /// Whether a job's power changes are coalesced: while BMP requests for a job are in
+    /// flight, a further `power_on_job_boards` / `power_off_job_boards` only records the
+    /// state wanted (the latest wins), issued once the requests in flight complete. So a job
+    /// never has more than one request per BMP frame queued, and one client's burst of
+    /// power changes cannot fill a BMP's queue and fail or starve its neighbours' jobs.
+    /// (Old rule: every change issued at once.)
+    #[serde(default)]
+    pub coalesce_power: bool,
+    /// Under `coalesce_power`, the sustained rate of one job's power changes: one per this
+    /// many microseconds, after a burst of `power_change_burst`. A change asked for sooner
+    /// waits (coalesced) until the rate allows it. Bounds how fast one job can power-cycle
+    /// its boards and occupy its BMPs, without slowing a job that changes power now and
+    /// then. (Old rule: 0, no bound.)
+    #[serde(default)]
+    pub power_change_gap_us: u64,
+    /// Power changes one job may make back to back before `power_change_gap_us` applies.
+    #[serde(default)]
+    pub power_change_burst: u32,
 }
+
+/// One job's sustained rate of power changes: one per this many microseconds
+/// ([`Rules::power_change_gap_us`]).
+pub const POWER_CHANGE_GAP_US: u64 = 1_000_000;
+/// Power changes one job may make back to back ([`Rules::power_change_burst`]).
+pub const POWER_CHANGE_BURST: u32 = 10;
 
 impl Rules {
     /// The rules this version applies.
@@ -41,5 +65,8 @@ impl Rules {
         pop: PopRule::CURRENT,
         hold_failed_power_off: true,
         board_health: true,
+        coalesce_power: true,
+        power_change_gap_us: POWER_CHANGE_GAP_US,
+        power_change_burst: POWER_CHANGE_BURST,
     };
 }

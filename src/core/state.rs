@@ -22,6 +22,7 @@ use super::queue::{JobQueue, PendingJob, QueueMachine, QueueOutcome};
 use super::rules::Rules;
 use super::types::*;
 use crate::config::{Config, MachineConfig};
+use crate::logsafe::escape;
 
 pub mod view;
 
@@ -216,6 +217,17 @@ struct Job {
     /// How many times it was given new boards after a failed power-on.
     #[serde(default)]
     recoveries: u32,
+    /// A power change asked for while requests were in flight (under
+    /// [`Rules::coalesce_power`]), issued when they complete: the latest one asked for.
+    /// (Absent from snapshots written before it existed: none.)
+    #[serde(default)]
+    power_wanted: Option<bool>,
+    /// The rate bound on the job's power changes ([`Rules::power_change_gap_us`]), as the
+    /// generic cell rate algorithm's theoretical arrival time: a change may start once
+    /// `now + gap * (burst - 1) >= power_tat_us`, and moves it to `max(it, now) + gap`.
+    /// (Absent from older snapshots: 0, no change made yet.)
+    #[serde(default)]
+    power_tat_us: TimeUs,
 }
 
 /// The boards a job held before its power-on failed and it was given new ones: powered off
@@ -445,24 +457,12 @@ impl Core {
             }
             Command::PowerOnJobBoards { job_id } => {
                 self.touch(*job_id, Some(peer), now);
-                if self
-                    .jobs
-                    .get(job_id)
-                    .is_some_and(|j| j.allocation.is_some())
-                {
-                    self.set_power(*job_id, true);
-                }
+                self.power_command(now, *job_id, true);
                 Response::Null
             }
             Command::PowerOffJobBoards { job_id } => {
                 self.touch(*job_id, Some(peer), now);
-                if self
-                    .jobs
-                    .get(job_id)
-                    .is_some_and(|j| j.allocation.is_some())
-                {
-                    self.set_power(*job_id, false);
-                }
+                self.power_command(now, *job_id, false);
                 Response::Null
             }
             Command::DestroyJob { job_id, reason } => {
@@ -471,7 +471,7 @@ impl Core {
                         "job {job_id}: destroy requested from {peer}{}",
                         reason
                             .as_deref()
-                            .map(|r| format!(" ({r})"))
+                            .map(|r| format!(" ({})", escape(r)))
                             .unwrap_or_default()
                     ));
                 }
@@ -577,6 +577,16 @@ impl Core {
         }
         self.retry_power_offs(now);
         self.retry_recycle_power_offs(now);
+        let waited: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|j| j.power_wanted.is_some() && j.bmp_outstanding == 0)
+            .filter(|j| power_not_before(&self.rules, j.power_tat_us) <= now)
+            .map(|j| j.id)
+            .collect();
+        for id in waited {
+            self.issue_wanted_power(now, id);
+        }
         let mut out = Vec::new();
         self.queue.check_free(now, &mut out);
         self.apply_outcomes(now, out);
@@ -659,6 +669,28 @@ impl Core {
                     "followed (failing boards drained, jobs moved off them)"
                 } else {
                     "not followed"
+                }
+            ));
+        }
+        if (rules.power_change_gap_us, rules.power_change_burst)
+            != (
+                self.rules.power_change_gap_us,
+                self.rules.power_change_burst,
+            )
+        {
+            self.log(format!(
+                "rules: a job's power changes are limited to one per {} ms after a burst of {}",
+                rules.power_change_gap_us / 1000,
+                rules.power_change_burst
+            ));
+        }
+        if rules.coalesce_power != self.rules.coalesce_power {
+            self.log(format!(
+                "rules: power changes asked for while a job's BMP requests are in flight are {}",
+                if rules.coalesce_power {
+                    "coalesced (the latest issued when they complete)"
+                } else {
+                    "issued at once"
                 }
             ));
         }
@@ -803,6 +835,12 @@ impl Core {
             debug_assert!(job.bmp_outstanding > 0);
             job.bmp_outstanding = job.bmp_outstanding.saturating_sub(1);
             if job.bmp_outstanding == 0 {
+                if job.power_wanted.is_some() {
+                    // A change asked for meanwhile (coalesced): now its turn, or once its
+                    // gap is over (`handle_tick`).
+                    self.issue_wanted_power(now, job_id);
+                    return;
+                }
                 job.state = JobState::Ready;
                 self.changed_jobs.insert(job_id);
                 let on = job.power == Some(true);
@@ -996,12 +1034,16 @@ impl Core {
                 bmp_outstanding: 0,
                 request: self.rules.board_health.then(|| PendingJob::from_create(c)),
                 recoveries: 0,
+                power_wanted: None,
+                power_tat_us: 0,
             },
         );
         self.changed_jobs.insert(id);
         self.log(format!(
             "job {id}: created by {} from {peer}: create_job({}, {})",
-            c.owner, c.args_json, c.kwargs_json
+            escape(&c.owner),
+            escape(&c.args_json),
+            escape(&c.kwargs_json)
         ));
         self.lifecycle(Lifecycle::Queued {
             job_id: id,
@@ -1119,6 +1161,54 @@ impl Core {
         self.set_power(job_id, true);
     }
 
+    /// A client's `power_on_job_boards` (`on`) or `power_off_job_boards` of a job with
+    /// boards. Under [`Rules::coalesce_power`], while the job's requests are in flight, or
+    /// sooner than [`Rules::power_change_gap_us`] after its last change started, the change
+    /// is only recorded (the latest wins) and issued once they complete and the gap is over
+    /// (`handle_bmp_done`, `handle_tick`); the job reports the power asked for, in state
+    /// `Power`, meanwhile.
+    fn power_command(&mut self, now: TimeUs, job_id: JobId, on: bool) {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        if job.allocation.is_none() {
+            return;
+        }
+        let not_before = power_not_before(&self.rules, job.power_tat_us);
+        if self.rules.coalesce_power && (job.bmp_outstanding > 0 || now < not_before) {
+            job.power_wanted = Some(on);
+            job.power = Some(on);
+            if job.state != JobState::Power {
+                job.state = JobState::Power;
+                self.lifecycle(Lifecycle::Powering { job_id, on });
+            }
+            self.changed_jobs.insert(job_id);
+            return;
+        }
+        self.set_power(job_id, on);
+    }
+
+    /// Issue the change a job has waited to make (coalesced) once nothing is in flight and
+    /// its gap is over; true if it did.
+    fn issue_wanted_power(&mut self, now: TimeUs, job_id: JobId) -> bool {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return false;
+        };
+        if job.bmp_outstanding > 0 || now < power_not_before(&self.rules, job.power_tat_us) {
+            return false;
+        }
+        let Some(on) = job.power_wanted.take() else {
+            return false;
+        };
+        if job.allocation.is_none() {
+            // (Never so: a job loses its boards only by recovery, which drops the wish.)
+            debug_assert!(false, "job {job_id} wants power but holds no boards");
+            return false;
+        }
+        self.set_power(job_id, on);
+        true
+    }
+
     /// Issue the BMP requests that power a job's boards on (stopping its periphery links) or
     /// off: one request per frame, frames in (cabinet, frame) order.
     fn set_power(&mut self, job_id: JobId, on: bool) {
@@ -1128,8 +1218,16 @@ impl Core {
             .expect("allocated job");
         let requests = power_requests(&self.machines, &mut self.next_request_id, job_id, alloc, on);
         let n = self.issue(requests);
+        let gap_us = if self.rules.coalesce_power {
+            self.rules.power_change_gap_us
+        } else {
+            0
+        };
+        let now = self.now_us;
         let job = self.jobs.get_mut(&job_id).expect("live job");
         job.bmp_outstanding += n;
+        job.power_wanted = None;
+        job.power_tat_us = job.power_tat_us.max(now).saturating_add(gap_us);
         job.state = if job.bmp_outstanding > 0 {
             JobState::Power
         } else {
@@ -1181,7 +1279,7 @@ impl Core {
         };
         self.log(format!(
             "job {job_id}: destroyed: {}",
-            reason.as_deref().unwrap_or("(no reason)")
+            escape(reason.as_deref().unwrap_or("(no reason)"))
         ));
         self.lifecycle(Lifecycle::Ended {
             job_id,
@@ -1298,6 +1396,13 @@ impl Core {
             .filter_map(|j| j.keepalive_until_us)
             .min()
             .map(|t| t.saturating_add(1)); // expiry is `until < now`
+                                           // Power changes waiting for their gap (`power_command`).
+        let power = self
+            .jobs
+            .values()
+            .filter(|j| j.power_wanted.is_some() && j.bmp_outstanding == 0)
+            .map(|j| power_not_before(&self.rules, j.power_tat_us))
+            .min();
         let retry = self
             .draining
             .values()
@@ -1308,7 +1413,7 @@ impl Core {
                     .flat_map(|r| r.retries.iter().map(|r| r.at_us)),
             )
             .min();
-        [keepalive, self.queue.next_release_us(), retry]
+        [keepalive, self.queue.next_release_us(), retry, power]
             .into_iter()
             .flatten()
             .min()
@@ -1641,13 +1746,20 @@ impl Core {
                 JobState::Queued => {
                     j.allocation.is_none()
                         && j.power.is_none()
+                        && j.power_wanted.is_none()
                         && self.queue.pending.contains_key(&j.id)
                 }
                 JobState::Power => {
-                    j.allocation.is_some() && j.power.is_some() && j.bmp_outstanding > 0
+                    j.allocation.is_some()
+                        && j.power.is_some()
+                        && (j.bmp_outstanding > 0 || j.power_wanted.is_some())
+                        && (j.power_wanted.is_none() || j.power_wanted == j.power)
                 }
                 JobState::Ready => {
-                    j.allocation.is_some() && j.power.is_some() && j.bmp_outstanding == 0
+                    j.allocation.is_some()
+                        && j.power.is_some()
+                        && j.bmp_outstanding == 0
+                        && j.power_wanted.is_none()
                 }
                 JobState::Unknown | JobState::Destroyed => false,
             };
@@ -1759,6 +1871,23 @@ impl Core {
     pub fn live_job_ids(&self) -> Vec<JobId> {
         self.jobs.keys().copied().collect()
     }
+
+    /// The owner and last host of every live job, in creation order (for the server's
+    /// bounds on jobs per owner and per host).
+    pub fn live_job_owners(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.jobs
+            .values()
+            .map(|j| (j.owner.as_str(), j.lasthost.as_deref()))
+    }
+}
+
+/// The earliest time a job whose rate state is `tat_us` may start a power change
+/// ([`Job::power_tat_us`]).
+fn power_not_before(rules: &Rules, tat_us: TimeUs) -> TimeUs {
+    let burst_us = rules
+        .power_change_gap_us
+        .saturating_mul(u64::from(rules.power_change_burst.saturating_sub(1)));
+    tat_us.saturating_sub(burst_us)
 }
 
 /// Per-coordinate minimum of a job's boards (the original's `map(min, zip(*boards))`).
@@ -2248,6 +2377,10 @@ impl Core {
         job.bmp_outstanding = 0;
         job.state = JobState::Queued;
         job.power = None;
+        // A power change asked for while the failed power-on was in flight (coalesced) was
+        // for the boards just given up: the new ones are powered on when allocated, as any
+        // new job's are.
+        job.power_wanted = None;
         self.changed_jobs.insert(job_id);
         let mut out = Vec::new();
         if !self.queue.requeue_front(job_id, request, now, &mut out) {

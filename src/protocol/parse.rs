@@ -752,9 +752,16 @@ fn listed_kwargs(kwargs: &Kwargs) -> Json {
         .map(|(k, v)| {
             let v = match (k.as_str(), v) {
                 ("tags", Json::Array(items)) => {
+                    // (Found through a set, not by scanning: thousands of tags would
+                    // otherwise cost their square; they are all strings by now.)
+                    let mut seen: std::collections::BTreeSet<&str> = Default::default();
                     let mut unique: Vec<Json> = Vec::with_capacity(items.len());
                     for item in items {
-                        if !unique.contains(item) {
+                        let new = match item {
+                            Json::Str(s) => seen.insert(s.as_str()),
+                            other => !unique.contains(other),
+                        };
+                        if new {
                             unique.push(item.clone());
                         }
                     }

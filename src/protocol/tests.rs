@@ -1470,3 +1470,37 @@ fn protocol_create_job_kwargs_echo_round_trips() {
     );
     assert_eq!(c.keepalive_s, None);
 }
+
+/// Large objects find repeated keys through an index: the same first positions and last
+/// values as the scan (Python's dict), on both sides of the switch-over.
+#[test]
+fn large_objects_keep_python_dict_order_with_repeats() {
+    for n in [3usize, 15, 16, 17, 40, 2_000] {
+        let mut text = String::from("{");
+        let mut expect: Vec<(String, i64)> = Vec::new();
+        for i in 0..(n * 2) {
+            let k = format!("k{}", (i * 7) % n);
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(&format!("\"{k}\": {i}"));
+            match expect.iter_mut().find(|(e, _)| *e == k) {
+                Some(e) => e.1 = i as i64,
+                None => expect.push((k, i as i64)),
+            }
+        }
+        text.push('}');
+        let got = match super::json::parse(&text).unwrap() {
+            super::json::Json::Object(entries) => entries,
+            other => panic!("{other:?}"),
+        };
+        let got: Vec<(String, i64)> = got
+            .into_iter()
+            .map(|(k, v)| match v {
+                super::json::Json::Int(i) => (k, i as i64),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, expect, "n = {n}");
+    }
+}

@@ -3,9 +3,10 @@
 //!
 //! Reading and writing never block: the socket is non-blocking and the loop re-arms interest
 //! (`polling`'s oneshot mode) after each event. A line longer than
-//! [`crate::protocol::MAX_LINE_BYTES`] and an output buffer longer than [`MAX_OUTPUT_BYTES`]
-//! are both bounded: the first gets an error and the connection closed, the second closes
-//! the connection of a client that has stopped reading.
+//! [`crate::protocol::MAX_LINE_BYTES`] and an output backlog longer than `output_bytes_max`
+//! (`server::limits`) are both bounded: the first gets an error and the connection closed,
+//! the second closes the connection of a client that has stopped reading (the server
+//! decides). Watches are bounded by `watch_entries_max` ([`Watch::len`]).
 
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
@@ -13,13 +14,17 @@ use std::net::{SocketAddr, TcpStream};
 
 use crate::core::JobId;
 
-/// The most output a client may leave unread before it is disconnected. Generous: a
-/// `list_jobs` of a thousand jobs is about 300 KiB.
+/// The most output a client may leave unread before it is disconnected by default
+/// (`output_bytes_max` in `server::limits`). Generous: a `list_jobs` of a thousand jobs is
+/// about 300 KiB.
 pub const MAX_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Spare buffer room a connection keeps between passes (input and output each).
+pub const KEPT_CAPACITY_BYTES: usize = 16 * 1024;
 
 /// How much is read from one client in one loop pass, so that one fast sender cannot starve
 /// the others.
-pub const READ_PER_PASS_BYTES: usize = 256 * 1024;
+pub const READ_PER_PASS_BYTES: usize = 64 * 1024;
 
 /// Which notifications a client asked for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -62,6 +67,20 @@ impl<T: Ord + Clone> Watch<T> {
         }
     }
 
+    /// Entries held: one per item watched individually, one for "all", none for nothing.
+    pub fn len(&self) -> usize {
+        match self {
+            Watch::Nothing => 0,
+            Watch::All => 1,
+            Watch::Some(set) => set.len(),
+        }
+    }
+
+    /// Whether nothing is watched.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Watch::Nothing)
+    }
+
     /// The changed items this watch selects, in the order given.
     pub fn select<'a>(&self, changed: &'a [T]) -> Vec<&'a T> {
         match self {
@@ -96,6 +115,9 @@ pub struct Client {
     output_sent: usize,
     /// Close once the output is flushed (after a fatal protocol error).
     pub closing: bool,
+    /// The peer has finished sending (or the connection failed): nothing more to read, but
+    /// lines already received are still answered.
+    pub eof: bool,
     /// Job notifications wanted.
     pub jobs: Watch<JobId>,
     /// Machine notifications wanted.
@@ -113,18 +135,31 @@ impl Client {
             output: Vec::new(),
             output_sent: 0,
             closing: false,
+            eof: false,
             jobs: Watch::Nothing,
             machines: Watch::Nothing,
         }
     }
 
-    /// Read what is available (up to [`READ_PER_PASS_BYTES`]).
-    pub fn read(&mut self) -> ReadOutcome {
+    /// Read what is available (up to [`READ_PER_PASS_BYTES`]), but nothing while more than
+    /// `max_line_bytes` of input is still waiting to be cut into lines: the unanswered input
+    /// of a connection is bounded, and a sender faster than its share waits in its socket.
+    /// (Input left unread always holds a complete line or one too long, so [`has_line`]
+    /// is true and the loop makes progress: it never spins on a socket it does not read.)
+    ///
+    /// [`has_line`]: Client::has_line
+    pub fn read(&mut self, max_line_bytes: usize) -> ReadOutcome {
+        if self.eof {
+            return ReadOutcome::Closed;
+        }
         let mut buf = [0u8; 16 * 1024];
         let mut total = 0;
-        while total < READ_PER_PASS_BYTES {
+        while total < READ_PER_PASS_BYTES && self.input.len() <= max_line_bytes {
             match self.stream.read(&mut buf) {
-                Ok(0) => return ReadOutcome::Closed,
+                Ok(0) => {
+                    self.eof = true;
+                    return ReadOutcome::Closed;
+                }
                 Ok(n) => {
                     self.input.extend_from_slice(&buf[..n]);
                     total += n;
@@ -137,10 +172,26 @@ impl Client {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return ReadOutcome::Closed,
+                Err(_) => {
+                    self.eof = true;
+                    return ReadOutcome::Closed;
+                }
             }
         }
         ReadOutcome::Open
+    }
+
+    /// Whether [`Client::next_line`] has something to give (a line, or a line too long).
+    pub fn has_line(&self, max_bytes: usize) -> bool {
+        self.input.len() > max_bytes || self.input.contains(&b'\n')
+    }
+
+    /// Give back the input buffer's spare room once its lines are taken (a pass may read
+    /// [`READ_PER_PASS_BYTES`]; an idle connection keeps at most [`KEPT_CAPACITY_BYTES`]
+    /// beyond its unfinished line).
+    pub fn shrink_input(&mut self) {
+        self.input
+            .shrink_to(self.input.len().max(KEPT_CAPACITY_BYTES));
     }
 
     /// Take the next complete line (without its `\n` or a trailing `\r`). `Err(len)` if the
@@ -168,10 +219,15 @@ impl Client {
         }
     }
 
-    /// Queue bytes to send. Returns false if the output bound is now exceeded.
-    pub fn queue(&mut self, bytes: &[u8]) -> bool {
+    /// Queue bytes to send. (The server bounds how much may wait: `Limits`.)
+    pub fn queue(&mut self, bytes: &[u8]) {
         self.output.extend_from_slice(bytes);
-        self.pending_output() <= MAX_OUTPUT_BYTES
+    }
+
+    /// Bytes received and not yet handled (an unfinished line, or requests waiting for
+    /// their share of a pass).
+    pub fn pending_input(&self) -> usize {
+        self.input.len()
     }
 
     /// Bytes queued and not yet sent.
@@ -193,6 +249,9 @@ impl Client {
         if self.output_sent == self.output.len() {
             self.output.clear();
             self.output_sent = 0;
+            // A big reply's buffer is not kept for the life of the connection: thousands of
+            // clients that each once read a big list would otherwise pin its size each.
+            self.output.shrink_to(KEPT_CAPACITY_BYTES);
         } else if self.output_sent > 64 * 1024 {
             // Keep the buffer from growing forever under a slow reader.
             self.output.drain(..self.output_sent);

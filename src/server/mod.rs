@@ -48,7 +48,10 @@ mod clock;
 mod durability;
 pub mod http;
 pub mod metrics;
+pub mod limits;
 mod recovery;
+
+pub use limits::Limits;
 
 use crate::core::rules::Rules;
 
@@ -88,8 +91,11 @@ pub struct Options {
     pub quiet: bool,
     /// Run a BMP simulator at every configured (loopback) BMP address.
     pub simulate_bmps: bool,
-    /// Most clients connected at once ([`MAX_CLIENTS`] unless a test lowers it).
-    pub max_clients: usize,
+    /// Every bound on what clients can make the server hold or do (`--limit`,
+    /// `--max-clients`).
+    pub limits: Limits,
+    /// Lower `clients_max` to what the descriptor limit allows (unless the admin set it).
+    pub fit_clients_to_fds: bool,
     /// Journaled events between snapshots ([`SNAPSHOT_EVERY_EVENTS`] by default).
     pub snapshot_every_events: u64,
     /// After a restart, no job's keepalive expires sooner than this
@@ -107,7 +113,7 @@ pub struct Options {
 }
 
 /// At most this many clients are connected at once by default; more are told so and
-/// disconnected. (`--max-clients` lowers it, so tests can reach the edge.)
+/// disconnected (`--max-clients`, or `--limit clients_max=N`).
 pub const MAX_CLIENTS: usize = 20_000;
 /// By default a snapshot is written after this many journaled events, so a restart replays
 /// at most this many (`--snapshot-every`).
@@ -134,6 +140,8 @@ const ACCEPTS_PER_PASS: usize = 1024;
 //   usize::MAX - 2, - 1          the admin listener, the protocol listener
 const LISTENER_KEY: usize = usize::MAX - 1;
 const ADMIN_LISTENER_KEY: usize = usize::MAX - 2;
+/// While `accept` keeps failing, its ERROR is repeated at most this often (with a count).
+const ACCEPT_ERROR_LOG_US: TimeUs = 10_000_000;
 
 /// Something to do for one client, in arrival order, after the pass's events are durable.
 enum Action {
@@ -183,6 +191,9 @@ impl Logger {
     }
 
     fn emit(&self, level: &str, msg: &str) {
+        // The last line of defence against escapes reaching the admin's terminal (client
+        // strings are escaped where they enter a message: `crate::logsafe`).
+        let msg = &*crate::logsafe::escape_message(msg);
         if let Some(c) = &self.captured {
             c.lock().unwrap().push(format!("{level}{msg}"));
             return;
@@ -241,7 +252,26 @@ struct Server {
     /// timers are reset ([`Event::KeptAliveUnrecorded`]) as soon as it can.
     kept_alive_unrecorded: BTreeSet<crate::core::JobId>,
     signals: Arc<SignalFlags>,
+    /// After a failed `accept` (out of descriptors): not before this time, and the listener
+    /// is left disarmed until then (`accept_paused`), so the loop neither spins nor forgets
+    /// to re-arm it.
     accept_paused_until_us: TimeUs,
+    accept_paused: bool,
+    /// Failed accepts not yet logged, and when the last was (`ACCEPT_ERROR_LOG_US`).
+    accept_errors: u64,
+    accept_error_logged_us: TimeUs,
+    /// A descriptor held in reserve: when `accept` fails for lack of descriptors, it is
+    /// closed so one waiting connection can be accepted and told "server is full".
+    spare_fd: Option<std::fs::File>,
+    /// Unsent output across all clients (bounded by `output_total_bytes_max`).
+    output_total: usize,
+    /// Watch entries across all clients (bounded by `watch_entries_total_max`).
+    watch_total: usize,
+    /// Received, unhandled input across all clients (bounded by `input_total_bytes_max`).
+    input_total: usize,
+    /// Clients with complete requests left over after their share of a pass
+    /// (`requests_per_pass_max`): handled next pass, which comes at once.
+    unfinished_input: BTreeSet<usize>,
     _simulator: Option<crate::bmp::Simulator>,
     /// The admin socket, its path, and its connections (keys from `admin::ADMIN_KEY_BASE`).
     /// (`None` only if the default socket could not be made: logged, and serving goes on.)
@@ -288,11 +318,9 @@ impl Server {
         let mut startup = Vec::new();
         // This version's rules from here on (a journal that older versions wrote replays by
         // theirs up to this record: `core::rules`).
-        if core.rules() != Rules::CURRENT {
-            startup.push(Event::Rules {
-                now_us: now,
-                rules: Rules::CURRENT,
-            });
+        let rules: Rules = opts.limits.rules();
+        if core.rules() != rules {
+            startup.push(Event::Rules { now_us: now, rules });
         }
         if recovered.warm {
             startup.push(Event::Restarted {
@@ -417,6 +445,29 @@ impl Server {
             }
             None => None,
         };
+        // Each client needs a descriptor: a bound above what the process may open would turn
+        // the next connections into accept failures (EMFILE) instead of a clear refusal.
+        let mut opts = opts;
+        if let Some(nofile) = Limits::open_files_soft_limit() {
+            let fit = nofile.saturating_sub(limits::RESERVED_FDS).max(1) as usize;
+            if opts.limits.clients_max > fit && opts.fit_clients_to_fds {
+                log.warn(&format!(
+                    "clients_max lowered from {} to {fit}: the process may open {nofile} files \
+                     and keeps {} for itself (raise LimitNOFILE / ulimit -n to allow more)",
+                    opts.limits.clients_max,
+                    limits::RESERVED_FDS
+                ));
+                opts.limits.clients_max = fit;
+            } else if opts.limits.clients_max > fit {
+                log.warn(&format!(
+                    "clients_max {} is more than the {nofile} files the process may open allow \
+                     ({fit} after {} kept for the server): past that, connections wait in the \
+                     backlog and are refused as descriptors run out",
+                    opts.limits.clients_max,
+                    limits::RESERVED_FDS
+                ));
+            }
+        }
 
         let signals = Arc::new(SignalFlags::default());
         start_signal_thread(Arc::clone(&signals), Arc::clone(&poller))?;
@@ -444,6 +495,14 @@ impl Server {
             kept_alive_unrecorded: BTreeSet::new(),
             signals,
             accept_paused_until_us: 0,
+            accept_paused: false,
+            accept_errors: 0,
+            accept_error_logged_us: 0,
+            spare_fd: std::fs::File::open("/dev/null").ok(),
+            output_total: 0,
+            watch_total: 0,
+            input_total: 0,
+            unfinished_input: BTreeSet::new(),
             _simulator: simulator,
             admin_listener,
             admin_path,
@@ -505,11 +564,15 @@ impl Server {
         if !self.unjournaled_completions.is_empty() || !self.kept_alive_unrecorded.is_empty() {
             deadline = Some(now);
         }
+        if !self.unfinished_input.is_empty() {
+            return Duration::ZERO;
+        }
         if let Some(retry_at) = self.durability.retry_at() {
             deadline = deadline.map(|d| d.max(retry_at));
         }
         let http = self.http.as_ref().and_then(|h| h.next_deadline());
-        let deadline = [deadline, self.durability.next_deadline(), http]
+        let paused = self.accept_paused.then_some(self.accept_paused_until_us);
+        let deadline = [deadline, self.durability.next_deadline(), http, paused]
             .into_iter()
             .flatten()
             .min();
@@ -526,7 +589,14 @@ impl Server {
         let mut events: Vec<Event> = Vec::new();
         let mut actions: Vec<Action> = Vec::new();
         let mut touched: BTreeSet<usize> = BTreeSet::new();
+        // Live jobs per owner and host, counted on the pass's first create_job.
+        let mut job_counts: Option<JobCounts> = None;
 
+        // A listener paused after a failed accept: its back-off is over, so accept again
+        // (which re-arms it).
+        if self.accept_paused && now >= self.accept_paused_until_us && !stopping {
+            self.accept(now);
+        }
         if self.signals.reload.swap(false, Ordering::SeqCst) {
             if let Some(config) = self.reload_config() {
                 actions.push(Action::Event {
@@ -576,6 +646,9 @@ impl Server {
                 bmp_unreachable: c.bmp_unreachable,
             });
         }
+        // Clients with requests left from their share of the last pass (taken before this
+        // pass's reads put back those with more left still).
+        let unfinished = std::mem::take(&mut self.unfinished_input);
         for &(key, readable, writable) in ready {
             if http::owns_key(key) {
                 continue; // served after the pass's changes are folded (below)
@@ -604,9 +677,22 @@ impl Server {
                 self.flush_client(key);
             }
             if readable && !stopping {
-                self.read_client(key, now, &mut events, &mut actions);
+                self.read_client(key, now, &mut events, &mut actions, &mut job_counts);
             }
         }
+        let read_now: BTreeSet<usize> = ready
+            .iter()
+            .filter(|&&(_, readable, _)| readable)
+            .map(|&(k, _, _)| k)
+            .collect();
+        for key in unfinished {
+            if stopping || read_now.contains(&key) {
+                continue; // (handled above)
+            }
+            touched.insert(key);
+            self.read_client(key, now, &mut events, &mut actions, &mut job_counts);
+        }
+        self.bound_input();
         if self.core.tick_due(now) && retry_due {
             actions.push(Action::Event {
                 client: None,
@@ -644,10 +730,13 @@ impl Server {
                     }
                     self.fold(client, event, &mut touched);
                 }
-                Action::Query { client, command } => {
+                // (Not for a client dropped earlier in the pass: a never-reading client's
+                // pipelined queries would otherwise all be computed and rendered for nobody.)
+                Action::Query { client, command } if self.clients.contains_key(&client) => {
                     let r = self.core.query(&command);
                     self.send(client, &protocol::render_response(&r), &mut touched);
                 }
+                Action::Query { .. } => {}
                 Action::Send { client, bytes } => self.send(client, &bytes, &mut touched),
                 Action::Close { client } => {
                     if let Some(c) = self.clients.get_mut(&client) {
@@ -787,9 +876,11 @@ impl Server {
                     rest.push(action);
                 }
                 Action::Query { client, command } if !waiting.contains(&client) => {
-                    let r = self.core.query(&command);
-                    self.send(client, &protocol::render_response(&r), touched);
-                    answered.insert(client);
+                    if self.clients.contains_key(&client) {
+                        let r = self.core.query(&command);
+                        self.send(client, &protocol::render_response(&r), touched);
+                        answered.insert(client);
+                    }
                 }
                 Action::Send { client, bytes } if !waiting.contains(&client) => {
                     self.send(client, &bytes, touched);
@@ -804,20 +895,24 @@ impl Server {
         rest
     }
 
+    /// Accept waiting connections (at most [`ACCEPTS_PER_PASS`]), then re-arm the listener.
+    ///
+    /// When `accept` fails (out of descriptors, most likely: `EMFILE`/`ENFILE`), the
+    /// listener is left disarmed for `accept_backoff_ms` rather than spin, and the pass after
+    /// the back-off calls this again, which re-arms it: the server never stops accepting for
+    /// good. The spare descriptor is given up to accept one waiting connection and tell it
+    /// the server is full, then taken back.
     fn accept(&mut self, now: TimeUs) {
         if now < self.accept_paused_until_us {
+            self.accept_paused = true; // `pass` calls again once the back-off is over
             return;
         }
+        self.accept_paused = false;
         for _ in 0..ACCEPTS_PER_PASS {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
-                    if self.clients.len() >= self.opts.max_clients {
-                        let mut s = stream;
-                        let msg = format!(
-                            "server is full ({} clients); try again later",
-                            self.opts.max_clients
-                        );
-                        let _ = io::Write::write_all(&mut s, &protocol::render_exception(&msg));
+                    if self.clients.len() >= self.opts.limits.clients_max {
+                        self.refuse_full(stream);
                         continue;
                     }
                     if stream.set_nonblocking(true).is_err() {
@@ -835,34 +930,134 @@ impl Server {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // A connection reset before it was accepted: nothing wrong with the server.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    continue
+                }
                 Err(e) => {
-                    // Out of file descriptors, most likely: back off briefly rather than spin.
-                    self.log.error(&format!("cannot accept a connection: {e}"));
-                    self.accept_paused_until_us = now + 100_000;
-                    break;
+                    // Out of file descriptors, most likely. Free the spare to tell one
+                    // waiting connection why, then back off briefly rather than spin.
+                    if self.spare_fd.take().is_some() {
+                        if let Ok((stream, _)) = self.listener.accept() {
+                            self.refuse_full(stream);
+                        }
+                        self.spare_fd = std::fs::File::open("/dev/null").ok();
+                    }
+                    let backoff_us = self.opts.limits.accept_backoff_ms.saturating_mul(1000);
+                    // One ERROR, then one every 10 s with a count: a long exhaustion must
+                    // not flood the log with a line per back-off.
+                    self.accept_errors += 1;
+                    if now
+                        >= self
+                            .accept_error_logged_us
+                            .saturating_add(ACCEPT_ERROR_LOG_US)
+                    {
+                        self.log.error(&format!(
+                            "cannot accept a connection: {e} ({} clients connected; {} failed \
+                             accepts since the last such line); waiting clients are told the \
+                             server is full, accepting again every {} ms",
+                            self.clients.len(),
+                            self.accept_errors,
+                            self.opts.limits.accept_backoff_ms
+                        ));
+                        self.accept_errors = 0;
+                        self.accept_error_logged_us = now;
+                    }
+                    self.accept_paused_until_us = now.saturating_add(backoff_us);
+                    self.accept_paused = true;
+                    return; // left disarmed until the back-off is over (`pass`)
                 }
             }
         }
-        let _ = self
+        if self
             .poller
-            .modify(&self.listener, PollEvent::readable(LISTENER_KEY));
+            .modify(&self.listener, PollEvent::readable(LISTENER_KEY))
+            .is_err()
+        {
+            // Should not happen; try again shortly rather than never.
+            self.accept_paused_until_us = now.saturating_add(100_000);
+            self.accept_paused = true;
+        }
     }
 
+    /// Tell a connection beyond `clients_max` (or one accepted with the spare descriptor)
+    /// that the server is full, and close it. One non-blocking write: a client that does not
+    /// read cannot hold the loop.
+    fn refuse_full(&self, stream: std::net::TcpStream) {
+        let _ = stream.set_nonblocking(true);
+        let msg = format!(
+            "server is full ({} clients); try again later",
+            self.clients.len().min(self.opts.limits.clients_max)
+        );
+        let mut s = stream;
+        let _ = io::Write::write(&mut s, &protocol::render_exception(&msg));
+    }
+
+    /// Read from a client and cut its input into requests (its share of the pass), keeping
+    /// `input_total` up to date.
     fn read_client(
         &mut self,
         key: usize,
         now: TimeUs,
         events: &mut Vec<Event>,
         actions: &mut Vec<Action>,
+        job_counts: &mut Option<JobCounts>,
     ) {
+        let before = self.clients.get(&key).map_or(0, Client::pending_input);
+        self.handle_input(key, now, events, actions, job_counts);
+        let after = self.clients.get(&key).map_or(0, Client::pending_input);
+        self.input_total = self.input_total + after - before;
+    }
+
+    /// Past `input_total_bytes_max`: disconnect the clients holding the most unhandled
+    /// input (an unfinished line never ended, most likely) until back under it.
+    fn bound_input(&mut self) {
+        while self.input_total > self.opts.limits.input_total_bytes_max {
+            let Some((&key, c)) = self.clients.iter().max_by_key(|(_, c)| c.pending_input()) else {
+                break;
+            };
+            self.log.info(&format!(
+                "client {} disconnected: it holds {} bytes of requests it has not finished \
+                 sending, and all clients' unhandled input is at input_total_bytes_max = {}",
+                c.peer,
+                c.pending_input(),
+                self.opts.limits.input_total_bytes_max
+            ));
+            self.close_client(key);
+        }
+    }
+
+    fn handle_input(
+        &mut self,
+        key: usize,
+        now: TimeUs,
+        events: &mut Vec<Event>,
+        actions: &mut Vec<Action>,
+        job_counts: &mut Option<JobCounts>,
+    ) {
+        let limits = &self.opts.limits;
+        let core = &self.core;
         let Some(client) = self.clients.get_mut(&key) else {
             return;
         };
         if client.closing {
             return;
         }
-        let outcome = client.read();
-        while let Some(line) = client.next_line(protocol::MAX_LINE_BYTES) {
+        let outcome = client.read(protocol::MAX_LINE_BYTES);
+        // This client's share of the pass (at least one request).
+        let (mut requests, mut bytes) = (0usize, 0usize);
+        let mut fatal = false;
+        while requests < limits.requests_per_pass_max && bytes < limits.request_bytes_per_pass_max {
+            let Some(line) = client.next_line(protocol::MAX_LINE_BYTES) else {
+                break;
+            };
+            requests += 1;
+            bytes += line.as_ref().map_or(0, Vec::len) + 1;
             let line = match line {
                 Ok(line) => line,
                 Err(len) => {
@@ -875,6 +1070,7 @@ impl Server {
                         bytes: protocol::render_exception(&msg),
                     });
                     actions.push(Action::Close { client: key });
+                    fatal = true;
                     break;
                 }
             };
@@ -886,20 +1082,51 @@ impl Server {
                     client: key,
                     bytes: protocol::render_version(protocol::VERSION),
                 }),
+                Parsed::NotifyJob(Some(_))
+                    if client.jobs.len() >= limits.watch_entries_max
+                        || self.watch_total >= limits.watch_entries_total_max =>
+                {
+                    actions.push(watch_refused(key, limits, self.watch_total))
+                }
+                // (`watch_total` follows each change of a watch's size.)
                 Parsed::NotifyJob(id) => {
+                    let before = client.jobs.len();
                     client.jobs.add(id);
+                    self.watch_total = self.watch_total + client.jobs.len() - before;
                     actions.push(null_reply(key));
                 }
                 Parsed::NoNotifyJob(id) => {
+                    let before = client.jobs.len();
                     client.jobs.remove(id);
+                    self.watch_total = self.watch_total + client.jobs.len() - before;
                     actions.push(null_reply(key));
                 }
+                Parsed::NotifyMachine(Some(name)) if name.len() > limits.string_bytes_max => {
+                    actions.push(Action::Send {
+                        client: key,
+                        bytes: protocol::render_exception(&too_long(
+                            "machine name",
+                            name.len(),
+                            limits,
+                        )),
+                    })
+                }
+                Parsed::NotifyMachine(Some(_))
+                    if client.machines.len() >= limits.watch_entries_max
+                        || self.watch_total >= limits.watch_entries_total_max =>
+                {
+                    actions.push(watch_refused(key, limits, self.watch_total))
+                }
                 Parsed::NotifyMachine(name) => {
+                    let before = client.machines.len();
                     client.machines.add(name);
+                    self.watch_total = self.watch_total + client.machines.len() - before;
                     actions.push(null_reply(key));
                 }
                 Parsed::NoNotifyMachine(name) => {
+                    let before = client.machines.len();
                     client.machines.remove(name);
+                    self.watch_total = self.watch_total + client.machines.len() - before;
                     actions.push(null_reply(key));
                 }
                 Parsed::Core(command) if command.is_read_only() => actions.push(Action::Query {
@@ -907,6 +1134,17 @@ impl Server {
                     command,
                 }),
                 Parsed::Core(command) => {
+                    // Past a limit: refused before it is journaled, so nothing changes (and
+                    // older journals, written without these limits, replay unchanged).
+                    if let Err(msg) =
+                        check_command(&command, &client.peer_ip, limits, core, job_counts)
+                    {
+                        actions.push(Action::Send {
+                            client: key,
+                            bytes: protocol::render_exception(&msg),
+                        });
+                        continue;
+                    }
                     actions.push(Action::Event {
                         client: Some(key),
                         index: events.len(),
@@ -927,9 +1165,20 @@ impl Server {
                         bytes: protocol::render_exception(&msg),
                     });
                     actions.push(Action::Close { client: key });
+                    fatal = true;
                     break;
                 }
             }
+        }
+        client.shrink_input();
+        if fatal {
+            return; // (closed once its output is flushed; nothing more is read)
+        }
+        if !client.closing && client.has_line(protocol::MAX_LINE_BYTES) {
+            // More than its share: the rest next pass (and nothing more read while more
+            // than a line's worth waits).
+            self.unfinished_input.insert(key);
+            return;
         }
         if let ReadOutcome::Closed = outcome {
             // Answer what it sent before hanging up (it may only have shut down its write
@@ -938,6 +1187,14 @@ impl Server {
         }
     }
 
+    /// Queue `bytes` (a reply or notification) for a client, within the output bounds.
+    ///
+    /// What is bounded is the *backlog*: output the client has been sent the chance to read
+    /// and has not. A client whose backlog (after trying to send it now) exceeds
+    /// `output_bytes_max`, or that has any backlog while all clients' unsent output is at
+    /// `output_total_bytes_max`, is disconnected: it is not reading. One reply may be bigger
+    /// than `output_bytes_max`; one bigger than `reply_bytes_max` is replaced by an
+    /// exception saying so, and the client stays connected.
     fn send(&mut self, key: usize, bytes: &[u8], touched: &mut BTreeSet<usize>) {
         if key >= admin::ADMIN_KEY_BASE {
             if let Some(c) = self.admin_conns.get_mut(&key) {
@@ -950,18 +1207,60 @@ impl Server {
             }
             return;
         }
+        let limits = &self.opts.limits;
         let Some(client) = self.clients.get_mut(&key) else {
             return;
         };
         touched.insert(key);
-        if !client.queue(bytes) {
+        let too_big;
+        let bytes = if bytes.len() > limits.reply_bytes_max {
+            too_big = protocol::render_exception(&format!(
+                "the reply is too large to send ({} bytes; the limit is {} bytes, \
+                 reply_bytes_max)",
+                bytes.len(),
+                limits.reply_bytes_max
+            ));
+            &too_big[..]
+        } else {
+            bytes
+        };
+        let mut backlog = client.pending_output();
+        let over = |backlog: usize, total: usize| {
+            backlog > 0
+                && (backlog > limits.output_bytes_max
+                    || total + bytes.len() > limits.output_total_bytes_max)
+        };
+        if over(backlog, self.output_total) {
+            // Perhaps the socket has room by now: try before blaming the client.
+            let failed = client.flush().is_err();
+            let after = client.pending_output();
+            self.output_total = self.output_total + after - backlog;
+            backlog = after;
+            if failed {
+                self.close_client(key);
+                return;
+            }
+        }
+        if over(backlog, self.output_total) {
+            let why = if backlog > limits.output_bytes_max {
+                format!("output_bytes_max = {}", limits.output_bytes_max)
+            } else {
+                format!(
+                    "and all clients' unsent output is at output_total_bytes_max = {}",
+                    limits.output_total_bytes_max
+                )
+            };
             self.log.info(&format!(
-                "client {} disconnected: it left more than {} bytes unread",
+                "client {} disconnected: it left more than {} bytes of replies unread \
+                 ({backlog} bytes sent to it and not read; {why})",
                 client.peer,
-                client::MAX_OUTPUT_BYTES
+                backlog.min(limits.output_bytes_max)
             ));
             self.close_client(key);
+            return;
         }
+        client.queue(bytes);
+        self.output_total += bytes.len();
     }
 
     fn flush_client(&mut self, key: usize) {
@@ -969,7 +1268,10 @@ impl Server {
             return; // flushed by rearm
         }
         if let Some(c) = self.clients.get_mut(&key) {
-            if c.flush().is_err() {
+            let before = c.pending_output();
+            let failed = c.flush().is_err();
+            self.output_total = self.output_total + c.pending_output() - before;
+            if failed {
                 self.close_client(key);
             }
         }
@@ -984,26 +1286,49 @@ impl Server {
             self.rearm_admin(key);
             return;
         }
+        self.flush_client(key);
         let Some(c) = self.clients.get_mut(&key) else {
             return;
         };
-        if c.flush().is_err() || (c.closing && c.pending_output() == 0) {
+        if c.closing && c.pending_output() == 0 {
             self.close_client(key);
             return;
         }
         if !disarmed && !c.closing && c.pending_output() == 0 {
             return;
         }
-        let interest = PollEvent::new(key, !c.closing, c.pending_output() > 0);
+        let interest = PollEvent::new(key, !c.closing && !c.eof, c.pending_output() > 0);
         if self.poller.modify(&c.stream, interest).is_err() {
             self.close_client(key);
         }
     }
 
     fn close_client(&mut self, key: usize) {
+        self.unfinished_input.remove(&key);
         if let Some(c) = self.clients.remove(&key) {
+            self.output_total -= c.pending_output();
+            self.watch_total -= c.jobs.len() + c.machines.len();
+            self.input_total -= c.pending_input();
             let _ = self.poller.delete(&c.stream);
         }
+        debug_assert!(
+            self.clients.len() > 64
+                || self.input_total
+                    == self
+                        .clients
+                        .values()
+                        .map(Client::pending_input)
+                        .sum::<usize>()
+        );
+        debug_assert!(
+            self.clients.len() > 64
+                || self.output_total
+                    == self
+                        .clients
+                        .values()
+                        .map(Client::pending_output)
+                        .sum::<usize>()
+        );
     }
 
     /// Hand the core's outputs to the world: log lines and notifications now; the BMP
@@ -1278,6 +1603,129 @@ fn null_reply(client: usize) -> Action {
     Action::Send {
         client,
         bytes: protocol::render_response(&Response::Null),
+    }
+}
+
+/// The exception for a `notify_*` past `watch_entries_max` (or, with all clients'
+/// watches at `total`, past `watch_entries_total_max`).
+fn watch_refused(client: usize, limits: &Limits, total: usize) -> Action {
+    let msg = if total >= limits.watch_entries_total_max {
+        format!(
+            "the server already holds {total} watches of single jobs or machines for its \
+             clients, the most it keeps (watch_entries_total_max); watch all of them with no \
+             argument instead"
+        )
+    } else {
+        format!(
+            "this connection already watches {} jobs or machines one by one, the most \
+             allowed (watch_entries_max); watch all of them with no argument instead",
+            limits.watch_entries_max
+        )
+    };
+    Action::Send {
+        client,
+        bytes: protocol::render_exception(&msg),
+    }
+}
+
+/// The message for a string past `string_bytes_max`.
+fn too_long(what: &str, len: usize, limits: &Limits) -> String {
+    format!(
+        "{what} is too long ({len} bytes; the limit is {} bytes, string_bytes_max)",
+        limits.string_bytes_max
+    )
+}
+
+/// Live jobs per owner and per host: the core's, counted once per pass (on its first
+/// `create_job`), plus the pass's own accepted `create_job`s.
+struct JobCounts {
+    total: usize,
+    by_owner: BTreeMap<String, usize>,
+    by_host: BTreeMap<String, usize>,
+}
+
+impl JobCounts {
+    fn of(core: &Core) -> JobCounts {
+        let mut c = JobCounts {
+            total: 0,
+            by_owner: BTreeMap::new(),
+            by_host: BTreeMap::new(),
+        };
+        for (owner, host) in core.live_job_owners() {
+            c.total += 1;
+            *c.by_owner.entry(owner.to_owned()).or_default() += 1;
+            if let Some(h) = host {
+                *c.by_host.entry(h.to_owned()).or_default() += 1;
+            }
+        }
+        c
+    }
+}
+
+/// Whether a state-changing command is within the limits (a `create_job` also counts
+/// towards the pass's job counts). `Err` is the exception to answer, naming the limit.
+fn check_command(
+    command: &Command,
+    peer: &str,
+    limits: &Limits,
+    core: &Core,
+    counts: &mut Option<JobCounts>,
+) -> Result<(), String> {
+    match command {
+        Command::DestroyJob {
+            reason: Some(r), ..
+        } if r.len() > limits.string_bytes_max => Err(too_long("reason", r.len(), limits)),
+        Command::CreateJob(c) => {
+            if c.owner.len() > limits.string_bytes_max {
+                return Err(too_long("owner", c.owner.len(), limits));
+            }
+            match &c.target {
+                crate::core::JobTarget::Machine(m) if m.len() > limits.string_bytes_max => {
+                    return Err(too_long("machine name", m.len(), limits));
+                }
+                crate::core::JobTarget::Tags(tags) => {
+                    if tags.len() > limits.tags_max {
+                        return Err(format!(
+                            "too many tags ({}; the limit is {}, tags_max)",
+                            tags.len(),
+                            limits.tags_max
+                        ));
+                    }
+                    if let Some(t) = tags.iter().find(|t| t.len() > limits.string_bytes_max) {
+                        return Err(too_long("a tag", t.len(), limits));
+                    }
+                }
+                _ => {}
+            }
+            let counts = counts.get_or_insert_with(|| JobCounts::of(core));
+            let owner = counts.by_owner.get(&c.owner).copied().unwrap_or(0);
+            let host = counts.by_host.get(peer).copied().unwrap_or(0);
+            if counts.total >= limits.jobs_max {
+                return Err(format!(
+                    "the server already has {} live jobs, the most it takes (jobs_max); \
+                     try again when some have ended",
+                    counts.total
+                ));
+            }
+            if owner >= limits.jobs_per_owner_max {
+                return Err(format!(
+                    "owner {:?} already has {owner} live jobs, the most one owner may have \
+                     (jobs_per_owner_max)",
+                    c.owner
+                ));
+            }
+            if host >= limits.jobs_per_host_max {
+                return Err(format!(
+                    "host {peer} already has {host} live jobs, the most one host may have \
+                     (jobs_per_host_max)"
+                ));
+            }
+            counts.total += 1;
+            *counts.by_owner.entry(c.owner.clone()).or_default() += 1;
+            *counts.by_host.entry(peer.to_owned()).or_default() += 1;
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 

@@ -9,6 +9,8 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -305,4 +307,89 @@ pub fn assert_no_double_booking(jobs: &Value) -> usize {
         }
     }
     owner.len()
+}
+
+/// A well-behaved client doing round trips until stopped while others abuse the server:
+/// `version` each time and, if asked, `list_jobs` checked for double booking. It counts its
+/// answers and the slowest round trip, and panics (failing the test at `finish`) if an
+/// answer is missing, late beyond `bound`, or wrong.
+pub struct Bystander {
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicU64>,
+    worst_us: Arc<AtomicU64>,
+    bound: Duration,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Bystander {
+    /// Connect, be answered once (so it is not the attack's victim at the door), then go on
+    /// in a thread of its own.
+    pub fn start(port: u16, bound: Duration, check_jobs: bool) -> Bystander {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicU64::new(0));
+        let worst_us = Arc::new(AtomicU64::new(0));
+        let (s, a, w) = (
+            Arc::clone(&stop),
+            Arc::clone(&answered),
+            Arc::clone(&worst_us),
+        );
+        let mut c = Conn::connect(port, bound).expect("bystander connects");
+        assert_eq!(
+            c.call("version", json!([]), json!({})),
+            Ok(json!("1.0.0")),
+            "bystander answered before the attack"
+        );
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let t = Instant::now();
+                let v = c
+                    .call("version", json!([]), json!({}))
+                    .expect("bystander: version answered within its bound");
+                assert_eq!(v, json!("1.0.0"));
+                w.fetch_max(t.elapsed().as_micros() as u64, Ordering::SeqCst);
+                if check_jobs {
+                    let jobs = c
+                        .call("list_jobs", json!([]), json!({}))
+                        .expect("bystander: list_jobs answered");
+                    assert_no_double_booking(&jobs);
+                }
+                a.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Bystander {
+            stop,
+            answered,
+            worst_us,
+            bound,
+            thread,
+        }
+    }
+
+    /// Rounds answered so far.
+    pub fn count(&self) -> u64 {
+        self.answered.load(Ordering::SeqCst)
+    }
+
+    /// Wait (bounded) until it has been answered again since `since` rounds.
+    pub fn progressed(&self, since: u64) {
+        poll_until(self.bound, Duration::from_millis(5), || {
+            (self.count() > since).then_some(())
+        })
+        .expect("the bystander was not answered");
+    }
+
+    /// Wait until it is answered once more, stop it; the rounds answered and the slowest
+    /// `version` round trip (panics if any round failed).
+    pub fn finish(self) -> (u64, Duration) {
+        self.progressed(self.count());
+        self.stop.store(true, Ordering::SeqCst);
+        if let Err(e) = self.thread.join() {
+            std::panic::resume_unwind(e);
+        }
+        (
+            self.answered.load(Ordering::SeqCst),
+            Duration::from_micros(self.worst_us.load(Ordering::SeqCst)),
+        )
+    }
 }
