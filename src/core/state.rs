@@ -159,24 +159,11 @@ impl Machine {
     /// anything but tags, dead boards and dead links. A board listed in one configuration
     /// and dead in the other is a dead-board change (a board cannot be both listed and dead,
     /// so marking it dead necessarily drops its entry), not a change of the board list.
+    /// (The same test as the reasons `spalloc-server --check-config` and the reload log
+    /// give, so that they can never disagree: boards are sorted by logical coordinate in a
+    /// validated configuration, so comparing them by coordinate is comparing the lists.)
     fn is_major_change(old: &MachineConfig, new: &MachineConfig) -> bool {
-        let dead: BTreeSet<Board> = old
-            .dead_boards
-            .iter()
-            .chain(&new.dead_boards)
-            .copied()
-            .collect();
-        let live = |c: &MachineConfig| {
-            c.boards
-                .iter()
-                .filter(|b| !dead.contains(&b.logical))
-                .cloned()
-                .collect::<Vec<_>>()
-        };
-        old.width != new.width
-            || old.height != new.height
-            || old.bmps != new.bmps
-            || live(old) != live(new)
+        !super::reconfigure::replace_reasons(old, new).is_empty()
     }
 }
 
@@ -889,10 +876,6 @@ impl Core {
         let mut changed = Vec::new();
         for name in &old_names {
             let old = &self.machines[name].config;
-            debug_assert!(new_by_name.get(name.as_str()).map_or(true, |n| {
-                Machine::is_major_change(old, n)
-                    == !super::reconfigure::replace_reasons(old, n).is_empty()
-            }));
             match new_by_name.get(name.as_str()) {
                 None => removed.push(name.clone()),
                 Some(n) if *n == old => {}
