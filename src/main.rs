@@ -152,7 +152,12 @@ fn main() -> ExitCode {
         eprintln!("spalloc-server: --restart-grace-s must be between 0 and 86400 seconds");
         return ExitCode::from(2);
     }
-    let http = match args.http.as_deref().map(|a| http_options(a, &args)).transpose() {
+    let http = match args
+        .http
+        .as_deref()
+        .map(|a| http_options(a, &args))
+        .transpose()
+    {
         Ok(http) => http,
         Err(e) => {
             eprintln!("spalloc-server: {e}");

@@ -206,7 +206,10 @@ fn output_is_checked_by_the_server() {
     let Some(out) = run(&[fixture]) else { return };
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("the output is valid: 1 machines, 3 working boards"), "{stderr}");
+    assert!(
+        stderr.contains("the output is valid: 1 machines, 3 working boards"),
+        "{stderr}"
+    );
 
     // A checker that fails: nothing is written, exit 1.
     let out_file = dir.join("out.json");
@@ -217,7 +220,10 @@ fn output_is_checked_by_the_server() {
     assert_eq!(out.status.code(), Some(1));
     assert!(!out_file.exists());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("failed spalloc-server's check; nothing written"), "{stderr}");
+    assert!(
+        stderr.contains("failed spalloc-server's check; nothing written"),
+        "{stderr}"
+    );
     let Some(out) = run(&[fixture, "--server", "/nonexistent/spalloc-server"]) else {
         return;
     };

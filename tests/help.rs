@@ -14,7 +14,11 @@ fn every_binary_accepts_dash_h() {
         env!("CARGO_BIN_EXE_spalloc-admin"),
     ] {
         let out = Command::new(bin).arg("--no-such-option").output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "{bin} --no-such-option: {out:?}");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{bin} --no-such-option: {out:?}"
+        );
         for flag in ["-h", "--help"] {
             let out = Command::new(bin).arg(flag).output().unwrap();
             let text = String::from_utf8_lossy(&out.stdout);

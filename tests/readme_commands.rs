@@ -50,63 +50,62 @@ fn every_readme_command_is_run_somewhere() {
         "README commands not found: {commands:?}"
     );
     for cmd in &commands {
-        let covered =
-            if let Some(args) = cmd.strip_prefix("cargo build --release --bins && ") {
-                // .ci/run runs it with its own journal directory.
-                let ci_form = format!(
-                    "cargo build --release --bins && {}",
-                    args.replace("/tmp/spalloc-demo", "\"$tmp/journal\"")
-                );
-                ci.contains(&ci_form)
-            } else if cmd == "cargo test --workspace" {
-                ci.lines().any(|l| {
-                    l.trim_start().starts_with("timeout") && l.contains("cargo test --workspace")
-                })
-            } else if cmd == "bash .ci/run" {
-                true // CI itself
-            } else if let Some(pip) = cmd.strip_prefix(
-                "python3 -m venv /tmp/spalloc-venv && /tmp/spalloc-venv/bin/pip install ",
-            ) {
-                ci.contains("python3 -m venv")
-                    && requirements
-                        .lines()
-                        .any(|r| format!("'{}'", r.trim()) == pip)
-            } else if let Some(tool) = cmd.strip_prefix("/tmp/spalloc-venv/bin/") {
-                ci.contains(&format!("smoke_client {tool}"))
-            } else if let Some(pip) =
-                cmd.strip_prefix("python3 -m venv ../orig-venv && ../orig-venv/bin/pip install ")
-            {
-                // The original server for the differential test: the same pin CI installs.
-                let pinned = std::fs::read_to_string(
-                    Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/requirements-original.txt"),
-                )
-                .unwrap();
-                ci.contains("requirements-original.txt")
-                    && pinned.lines().any(|r| format!("'{}'", r.trim()) == pip)
-            } else if cmd == "cargo build" {
-                // `cargo test --workspace` builds the same binaries first.
-                ci.contains("cargo test --workspace")
-            } else if let Some(args) = cmd.strip_prefix("python3 e2e/differential.py ") {
-                // .ci/run runs the differential test's command line on a few seeds.
-                ci.contains("e2e/differential.py")
-                    && args
-                        .split_whitespace()
-                        .filter(|a| a.starts_with("--"))
-                        .all(|flag| ci.contains(flag))
-            } else {
-                // Run below: by readme_replay_and_migration_commands_work (spalloc-replay,
-                // spalloc-server --check-config, the migration tool) and
-                // readme_board_health_commands_work (the server with a simulated fault,
-                // spalloc-admin).
-                [
-                    "spalloc-replay ",
-                    "tools/spalloc-config-from-py ",
-                    "spalloc-server ",
-                    "spalloc-admin ",
-                ]
-                .iter()
-                .any(|p| cmd.starts_with(p))
-            };
+        let covered = if let Some(args) = cmd.strip_prefix("cargo build --release --bins && ") {
+            // .ci/run runs it with its own journal directory.
+            let ci_form = format!(
+                "cargo build --release --bins && {}",
+                args.replace("/tmp/spalloc-demo", "\"$tmp/journal\"")
+            );
+            ci.contains(&ci_form)
+        } else if cmd == "cargo test --workspace" {
+            ci.lines().any(|l| {
+                l.trim_start().starts_with("timeout") && l.contains("cargo test --workspace")
+            })
+        } else if cmd == "bash .ci/run" {
+            true // CI itself
+        } else if let Some(pip) = cmd
+            .strip_prefix("python3 -m venv /tmp/spalloc-venv && /tmp/spalloc-venv/bin/pip install ")
+        {
+            ci.contains("python3 -m venv")
+                && requirements
+                    .lines()
+                    .any(|r| format!("'{}'", r.trim()) == pip)
+        } else if let Some(tool) = cmd.strip_prefix("/tmp/spalloc-venv/bin/") {
+            ci.contains(&format!("smoke_client {tool}"))
+        } else if let Some(pip) =
+            cmd.strip_prefix("python3 -m venv ../orig-venv && ../orig-venv/bin/pip install ")
+        {
+            // The original server for the differential test: the same pin CI installs.
+            let pinned = std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/requirements-original.txt"),
+            )
+            .unwrap();
+            ci.contains("requirements-original.txt")
+                && pinned.lines().any(|r| format!("'{}'", r.trim()) == pip)
+        } else if cmd == "cargo build" {
+            // `cargo test --workspace` builds the same binaries first.
+            ci.contains("cargo test --workspace")
+        } else if let Some(args) = cmd.strip_prefix("python3 e2e/differential.py ") {
+            // .ci/run runs the differential test's command line on a few seeds.
+            ci.contains("e2e/differential.py")
+                && args
+                    .split_whitespace()
+                    .filter(|a| a.starts_with("--"))
+                    .all(|flag| ci.contains(flag))
+        } else {
+            // Run below: by readme_replay_and_migration_commands_work (spalloc-replay,
+            // spalloc-server --check-config, the migration tool) and
+            // readme_board_health_commands_work (the server with a simulated fault,
+            // spalloc-admin).
+            [
+                "spalloc-replay ",
+                "tools/spalloc-config-from-py ",
+                "spalloc-server ",
+                "spalloc-admin ",
+            ]
+            .iter()
+            .any(|p| cmd.starts_with(p))
+        };
         assert!(
             covered,
             "README command not run by any test or by .ci/run: {cmd}"
@@ -167,7 +166,12 @@ fn readme_replay_and_migration_commands_work() {
         } else if let Some(args) = cmd.strip_prefix("spalloc-server --check-config ") {
             let args: Vec<String> = args
                 .split_whitespace()
-                .map(|a| a.replace("/etc/spalloc/machines.json", server.config.to_str().unwrap()))
+                .map(|a| {
+                    a.replace(
+                        "/etc/spalloc/machines.json",
+                        server.config.to_str().unwrap(),
+                    )
+                })
                 .map(|a| a.replace("/var/lib/spalloc", journal.to_str().unwrap()))
                 .collect();
             let out = Command::new(env!("CARGO_BIN_EXE_spalloc-server"))
@@ -176,7 +180,11 @@ fn readme_replay_and_migration_commands_work() {
                 .output()
                 .unwrap();
             let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success(), "`{cmd}` failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "`{cmd}` failed: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             assert!(stdout.contains("change nothing"), "{stdout}");
             ran += 1;
         } else if let Some(args) = cmd.strip_prefix("tools/spalloc-config-from-py ") {

@@ -479,12 +479,16 @@ fn a_failed_snapshot_leaves_no_temporary_file() {
         return;
     };
     let cfg = simple_config(&bmp_net(), json!({}));
-    let mut server = Server::start(&dir, &cfg, &[
-        "--snapshot-every",
-        "400",
-        "--limit",
-        "string_bytes_max=100000",
-    ]);
+    let mut server = Server::start(
+        &dir,
+        &cfg,
+        &[
+            "--snapshot-every",
+            "400",
+            "--limit",
+            "string_bytes_max=100000",
+        ],
+    );
     let mut c = Conn::connect(server.port, REPLY_WAIT).unwrap();
     // A state of a few hundred KB: queued jobs with long owners.
     let owner = "o".repeat(2000);

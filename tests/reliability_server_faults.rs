@@ -228,7 +228,11 @@ fn damage_in_the_fallback_segment_is_a_startup_warning() {
         })
         .unwrap_or_else(|| panic!("no segment starts at {fallback_first}: {all:?}"))
         .clone();
-    assert_ne!(Some(&oldest), all.last(), "the fallback is not the current segment");
+    assert_ne!(
+        Some(&oldest),
+        all.last(),
+        "the fallback is not the current segment"
+    );
     let mut bytes = std::fs::read(&oldest).unwrap();
     assert!(bytes.len() > 40, "{}", bytes.len());
     let last = bytes.len() - 2;

@@ -110,7 +110,11 @@ struct Args {
 fn main() {
     let args: Args = match spalloc::cli::parse("spalloc-bench") {
         Ok(args) => args,
-        Err(code) => std::process::exit(if code == std::process::ExitCode::SUCCESS { 0 } else { 2 }),
+        Err(code) => std::process::exit(if code == std::process::ExitCode::SUCCESS {
+            0
+        } else {
+            2
+        }),
     };
     let result = match args.workload.as_str() {
         "version" | "keepalive" | "churn" => run_request_loop(&args),

@@ -2573,8 +2573,7 @@ impl Core {
                 self.sweeping.extend(sweep.iter().map(|r| r.id));
                 let frames = self.issue(sweep);
                 Response::Json(
-                    serde_json::json!({"destroyed": ids, "frames_powered_off": frames})
-                        .to_string(),
+                    serde_json::json!({"destroyed": ids, "frames_powered_off": frames}).to_string(),
                 )
             }
             AdminAction::Resume => {

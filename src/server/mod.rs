@@ -47,8 +47,8 @@ pub mod client;
 mod clock;
 mod durability;
 pub mod http;
-pub mod metrics;
 pub mod limits;
+pub mod metrics;
 mod recovery;
 
 pub use limits::Limits;
@@ -437,7 +437,9 @@ impl Server {
             Some(h) => {
                 let http = http::Http::start(h.clone(), Arc::clone(&poller), log.clone())?;
                 let addr = http.local_addr().map_err(|e| e.to_string())?;
-                log.info(&format!("status page on http://{addr}/ (metrics at /metrics)"));
+                log.info(&format!(
+                    "status page on http://{addr}/ (metrics at /metrics)"
+                ));
                 if h.addr.port() == 0 {
                     eprintln!("http listening on {addr}");
                 }
@@ -773,7 +775,13 @@ impl Server {
                 .copied()
                 .filter(|&(k, _, _)| http::owns_key(k))
                 .collect();
-            h.serve(&http_ready, now, &self.core, &self.metrics, self.clients.len());
+            h.serve(
+                &http_ready,
+                now,
+                &self.core,
+                &self.metrics,
+                self.clients.len(),
+            );
         }
     }
 
@@ -1502,7 +1510,9 @@ impl Server {
             }
         }
         if let Some(l) = &self.admin_listener {
-            let _ = self.poller.modify(l, PollEvent::readable(ADMIN_LISTENER_KEY));
+            let _ = self
+                .poller
+                .modify(l, PollEvent::readable(ADMIN_LISTENER_KEY));
         }
     }
 
@@ -1963,7 +1973,10 @@ mod tests {
             failed_boards: Vec::new(),
             bmp_unreachable: false,
         };
-        assert_eq!(decode_event(&rmp_serde::to_vec(&old).unwrap()).unwrap(), want);
+        assert_eq!(
+            decode_event(&rmp_serde::to_vec(&old).unwrap()).unwrap(),
+            want
+        );
         assert_eq!(
             decode_event(&rmp_serde::to_vec_named(&old).unwrap()).unwrap(),
             want
