@@ -48,6 +48,12 @@ pub struct Config {
     /// records written before board health existed: the defaults).
     #[serde(default)]
     pub health: HealthConfig,
+    /// Board faults for the BMP simulator of `--simulate-bmps` (`spalloc-bmp-sim --fault`
+    /// specs, [`crate::bmp::parse_fault_spec`]), so a demo or test configuration can show a
+    /// failing board without hardware. Read at start-up; ignored (with a warning) without
+    /// `--simulate-bmps`. (Absent from older records: none.)
+    #[serde(default)]
+    pub simulated_faults: Vec<String>,
 }
 
 /// The `health` block: thresholds of board health ([`crate::core::health`]).
@@ -85,6 +91,7 @@ impl Default for Config {
             bmp: BmpTimings::default(),
             machines: Vec::new(),
             health: HealthConfig::default(),
+            simulated_faults: Vec::new(),
         }
     }
 }
@@ -308,7 +315,7 @@ impl Config {
                 })
             })
             .collect();
-        json!({
+        let mut json = json!({
             "ip": self.ip,
             "port": self.port,
             "timeout_check_interval": self.timeout_check_interval_s,
@@ -329,7 +336,11 @@ impl Config {
                 "recovery_attempts": self.health.recovery_attempts,
             },
             "machines": machines,
-        })
+        });
+        if !self.simulated_faults.is_empty() {
+            json["simulated_faults"] = json!(self.simulated_faults);
+        }
+        json
     }
 }
 
@@ -775,6 +786,7 @@ const TOP_KEYS: &[&str] = &[
     "bmp",
     "machines",
     "health",
+    "simulated_faults",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "drain_after_failures",
@@ -897,6 +909,19 @@ fn raw_config(p: &mut Problems, json: &Json, base_dir: &Path) -> RawConfig {
                 if let Some((v, path)) = h.get(key) {
                     if let Some(n) = uint(p, v, &path, MAX_HEALTH_COUNT) {
                         *field = n as u32;
+                    }
+                }
+            }
+        }
+    }
+    if let Some((v, path)) = top.get("simulated_faults") {
+        if let Some(list) = array(p, v, &path) {
+            for (i, f) in list.iter().enumerate() {
+                let path = index(&path, i);
+                if let Some(spec) = string(p, f, &path) {
+                    match crate::bmp::parse_fault_spec(spec) {
+                        Ok(_) => config.simulated_faults.push(spec.to_string()),
+                        Err(e) => p.add(&path, e),
                     }
                 }
             }
@@ -1685,6 +1710,31 @@ mod tests {
                 {"x": 0, "y": 0, "z": 2, "cabinet": 0, "frame": 0, "board": 2, "ip": format!("10.{n}.0.17")},
             ]
         })
+    }
+
+    #[test]
+    fn simulated_faults_are_checked_specs_and_survive_to_json() {
+        let c = ok(json!({
+            "simulated_faults": ["10.0.0.0/1=fpga", "10.0.0.0:17893=silent*2"],
+            "machines": [m1("m", 0)],
+        }));
+        assert_eq!(
+            c.simulated_faults,
+            vec!["10.0.0.0/1=fpga", "10.0.0.0:17893=silent*2"]
+        );
+        assert_eq!(ok(c.to_json()), c);
+        assert!(!ok(json!({"machines": [m1("m", 0)]}))
+            .to_json()
+            .as_object()
+            .unwrap()
+            .contains_key("simulated_faults"));
+        let e = errs(json!({
+            "simulated_faults": ["10.0.0.0/1=melt", 7],
+            "machines": [m1("m", 0)],
+        }));
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("simulated_faults[0]: "), "{e:?}");
+        assert!(e[1].starts_with("simulated_faults[1]: "), "{e:?}");
     }
 
     /// `m1` with one field replaced.

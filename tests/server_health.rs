@@ -119,6 +119,29 @@ fn a_failing_board_is_drained_and_its_jobs_become_ready_elsewhere() {
     server.stop();
 }
 
+/// The same fault given in the configuration (`simulated_faults`) instead of on the command
+/// line: the job hit by it becomes ready elsewhere.
+#[test]
+fn simulated_faults_in_the_configuration_fail_boards_too() {
+    let dir = scratch_dir("health-config-fault");
+    let net = bmp_net();
+    let cfg = simple_config(
+        &net,
+        json!({"simulated_faults": [format!("{net}.1/1=fpga")]}),
+    );
+    let server = Server::start(&dir, &cfg, &[]);
+    let mut c = server.client();
+    let a = c.create(json!([1, 1]), json!({"keepalive": null}));
+    c.wait_state(a, 3, WAIT);
+    assert_eq!(boards(&mut c, a), json!([[0, 1, 0], [0, 1, 1], [0, 1, 2]]));
+    assert!(
+        server.log_text().contains("simulated BMPs: injecting"),
+        "{}",
+        server.log_text()
+    );
+    server.stop();
+}
+
 #[test]
 fn two_problem_reports_drain_a_board() {
     let dir = scratch_dir("health-report");

@@ -185,6 +185,10 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
             old.seconds_before_free_s, new.seconds_before_free_s
         ));
     }
+    if old.simulated_faults != new.simulated_faults {
+        d.settings
+            .push("simulated_faults (takes effect at the next restart)".to_string());
+    }
     if old.timeout_check_interval_s != new.timeout_check_interval_s {
         d.settings.push(format!(
             "timeout_check_interval {} -> {}",

@@ -869,6 +869,8 @@ impl Core {
         self.trim_retired();
         self.config.seconds_before_free_s = new.seconds_before_free_s;
         self.config.health = new.health.clone();
+        // (Used only by the server at start-up, for --simulate-bmps.)
+        self.config.simulated_faults = new.simulated_faults.clone();
 
         let new_by_name: BTreeMap<&str, &MachineConfig> =
             new.machines.iter().map(|m| (m.name.as_str(), m)).collect();

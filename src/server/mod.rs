@@ -363,9 +363,17 @@ impl Server {
         let config = core.config().clone();
 
         // BMPs: a simulator first if asked, then the threads that talk to them.
+        // Faults come from the configuration's `simulated_faults` and `--simulate-fault`.
         let simulator = if opts.simulate_bmps {
             Some(start_simulator(&config, &log, &opts.simulate_faults)?)
         } else {
+            if !config.simulated_faults.is_empty() {
+                log.warn(&format!(
+                    "simulated_faults in the configuration ignored: the BMPs are real \
+                     (they apply only with --simulate-bmps): {:?}",
+                    config.simulated_faults
+                ));
+            }
             None
         };
         let poller = Arc::new(Poller::new().map_err(|e| format!("cannot create a poller: {e}"))?);
@@ -1786,11 +1794,16 @@ fn start_simulator(
     log: &Logger,
     faults: &[String],
 ) -> Result<crate::bmp::Simulator, String> {
-    let faults = faults
+    let mut specs: Vec<(&str, &str)> = config
+        .simulated_faults
         .iter()
-        .map(|f| crate::bmp::parse_fault_spec(f))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("--simulate-fault: {e}"))?;
+        .map(|f| ("configuration simulated_faults", f.as_str()))
+        .collect();
+    specs.extend(faults.iter().map(|f| ("--simulate-fault", f.as_str())));
+    let faults = specs
+        .iter()
+        .map(|(from, f)| crate::bmp::parse_fault_spec(f).map_err(|e| format!("{from}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut addrs = Vec::new();
     for m in &config.machines {
         for b in &m.bmps {
@@ -1810,7 +1823,7 @@ fn start_simulator(
         .find(|f| !f.endpoint.is_some_and(|e| addrs.contains(&e)))
     {
         return Err(format!(
-            "--simulate-fault {f:?} names a BMP the configuration does not have"
+            "simulated fault {f:?} (--simulate-fault or simulated_faults) names a BMP the configuration does not have"
         ));
     }
     let sim = crate::bmp::Simulator::start(&addrs, crate::bmp::SimOptions::default())
