@@ -298,6 +298,40 @@ fn the_default_bound_on_clients_fits_the_descriptor_limit() {
     assert!(!log.contains("cannot accept"), "{log}");
 }
 
+/// The listen backlog is the `listen_backlog_max` asked for (std's would be 128), so a
+/// connect storm waits in the kernel instead of having its SYNs dropped. Read with `ss`,
+/// which shows a listening socket's backlog as its Send-Q.
+#[test]
+fn the_listen_backlog_is_the_limit_asked_for() {
+    let dir = scratch_dir("iso-backlog");
+    let server = Server::start(
+        &dir,
+        &simple_config(&bmp_net(), json!({})),
+        &["--limit", "listen_backlog_max=777"],
+    );
+    let out = match Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", server.port)])
+        .output()
+    {
+        Ok(out) if out.status.success() => out,
+        _ => {
+            cannot_run("no working `ss` (iproute2) to read the listen backlog with");
+            return;
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("LISTEN"))
+        .unwrap_or_else(|| panic!("no listening socket in: {text}"));
+    let send_q: u32 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096);
+    assert_eq!(send_q, 777.min(somaxconn), "{line}");
+}
+
 // ----- memory --------------------------------------------------------------------------
 
 #[test]

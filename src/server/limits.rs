@@ -46,6 +46,10 @@ pub struct Limits {
     pub jobs_per_owner_max: usize,
     /// Live jobs created from one client host.
     pub jobs_per_host_max: usize,
+    /// Connections the kernel may hold waiting to be accepted (the `listen` backlog; the
+    /// kernel caps it at `net.core.somaxconn`). Std's fixed 128 made a burst of 1,000
+    /// connects wait a SYN retransmit (~1 s) for the last of them.
+    pub listen_backlog_max: usize,
     /// Pause before accepting again after `accept` failed (out of file descriptors).
     pub accept_backoff_ms: u64,
     /// One job's sustained rate of power changes: one per this many milliseconds (after a
@@ -75,6 +79,7 @@ impl Default for Limits {
             jobs_max: 20_000,
             jobs_per_owner_max: 2_000,
             jobs_per_host_max: 5_000,
+            listen_backlog_max: 4_096,
             accept_backoff_ms: 100,
             power_change_gap_ms: crate::core::rules::POWER_CHANGE_GAP_US / 1000,
             power_change_burst_max: crate::core::rules::POWER_CHANGE_BURST as u64,
@@ -135,6 +140,10 @@ pub const LIMITS: &[LimitSpec] = &[
     spec!(jobs_max, "live jobs in all"),
     spec!(jobs_per_owner_max, "live jobs per owner"),
     spec!(jobs_per_host_max, "live jobs per client host"),
+    spec!(
+        listen_backlog_max,
+        "connections waiting to be accepted (listen backlog)"
+    ),
     spec!(accept_backoff_ms, "pause after a failed accept"),
     spec!(
         power_change_gap_ms,

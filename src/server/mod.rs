@@ -421,8 +421,11 @@ impl Server {
             ip.parse()
                 .map_err(|_| format!("listen address {ip:?} is not an IP address"))?
         };
-        let listener = TcpListener::bind(SocketAddr::new(ip_addr, port))
-            .map_err(|e| format!("cannot listen on {ip_addr}:{port}: {e}"))?;
+        let listener = listen(
+            SocketAddr::new(ip_addr, port),
+            opts.limits.listen_backlog_max,
+        )
+        .map_err(|e| format!("cannot listen on {ip_addr}:{port}: {e}"))?;
         listener
             .set_nonblocking(true)
             .map_err(|e| format!("cannot configure the listener: {e}"))?;
@@ -1787,6 +1790,19 @@ fn start_signal_thread(flags: Arc<SignalFlags>, poller: Arc<Poller>) -> Result<(
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
     Ok(())
+}
+
+/// A listening socket with the backlog asked for. Std's `TcpListener::bind` always asks for
+/// 128, which a connect storm overflows (the kernel drops the SYNs past it and the clients
+/// retry a second later); socket2 is the well-kept way to choose it. As std does, the
+/// address is reusable at once after a restart (`SO_REUSEADDR`).
+fn listen(addr: SocketAddr, backlog: usize) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog.min(i32::MAX as usize) as i32)?;
+    Ok(socket.into())
 }
 
 fn start_simulator(
