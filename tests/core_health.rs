@@ -113,6 +113,34 @@ fn a_coalesced_power_change_does_not_outlive_the_boards_it_was_for() {
     sim.core.check_invariants().unwrap();
 }
 
+/// A job that had to wait after a failed power-on can be given the same boards back; if the
+/// board fails again that is a second failure (a new allocation), so the board is drained
+/// and the job becomes ready without it.
+#[test]
+fn a_job_given_its_failing_board_back_drains_it_and_becomes_ready_without_it() {
+    let mut sim = sim(1, 2);
+    let _other = sim.create(JobRequest::Triads(1, 1));
+    settle(&mut sim);
+    let id = sim.create(JobRequest::Triads(1, 1));
+    fail_next(&mut sim, &[1]);
+    // Waits; its old triad is powered off, released, and given back to it.
+    settle_offs(&mut sim);
+    assert_eq!(
+        boards_of(&mut sim, id),
+        vec![[0, 1, 0], [0, 1, 1], [0, 1, 2]],
+        "{:?}",
+        sim.log
+    );
+    fail_next(&mut sim, &[1]);
+    assert_eq!(dead(&sim), vec![[0, 1, 1]], "{:?}", sim.log);
+    // Ready on the rest of that triad (the drained board left out), not destroyed.
+    settle(&mut sim);
+    let s = sim.core.job_state(id);
+    assert_eq!((s.state, s.power), (3, Some(true)), "{:?}", sim.log);
+    assert_eq!(boards_of(&mut sim, id), vec![[0, 1, 0], [0, 1, 2]]);
+    sim.core.check_invariants().unwrap();
+}
+
 #[test]
 fn a_board_failing_in_two_consecutive_jobs_is_drained_until_undrained() {
     let mut sim = sim(1, 2);
@@ -164,22 +192,44 @@ fn a_board_failing_in_two_consecutive_jobs_is_drained_until_undrained() {
 
 #[test]
 fn recovery_gives_up_after_its_tries_with_the_reason() {
-    let mut sim = sim(1, 1);
-    let id = sim.create(JobRequest::Board(0, 0, 0));
+    let mut sim = sim(1, 2);
+    let id = sim.create(JobRequest::Triads(1, 1));
+    // Fails on triad (0, 0), then on (0, 1), then on (0, 0) again: two re-allocations.
     for _ in 0..2 {
-        fail_next(&mut sim, &[0]);
+        fail_next(&mut sim, &[1]);
         settle_offs(&mut sim);
     }
-    fail_next(&mut sim, &[0]);
+    fail_next(&mut sim, &[1]);
     let s = sim.core.job_state(id);
-    assert_eq!(s.state, 4);
+    assert_eq!(s.state, 4, "{:?}", sim.log);
     assert_eq!(
         s.reason.as_deref(),
         Some("Machine configuration failed. Error: Requests failed on BMP 10.1.0.0 (after 2 re-allocations)")
     );
     assert_eq!(sim.core.end_reason(id), Some(EndReason::BoardFailure));
-    // Three failures in one job count once: not drained.
-    assert!(dead(&sim).is_empty());
+    // (0, 0, 1) failed in two allocations of the job: drained; (0, 1, 1) once: not.
+    assert_eq!(dead(&sim), vec![[0, 0, 1]]);
+}
+
+/// A job asking for exactly one board that fails twice (the second time after being given
+/// it again) is destroyed once the board is drained: no other board can ever satisfy it.
+#[test]
+fn a_job_for_exactly_a_failing_board_ends_when_the_board_is_drained() {
+    let mut sim = sim(1, 1);
+    let id = sim.create(JobRequest::Board(0, 0, 0));
+    fail_next(&mut sim, &[0]);
+    settle_offs(&mut sim);
+    fail_next(&mut sim, &[0]);
+    let s = sim.core.job_state(id);
+    assert_eq!(s.state, 4, "{:?}", sim.log);
+    assert!(
+        s.reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("Machine configuration failed. Error: ")),
+        "{s:?}"
+    );
+    assert_eq!(sim.core.end_reason(id), Some(EndReason::BoardFailure));
+    assert_eq!(dead(&sim), vec![[0, 0, 0]]);
 }
 
 /// Complete pending power-offs only (so a re-queued job's next power-on stays pending).

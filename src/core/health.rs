@@ -95,6 +95,10 @@ pub struct Failure {
     pub reason: String,
     /// When.
     pub at_us: TimeUs,
+    /// How many times the job had been given new boards when this failed (a job moved by
+    /// recovery can be given the same boards again, and that is a new attempt).
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 /// Everything known about one board's health. Boards with nothing to say have no entry.
@@ -234,12 +238,13 @@ impl Health {
     }
 
     /// Record that the board failed in a job; returns how many consecutive jobs it failed in
-    /// (a second failure in the same job does not count again).
+    /// (a second failure in the same job, on the same allocation, does not count again; one
+    /// after the job was given new boards does).
     pub fn power_failed(&mut self, machine: &str, board: Board, failure: Failure) -> u32 {
         let h = self.entry(machine, board);
         if h.failures
             .last()
-            .is_some_and(|f| f.job_id == failure.job_id)
+            .is_some_and(|f| (f.job_id, f.attempt) == (failure.job_id, failure.attempt))
         {
             return h.consecutive_failures;
         }
@@ -278,7 +283,13 @@ impl Health {
 
 /// The reason an automatic drain gives: `power-on failed in jobs 12 and 15: <last reason>`.
 pub fn failure_reason(failures: &[Failure]) -> String {
-    let ids: Vec<String> = failures.iter().map(|f| f.job_id.to_string()).collect();
+    let ids: Vec<String> = failures
+        .iter()
+        .map(|f| match f.attempt {
+            0 => f.job_id.to_string(),
+            n => format!("{} (re-allocation {n})", f.job_id),
+        })
+        .collect();
     let jobs = match ids.as_slice() {
         [] => String::new(),
         [one] => format!("job {one}"),
@@ -297,6 +308,7 @@ mod tests {
             job_id,
             reason: "Requests failed on BMP 127.0.0.1".into(),
             at_us: job_id,
+            attempt: 0,
         }
     }
 

@@ -2189,6 +2189,7 @@ impl Core {
                             job_id: req.job_id,
                             reason: reason.to_string(),
                             at_us: now,
+                            attempt: self.jobs.get(&req.job_id).map_or(0, |j| j.recoveries),
                         },
                     );
                     self.log(format!(
