@@ -190,49 +190,42 @@ fn board(words: &[String], physical: bool, ip: &Option<String>) -> Result<Value,
     })
 }
 
+/// An answer as it came: one line of JSON (`--json`, and the actions' replies).
+fn as_json(v: &Value) -> String {
+    format!("{v}\n")
+}
+
 fn build(sub: &Sub) -> Result<(Value, Render), String> {
     Ok(match sub {
         Sub::Drain(d) => (
             json!({"command": "drain", "kwargs": {
                 "board": board(&d.board, d.physical, &d.ip)?, "reason": d.reason, "actor": actor()}}),
-            |v| format!("{v}\n"),
+            as_json,
         ),
         Sub::Undrain(d) => (
             json!({"command": "undrain", "kwargs": {
                 "board": board(&d.board, d.physical, &d.ip)?, "actor": actor()}}),
-            |v| format!("{v}\n"),
+            as_json,
         ),
         Sub::Boards(b) => (
             json!({"command": "boards", "kwargs": {"drained": b.drained}}),
-            if b.json {
-                |v| format!("{v}\n")
-            } else {
-                render_boards
-            },
+            if b.json { as_json } else { render_boards },
         ),
         Sub::Reports(r) => (
             json!({"command": "reports"}),
-            if r.json {
-                |v| format!("{v}\n")
-            } else {
-                render_reports
-            },
+            if r.json { as_json } else { render_reports },
         ),
         Sub::EmergencyStop(e) => (
             json!({"command": "emergency_stop", "kwargs": {"reason": e.reason, "actor": actor()}}),
-            |v| format!("{v}\n"),
+            as_json,
         ),
         Sub::Status(st) => (
             json!({"command": "status"}),
-            if st.json {
-                |v| format!("{v}\n")
-            } else {
-                render_status
-            },
+            if st.json { as_json } else { render_status },
         ),
         Sub::Resume(_) => (
             json!({"command": "resume", "kwargs": {"actor": actor()}}),
-            |v| format!("{v}\n"),
+            as_json,
         ),
     })
 }
@@ -398,15 +391,8 @@ fn render_status(v: &Value) -> String {
 }
 
 /// Users' words (report descriptions, reasons built from them) made safe for a terminal:
-/// control characters (newlines, escape sequences) are shown escaped, not obeyed.
-fn clean(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+/// control characters and invisible direction overrides are shown escaped, not obeyed (the
+/// server's own escaping for its log, `spalloc::logsafe`).
+fn clean(text: &str) -> std::borrow::Cow<'_, str> {
+    spalloc::logsafe::escape(text)
 }

@@ -1372,21 +1372,21 @@ impl Core {
         self.changed_machines.clear();
     }
 
-    /// When the core next needs a [`Event::Tick`]: the earliest keepalive expiry or release of
-    /// held-back boards.
+    /// When the core next needs a [`Event::Tick`]: the earliest keepalive expiry, release of
+    /// held-back boards, retried power-off, or power change waiting for its gap.
     pub fn poll_deadline(&self) -> Option<TimeUs> {
-        let keepalive = self
+        // One pass over the jobs (this runs every loop pass): keepalive expiries (`until <
+        // now`, hence + 1) and power changes waiting for their gap (`power_command`).
+        let jobs = self
             .jobs
             .values()
-            .filter_map(|j| j.keepalive_until_us)
-            .min()
-            .map(|t| t.saturating_add(1)); // expiry is `until < now`
-                                           // Power changes waiting for their gap (`power_command`).
-        let power = self
-            .jobs
-            .values()
-            .filter(|j| j.power_wanted.is_some() && j.bmp_outstanding == 0)
-            .map(|j| power_not_before(&self.rules, j.power_tat_us))
+            .flat_map(|j| {
+                let keepalive = j.keepalive_until_us.map(|t| t.saturating_add(1));
+                let power = (j.power_wanted.is_some() && j.bmp_outstanding == 0)
+                    .then(|| power_not_before(&self.rules, j.power_tat_us));
+                [keepalive, power]
+            })
+            .flatten()
             .min();
         let retry = self
             .draining
@@ -1398,7 +1398,7 @@ impl Core {
                     .flat_map(|r| r.retries.iter().map(|r| r.at_us)),
             )
             .min();
-        [keepalive, self.queue.next_release_us(), retry, power]
+        [jobs, self.queue.next_release_us(), retry]
             .into_iter()
             .flatten()
             .min()

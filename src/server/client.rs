@@ -224,6 +224,11 @@ impl Client {
         self.output.extend_from_slice(bytes);
     }
 
+    /// Entries in its watch sets (what `watch_entries_total_max` counts).
+    pub fn watch_entries(&self) -> usize {
+        self.jobs.len() + self.machines.len()
+    }
+
     /// Bytes received and not yet handled (an unfinished line, or requests waiting for
     /// their share of a pass).
     pub fn pending_input(&self) -> usize {

@@ -693,13 +693,10 @@ impl Server {
                 self.read_client(key, now, &mut events, &mut actions, &mut job_counts);
             }
         }
-        let read_now: BTreeSet<usize> = ready
-            .iter()
-            .filter(|&&(_, readable, _)| readable)
-            .map(|&(k, _, _)| k)
-            .collect();
         for key in unfinished {
-            if stopping || read_now.contains(&key) {
+            // (Those read above this pass were handled with their readiness.)
+            let read_now = ready.iter().any(|&(k, readable, _)| k == key && readable);
+            if stopping || read_now {
                 continue; // (handled above)
             }
             touched.insert(key);
@@ -1071,10 +1068,15 @@ impl Server {
         // This client's share of the pass (at least one request).
         let (mut requests, mut bytes) = (0usize, 0usize);
         let mut fatal = false;
+        // `watch_total` follows this client's watch sets: brought up to date before each
+        // request (whose limit check reads it) and after the last.
+        let mut watched = client.watch_entries();
         while requests < limits.requests_per_pass_max && bytes < limits.request_bytes_per_pass_max {
             let Some(line) = client.next_line(protocol::MAX_LINE_BYTES) else {
                 break;
             };
+            self.watch_total = self.watch_total + client.watch_entries() - watched;
+            watched = client.watch_entries();
             requests += 1;
             bytes += line.as_ref().map_or(0, Vec::len) + 1;
             let line = match line {
@@ -1107,17 +1109,12 @@ impl Server {
                 {
                     actions.push(watch_refused(key, limits, self.watch_total))
                 }
-                // (`watch_total` follows each change of a watch's size.)
                 Parsed::NotifyJob(id) => {
-                    let before = client.jobs.len();
                     client.jobs.add(id);
-                    self.watch_total = self.watch_total + client.jobs.len() - before;
                     actions.push(null_reply(key));
                 }
                 Parsed::NoNotifyJob(id) => {
-                    let before = client.jobs.len();
                     client.jobs.remove(id);
-                    self.watch_total = self.watch_total + client.jobs.len() - before;
                     actions.push(null_reply(key));
                 }
                 Parsed::NotifyMachine(Some(name)) if name.len() > limits.string_bytes_max => {
@@ -1137,15 +1134,11 @@ impl Server {
                     actions.push(watch_refused(key, limits, self.watch_total))
                 }
                 Parsed::NotifyMachine(name) => {
-                    let before = client.machines.len();
                     client.machines.add(name);
-                    self.watch_total = self.watch_total + client.machines.len() - before;
                     actions.push(null_reply(key));
                 }
                 Parsed::NoNotifyMachine(name) => {
-                    let before = client.machines.len();
                     client.machines.remove(name);
-                    self.watch_total = self.watch_total + client.machines.len() - before;
                     actions.push(null_reply(key));
                 }
                 Parsed::Core(command) if command.is_read_only() => actions.push(Action::Query {
@@ -1189,6 +1182,7 @@ impl Server {
                 }
             }
         }
+        self.watch_total = self.watch_total + client.watch_entries() - watched;
         client.shrink_input();
         if fatal {
             return; // (closed once its output is flushed; nothing more is read)
@@ -1326,7 +1320,7 @@ impl Server {
         self.unfinished_input.remove(&key);
         if let Some(c) = self.clients.remove(&key) {
             self.output_total -= c.pending_output();
-            self.watch_total -= c.jobs.len() + c.machines.len();
+            self.watch_total -= c.watch_entries();
             self.input_total -= c.pending_input();
             let _ = self.poller.delete(&c.stream);
         }
