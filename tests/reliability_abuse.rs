@@ -450,7 +450,7 @@ fn output_limit_drops_only_clients_that_do_not_read() {
     let one = b"{\"command\": \"list_jobs\"}\n";
     let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * 200).collect();
     let mut received_bytes = 0usize;
-    while received_bytes <= spalloc::server::client::MAX_OUTPUT_BYTES + (1 << 20) {
+    while received_bytes <= spalloc::server::Limits::default().output_bytes_max + (1 << 20) {
         slow.send(&batch).unwrap();
         for i in 0..200 {
             received_bytes += slow.raw_line().expect("the slow reader was dropped");
@@ -460,7 +460,7 @@ fn output_limit_drops_only_clients_that_do_not_read() {
         }
     }
     eprintln!("slow reader received {received_bytes} bytes of replies");
-    assert!(received_bytes > spalloc::server::client::MAX_OUTPUT_BYTES);
+    assert!(received_bytes > spalloc::server::Limits::default().output_bytes_max);
     // A client that never reads is dropped once its unread output passes the bound.
     let (written, dropped) = never_reading_client(server.port);
     assert!(

@@ -14,11 +14,6 @@ use std::net::{SocketAddr, TcpStream};
 
 use crate::core::JobId;
 
-/// The most output a client may leave unread before it is disconnected by default
-/// (`output_bytes_max` in `server::limits`). Generous: a `list_jobs` of a thousand jobs is
-/// about 300 KiB.
-pub const MAX_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
-
 /// Spare buffer room a connection keeps between passes (input and output each).
 pub const KEPT_CAPACITY_BYTES: usize = 16 * 1024;
 

@@ -112,9 +112,6 @@ pub struct Options {
     pub http: Option<http::HttpOptions>,
 }
 
-/// At most this many clients are connected at once by default; more are told so and
-/// disconnected (`--max-clients`, or `--limit clients_max=N`).
-pub const MAX_CLIENTS: usize = 20_000;
 /// By default a snapshot is written after this many journaled events, so a restart replays
 /// at most this many (`--snapshot-every`).
 pub const SNAPSHOT_EVERY_EVENTS: u64 = 100_000;
