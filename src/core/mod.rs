@@ -19,6 +19,7 @@ pub mod pack_tree;
 pub mod pyset;
 pub mod queue;
 pub mod reconfigure;
+pub mod rng;
 pub mod rules;
 pub mod sim;
 mod state;
