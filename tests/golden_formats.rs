@@ -109,7 +109,7 @@ fn answers_as_recorded(with_snapshot: bool) {
             .unwrap();
     let dir = copy_journal("golden-resume", with_snapshot);
     // No --config: the machines come from the journal.
-    let mut server = Server::start_with(&dir, None, &[]);
+    let server = Server::start_with(&dir, None, &[]);
     let mut c = server.client();
     for entry in &recorded {
         let q = entry["query"].as_array().unwrap();
