@@ -65,51 +65,10 @@ pub const KEYWORDS: &[&str] = &[
 /// Every wait on a server reply is capped at this.
 pub const REPLY_WAIT: Duration = Duration::from_secs(20);
 
-/// A small, fast, seedable generator (splitmix64): the tests must replay exactly from a
-/// printed seed, and no extra dependency is needed for that.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator starting from `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-
-    /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
-
-    /// One element of a non-empty slice.
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-
-    /// A generator for a sub-task (a client thread), independent of this one's future.
-    pub fn fork(&mut self) -> Rng {
-        Rng::new(self.next_u64())
-    }
-}
+/// The seeded generator (splitmix64) every simulation, test and benchmark shares: the tests
+/// must replay exactly from a printed seed.
+#[allow(unused_imports)] // not every test crate that shares this module draws numbers
+pub use spalloc::core::rng::Rng;
 
 /// The seed for test `name`: `SPALLOC_SEED` if set, else taken from the clock. Printed either
 /// way so a failure can be replayed.
