@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::core::sim::Sim;
 use crate::core::{BmpRequest, Core, Effect, EndReason, Event, JobId, Lifecycle, Response, TimeUs};
 
 use super::{Position, ReplayError, Source};
@@ -12,8 +13,9 @@ use super::{Position, ReplayError, Source};
 /// The core plus what the replay tracks between events (which jobs are live, allocated, or
 /// destroyed and still holding boards).
 pub struct Folder {
-    /// The state after the last folded event.
-    pub core: Core,
+    /// The state after the last folded event (`sim.core`), folded by the one fold-and-drain
+    /// loop with its effects taken per event.
+    pub sim: Sim,
     /// The last folded record (the starting state's seq before any).
     pub seq: u64,
     /// Live jobs → whether they hold boards.
@@ -73,8 +75,14 @@ impl Folder {
             .flat_map(|(_, owners)| owners.into_values())
             .filter(|id| !live.contains_key(id))
             .collect();
+        // No invariant checks here (`--verify` runs them itself) and nothing kept beyond one
+        // event: BMP requests are left pending for the journal's own completions.
+        let mut sim = Sim::from_core(core, 0);
+        sim.check = false;
+        sim.record = false;
+        sim.bmp_auto = false;
         Folder {
-            core,
+            sim,
             seq,
             live,
             draining,
@@ -85,24 +93,27 @@ impl Folder {
     pub fn apply(&mut self, seq: u64, event: Event) -> Step {
         let completed = match &event {
             Event::BmpDone { request_id, .. } => self
+                .sim
                 .core
                 .outstanding_bmp_requests()
                 .find(|r| r.id == *request_id)
                 .cloned(),
             _ => None,
         };
-        let reply = self.core.handle(&event);
+        let reply = self.sim.fold(&event);
         self.seq = seq;
-        let (mut logs, mut issued) = (Vec::new(), Vec::new());
-        let mut lifecycle = Vec::new();
-        while let Some(effect) = self.core.poll_effect() {
-            match effect {
-                Effect::Log(l) => logs.push(l),
-                Effect::Bmp(r) => issued.push(r),
-                Effect::JobsChanged(_) | Effect::MachinesChanged(_) => {}
-                Effect::Lifecycle(step) => lifecycle.push(step),
-            }
-        }
+        let logs = std::mem::take(&mut self.sim.log);
+        let issued: Vec<BmpRequest> = self.sim.bmp_pending.drain(..).collect();
+        let lifecycle: Vec<Lifecycle> = self
+            .sim
+            .notifications
+            .drain(..)
+            .filter_map(|effect| match effect {
+                Effect::Lifecycle(step) => Some(step),
+                Effect::JobsChanged(_) | Effect::MachinesChanged(_) => None,
+                Effect::Log(_) | Effect::Bmp(_) => unreachable!("the Sim keeps these apart"),
+            })
+            .collect();
         // Jobs created, allocated and ended come from the core's lifecycle effects (as data,
         // not from log text or by polling job states).
         let (mut created, mut allocated, mut ended) = (None, Vec::new(), Vec::new());
@@ -137,7 +148,11 @@ impl Folder {
             .chain(ended.iter().map(|(id, _)| *id));
         for id in candidates {
             if self.draining.contains(&id)
-                && !self.core.outstanding_bmp_requests().any(|r| r.job_id == id)
+                && !self
+                    .sim
+                    .core
+                    .outstanding_bmp_requests()
+                    .any(|r| r.job_id == id)
             {
                 self.draining.remove(&id);
                 released.push(id);
