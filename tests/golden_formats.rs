@@ -89,8 +89,8 @@ fn folding_from_record_one_gives_the_final_snapshot_byte_for_byte() {
     })
     .unwrap();
     assert_eq!(folded_to, last.covered_seq);
-    folder.core.check_invariants().unwrap();
-    let ours = rmp_serde::to_vec_named(&folder.core).unwrap();
+    folder.sim.core.check_invariants().unwrap();
+    let ours = rmp_serde::to_vec_named(&folder.sim.core).unwrap();
     assert!(
         ours == written.data,
         "the fold of the golden records no longer encodes to the snapshot the server wrote \
