@@ -35,6 +35,7 @@ mod replay;
 mod report;
 mod request_loop;
 mod restart;
+mod time_to_ready;
 
 use argh::FromArgs;
 
@@ -43,7 +44,7 @@ use report::Report;
 /// Load generator and measurements for spalloc servers (see benchmarks/README.md).
 ///
 /// Workloads: version, keepalive, churn, fanout, connections, burst (over TCP);
-/// http-metrics, http-fanout (the --http status port);
+/// http-metrics, http-fanout (the --http status port); time-to-ready (BMP round trips);
 /// core, replay, restart (offline, this crate's library and server binary);
 /// echo-server (serves --addr until killed: the floor for `version`, see the README).
 #[derive(FromArgs)]
@@ -70,6 +71,7 @@ enum Workload {
     EchoServer(echo::EchoServer),
     HttpMetrics(http_metrics::HttpMetrics),
     HttpFanout(http_fanout::HttpFanout),
+    TimeToReady(time_to_ready::TimeToReady),
 }
 
 impl Workload {
@@ -88,6 +90,7 @@ impl Workload {
             Workload::EchoServer(a) => (echo::run_echo_server(a), false),
             Workload::HttpMetrics(a) => (http_metrics::run_http_metrics(a), a.json),
             Workload::HttpFanout(a) => (http_fanout::run_http_fanout(a), a.json),
+            Workload::TimeToReady(a) => (time_to_ready::run_time_to_ready(a), a.json),
         }
     }
 }
