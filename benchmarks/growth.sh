@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # How cost grows with the facility (issue 20), offline part: create+destroy (`core`) and
 # replay per event (`replay`) on machines of 1,200, 4,800 and 12,000 boards (20x20, 40x40
-# and 50x80 triads; configurations written by make_config.py). Result lines go to
+# and 50x80 triads; configurations written by make_config.py), and the core's cost per
+# operation with 10, 1,000 and 10,000 jobs queued (`queue`). Result lines go to
 # benchmarks/results/growth-latest.txt, plots to benchmarks/growth-*.png (matplotlib from a
 # virtualenv under /tmp, created on first use).
 #
@@ -28,6 +29,9 @@ python3 benchmarks/make_config.py 50 80 >"$scratch/12000.json"
             "$B" core --config "$scratch/$boards.json" --pairs "$PAIRS" --label "$boards"
             "$B" replay --config "$scratch/$boards.json" --events "$EVENTS" --repeat 1 \
                 --journal "$scratch/journal" --label "$boards"
+        done
+        for queued in 10 1000 10000; do
+            "$B" queue --queued "$queued" --ops 2000 --label "q$queued"
         done
     done
     echo "# end load: $(cut -d' ' -f1-3 /proc/loadavg)"

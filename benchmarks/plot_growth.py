@@ -16,7 +16,8 @@ for line in open(results):
     if line.startswith("#") or "=" not in line:
         continue
     kv = dict(f.split("=", 1) for f in line.split())
-    runs[kv["workload"]][int(kv["boards"] if "boards" in kv else kv["label"])].append(kv)
+    x = kv["queued"] if kv["workload"] == "queue" else kv.get("boards", kv["label"])
+    runs[kv["workload"]][int(x)].append(kv)
 
 
 def med(workload, key):
@@ -54,4 +55,31 @@ fig.savefig(f"{outdir}/growth-machine-size.png", dpi=100)
 print("| operation | " + " | ".join(f"{s:,} boards" for s in sizes) + " |")
 print("|---|" + "---|" * len(sizes))
 for name, ys in rows:
+    print(f"| {name} | " + " | ".join(f"{y:.2f}" for y in ys) + " |")
+
+# Queued jobs: the core's cost per operation with N jobs waiting.
+fig, ax = plt.subplots(figsize=(6, 4))
+qrows = []
+for key, name in [
+    ("create_destroy_us", "create + destroy of one more job (µs)"),
+    ("keepalive_us", "keepalive of a queued job (µs)"),
+    ("tick_us", "tick (µs)"),
+    ("drain_us_per_job", "allocating a queued job when the machine frees (µs/job)"),
+]:
+    qs, ys = med("queue", key)
+    ax.plot(qs, ys, marker="o", label=name)
+    qrows.append((name, ys))
+ax.set_xscale("log")
+ax.set_yscale("log")
+ax.set_xlabel("jobs queued")
+ax.set_ylabel("µs (median of runs)")
+ax.set_title("Cost per operation vs queue length (1,200 boards)")
+ax.legend(fontsize=7)
+ax.grid(True, alpha=0.3)
+fig.tight_layout()
+fig.savefig(f"{outdir}/growth-queue.png", dpi=100)
+print()
+print("| operation | " + " | ".join(f"{q:,} queued" for q in qs) + " |")
+print("|---|" + "---|" * len(qs))
+for name, ys in qrows:
     print(f"| {name} | " + " | ".join(f"{y:.2f}" for y in ys) + " |")

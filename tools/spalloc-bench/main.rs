@@ -31,6 +31,7 @@ mod facility;
 mod fanout;
 mod http_fanout;
 mod http_metrics;
+mod queue;
 mod replay;
 mod report;
 mod request_loop;
@@ -45,7 +46,7 @@ use report::Report;
 ///
 /// Workloads: version, keepalive, churn, fanout, connections, burst (over TCP);
 /// http-metrics, http-fanout (the --http status port); time-to-ready (BMP round trips);
-/// core, replay, restart (offline, this crate's library and server binary);
+/// core, queue, replay, restart (offline, this crate's library and server binary);
 /// echo-server (serves --addr until killed: the floor for `version`, see the README).
 #[derive(FromArgs)]
 #[argh(
@@ -72,6 +73,7 @@ enum Workload {
     HttpMetrics(http_metrics::HttpMetrics),
     HttpFanout(http_fanout::HttpFanout),
     TimeToReady(time_to_ready::TimeToReady),
+    Queue(queue::Queue),
 }
 
 impl Workload {
@@ -91,6 +93,7 @@ impl Workload {
             Workload::HttpMetrics(a) => (http_metrics::run_http_metrics(a), a.json),
             Workload::HttpFanout(a) => (http_fanout::run_http_fanout(a), a.json),
             Workload::TimeToReady(a) => (time_to_ready::run_time_to_ready(a), a.json),
+            Workload::Queue(a) => (queue::run_queue(a), a.json),
         }
     }
 }
