@@ -229,6 +229,7 @@ pub(crate) fn write_float(out: &mut String, x: f64) {
 /// written as `0.DIGITS × 10^decpt`, use positional notation when `-4 < decpt <= 16` (always
 /// with a fractional part, `60.0`), otherwise scientific notation with a signed exponent of at
 /// least two digits (`1e+16`, `1e-05`, `1.2345678901234568e+20`).
+#[cfg(test)]
 pub(crate) fn py_float_repr(x: f64) -> String {
     let mut out = String::new();
     write_py_float(&mut out, x);
