@@ -1,8 +1,10 @@
 //! One client connection: its socket, its input buffer cut into lines, its bounded output
 //! buffer, and its notification watches.
 //!
-//! Reading and writing never block: the socket is non-blocking and the loop re-arms interest
-//! (`polling`'s oneshot mode) after each event. A line longer than
+//! Reading and writing never block: the socket is non-blocking and registered level-triggered
+//! (a readable socket is reported every pass until it is read; the loop changes the interest
+//! only when the client needs to hear of writability or stops reading, [`Client::registered`]),
+//! which spares an `epoll_ctl` per request that oneshot re-arming cost. A line longer than
 //! [`crate::protocol::MAX_LINE_BYTES`] and an output backlog longer than `output_bytes_max`
 //! (`server::limits`) are both bounded: the first gets an error and the connection closed,
 //! the second closes the connection of a client that has stopped reading (the server
@@ -117,6 +119,9 @@ pub struct Client {
     pub jobs: Watch<JobId>,
     /// Machine notifications wanted.
     pub machines: Watch<String>,
+    /// The interest (readable, writable) the poller holds for this socket, level-triggered:
+    /// changed only when the wanted interest differs.
+    pub registered: (bool, bool),
 }
 
 impl Client {
@@ -133,6 +138,7 @@ impl Client {
             eof: false,
             jobs: Watch::Nothing,
             machines: Watch::Nothing,
+            registered: (true, false),
         }
     }
 
