@@ -54,7 +54,7 @@ pub fn preview(journal: &Path, config: &Config) -> Result<Preview, String> {
         .map_err(|e| format!("cannot read the journal in {}: {e}", journal.display()))?;
     let folder = fold_all(&source, |_, _| true)
         .map_err(|e| format!("cannot replay the journal in {}: {e}", journal.display()))?;
-    let core: Core = folder.core;
+    let core: Core = folder.sim.core;
     let configured = !core.config().machines.is_empty();
     let diff = reconfigure::diff(core.config(), config);
     let jobs = core.list_jobs();

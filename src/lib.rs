@@ -12,6 +12,7 @@
 //!   and contains a faithful BMP simulator.
 //! * [`logsafe`] escapes client-supplied strings for log lines.
 //! * [`server`] is the `polling` loop that ties sockets, journal, core and BMP threads together.
+//! * [`testkit`] is the line-protocol client of the tests and the benchmark.
 #![warn(missing_docs)]
 
 pub mod bmp;
@@ -23,4 +24,5 @@ pub mod logsafe;
 pub mod protocol;
 pub mod replay;
 pub mod server;
+pub mod testkit;
 pub mod timefmt;
