@@ -251,6 +251,41 @@ pub(crate) fn write_py_float(out: &mut String, x: f64) {
         let _ = write!(out, "{}.0", x as i64);
         return;
     }
+    // The same few floats are written over and over (a job's start time, in every poll of
+    // its state): remembered per thread, by their bits, in a small direct-mapped table.
+    let slot = (x.to_bits().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize;
+    let hit = FLOAT_TEXT.with(|t| {
+        let t = t.borrow();
+        match &t[slot] {
+            Some((bits, text)) if *bits == x.to_bits() => {
+                out.push_str(text.as_str());
+                true
+            }
+            _ => false,
+        }
+    });
+    if hit {
+        return;
+    }
+    let start = out.len();
+    write_py_float_uncached(out, x);
+    let text = &out[start..];
+    if text.len() <= 32 {
+        let mut stack = StackText::new();
+        let _ = stack.write_str(text);
+        FLOAT_TEXT.with(|t| t.borrow_mut()[slot] = Some((x.to_bits(), stack)));
+    }
+}
+
+thread_local! {
+    /// [`write_py_float`]'s remembered texts: 64 slots, each a float's bits and its text.
+    static FLOAT_TEXT: std::cell::RefCell<[Option<(u64, StackText)>; 64]> =
+        const { std::cell::RefCell::new([const { None }; 64]) };
+}
+
+/// [`write_py_float`] for a non-zero, non-whole (or huge) finite float, worked out.
+fn write_py_float_uncached(out: &mut String, x: f64) {
+    use std::fmt::Write as _;
     // Rust's shortest digits round-trip, but when two strings of that length both do, Rust
     // may pick the farther one where Python picks the one closest to the exact value (e.g.
     // ...618.25 prints as ...618.3 in Rust, ...618.2 in Python). The correctly rounded string
@@ -318,13 +353,14 @@ pub(crate) fn write_py_float(out: &mut String, x: f64) {
 /// A float's `{:e}` text, on the stack: at most 17 digits, a sign, a point and an exponent
 /// of three digits with its sign (24 bytes); anything longer is cut, which the round-trip
 /// check above would notice (it never happens).
+#[derive(Clone, Copy)]
 struct StackText {
     bytes: [u8; 32],
     len: usize,
 }
 
 impl StackText {
-    fn new() -> StackText {
+    const fn new() -> StackText {
         StackText {
             bytes: [0; 32],
             len: 0,

@@ -50,8 +50,11 @@ impl Server {
                     // (`close_client`).
                     // Level-triggered: see `rearm`.
                     if unsafe {
-                        self.poller
-                            .add_with_mode(&stream, PollEvent::readable(key), PollMode::Level)
+                        self.poller.add_with_mode(
+                            &stream,
+                            PollEvent::readable(key),
+                            PollMode::Level,
+                        )
                     }
                     .is_err()
                     {
