@@ -89,8 +89,8 @@ fn folding_from_record_one_gives_the_final_snapshot_byte_for_byte() {
     })
     .unwrap();
     assert_eq!(folded_to, last.covered_seq);
-    folder.core.check_invariants().unwrap();
-    let ours = rmp_serde::to_vec_named(&folder.core).unwrap();
+    folder.sim.core.check_invariants().unwrap();
+    let ours = rmp_serde::to_vec_named(&folder.sim.core).unwrap();
     assert!(
         ours == written.data,
         "the fold of the golden records no longer encodes to the snapshot the server wrote \
@@ -109,7 +109,7 @@ fn answers_as_recorded(with_snapshot: bool) {
             .unwrap();
     let dir = copy_journal("golden-resume", with_snapshot);
     // No --config: the machines come from the journal.
-    let mut server = Server::start_with(&dir, None, &[]);
+    let server = Server::start_with(&dir, None, &[]);
     let mut c = server.client();
     for entry in &recorded {
         let q = entry["query"].as_array().unwrap();

@@ -178,7 +178,9 @@ pub fn verify(
                         // folded on from it, so the fold does too.
                         out.snapshots_compared.push(step.seq);
                         out.notes.push(format!(
-                            "snapshot of record #{} agrees with the fold in everything visible                              but not byte for byte (written by another version?): replay goes                              on from it, as the server did",
+                            "snapshot of record #{} agrees with the fold in everything visible \
+                             but not byte for byte (written by another version?): replay goes \
+                             on from it, as the server did",
                             step.seq
                         ));
                         folder.core = theirs;
