@@ -19,8 +19,12 @@ pub mod bmp;
 pub mod check_config;
 pub mod cli;
 pub mod config;
-pub mod core;
-pub mod logsafe;
+/// The core is its own crate (`spalloc-core`, in `core/`), so that nothing in it can do I/O;
+/// it keeps its old path here.
+pub use spalloc_core as core;
+/// Escaping of client-supplied strings for log lines (the core's, which escapes them in its
+/// log effects).
+pub use spalloc_core::logsafe;
 pub mod protocol;
 pub mod replay;
 pub mod server;
