@@ -265,6 +265,15 @@ fn the_api_shows_machines_jobs_and_ended_jobs() {
     assert!(head.body.is_empty());
 }
 
+/// BMP requests that succeeded, over every BMP.
+fn bmp_requests_ok(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("spalloc_bmp_requests_total{") && l.contains("outcome=\"ok\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
 #[test]
 fn metrics_count_what_happened() {
     let net = bmp_net();
@@ -272,10 +281,12 @@ fn metrics_count_what_happened() {
     let mut c = server.client();
     let id = c.create(json!([1, 1]), json!({"keepalive": 0.3}));
     c.wait_state(id, 3, WAIT);
-    // Expires (nothing keeps it alive), and its boards are powered off.
-    wait_until("the keepalive to expire", || {
+    // Expires (nothing keeps it alive), and its boards are powered off (the power-off is
+    // counted when the BMP answers, which can be after the job has ended).
+    wait_until("the keepalive to expire and the boards to be powered off", || {
         let m = get(port, "/metrics").text();
         sample(&m, "spalloc_jobs_ended_total{reason=\"keepalive_expired\"}") == Some(1.0)
+            && bmp_requests_ok(&m) >= 2.0
     });
     let id2 = c.create(json!([]), json!({}));
     c.call("destroy_job", json!([id2]), json!({}));
@@ -307,12 +318,7 @@ fn metrics_count_what_happened() {
         .sum();
     assert_eq!(total, 6.0);
     // Power on and off went to both frames' BMPs, and were timed.
-    let ok: f64 = m
-        .lines()
-        .filter(|l| l.starts_with("spalloc_bmp_requests_total{") && l.contains("outcome=\"ok\""))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum();
-    assert!(ok >= 2.0, "{m}");
+    assert!(bmp_requests_ok(&m) >= 2.0, "{m}");
     assert!(m.contains("# TYPE spalloc_bmp_request_duration_seconds histogram"));
     assert!(m.contains("spalloc_bmp_request_duration_seconds_bucket{"));
     assert!(sample(&m, "spalloc_journal_fsync_duration_seconds_count").unwrap() >= 1.0);
