@@ -420,7 +420,7 @@ impl Server {
             return;
         }
         let interest = PollEvent::new(key, !c.closing && !c.eof, c.pending_output() > 0);
-        if self.poller.modify(&c.stream, interest).is_err() {
+        if c.stream.modify(&self.poller, interest).is_err() {
             self.close_client(key);
         }
     }
@@ -431,7 +431,7 @@ impl Server {
             self.output_total -= c.pending_output();
             self.watch_total -= c.watch_entries();
             self.input_total -= c.pending_input();
-            let _ = self.poller.delete(&c.stream);
+            let _ = c.stream.delete(&self.poller);
         }
         debug_assert!(
             self.clients.len() > 64

@@ -59,6 +59,7 @@ pub mod metrics;
 mod notifications;
 mod pass;
 mod recovery;
+pub mod sim;
 mod startup;
 
 pub use limits::Limits;
@@ -167,8 +168,8 @@ impl Logger {
         }
     }
 
-    /// A logger that keeps its lines (without timestamps) for a test to read.
-    #[cfg(test)]
+    /// A logger that keeps its lines (without timestamps) for a test, or the simulation,
+    /// to read.
     pub fn capture() -> Logger {
         Logger {
             quiet: false,
@@ -177,7 +178,6 @@ impl Logger {
     }
 
     /// The lines captured so far (see [`Logger::capture`]).
-    #[cfg(test)]
     pub fn lines(&self) -> Vec<String> {
         self.captured
             .as_ref()
