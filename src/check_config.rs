@@ -54,7 +54,7 @@ pub fn preview(journal: &Path, config: &Config) -> Result<Preview, String> {
         .map_err(|e| format!("cannot read the journal in {}: {e}", journal.display()))?;
     let folder = fold_all(&source, |_, _| true)
         .map_err(|e| format!("cannot replay the journal in {}: {e}", journal.display()))?;
-    let core: Core = folder.core;
+    let core: Core = folder.sim.core;
     let configured = !core.config().machines.is_empty();
     let diff = reconfigure::diff(core.config(), config);
     let jobs = core.list_jobs();
@@ -210,5 +210,68 @@ pub fn run(file: &Path, journal: Option<&Path>) -> bool {
             eprintln!("{e}");
             false
         }
+    }
+}
+
+/// The tests of the configuration diff ([`crate::core::reconfigure`]) that build their
+/// configurations from the file form, which only the server parses (the core crate cannot).
+#[cfg(test)]
+mod reconfigure_tests {
+    use crate::config::Config;
+    use crate::core::reconfigure::*;
+
+    fn cfg(text: &str) -> Config {
+        crate::config::parse(text, std::path::Path::new(".")).unwrap()
+    }
+
+    const BASE: &str = r#"{"machines": [
+        {"name": "a", "single_board": {"bmp": "10.0.1.0", "ip": "10.0.1.1"}},
+        {"name": "b", "single_board": {"bmp": "10.0.2.0", "ip": "10.0.2.1"}}]}"#;
+
+    #[test]
+    fn identical_configurations_differ_in_nothing() {
+        assert!(diff(&cfg(BASE), &cfg(BASE)).is_empty());
+    }
+
+    #[test]
+    fn ip_change_is_a_replacement_tag_change_is_not_and_port_is_named() {
+        let new = cfg(r#"{"port": 22245, "machines": [
+            {"name": "a", "tags": ["x"], "single_board": {"bmp": "10.0.1.0", "ip": "10.0.1.1"}},
+            {"name": "b", "single_board": {"bmp": "10.0.2.0", "ip": "10.0.2.9"}},
+            {"name": "c", "single_board": {"bmp": "10.0.3.0", "ip": "10.0.3.1"}}]}"#);
+        let d = diff(&cfg(BASE), &new);
+        assert_eq!(
+            d.machines,
+            vec![
+                ("a".to_string(), MachineChange::Changed(vec!["tags"])),
+                (
+                    "b".to_string(),
+                    MachineChange::Replaced(vec!["board IPs changed"])
+                ),
+                ("c".to_string(), MachineChange::Added),
+            ]
+        );
+        assert_eq!(d.listen, vec!["port 22244 -> 22245".to_string()]);
+        assert_eq!(
+            d.machines[1].1.describe("b"),
+            "replaced b (board IPs changed)"
+        );
+    }
+
+    #[test]
+    fn removal_and_priority() {
+        let new = cfg(r#"{"machines": [
+            {"name": "b", "single_board": {"bmp": "10.0.2.0", "ip": "10.0.2.1"}}]}"#);
+        let d = diff(&cfg(BASE), &new);
+        assert_eq!(d.machines, vec![("a".to_string(), MachineChange::Removed)]);
+        let swapped = cfg(r#"{"machines": [
+            {"name": "b", "single_board": {"bmp": "10.0.2.0", "ip": "10.0.2.1"}},
+            {"name": "a", "single_board": {"bmp": "10.0.1.0", "ip": "10.0.1.1"}}]}"#);
+        let d = diff(&cfg(BASE), &swapped);
+        assert!(d
+            .machines
+            .iter()
+            .all(|(_, c)| *c == MachineChange::Changed(vec!["priority"])));
+        assert!(d.listen.is_empty());
     }
 }

@@ -12,15 +12,21 @@
 //!   and contains a faithful BMP simulator.
 //! * [`logsafe`] escapes client-supplied strings for log lines.
 //! * [`server`] is the `polling` loop that ties sockets, journal, core and BMP threads together.
+//! * [`testkit`] is the line-protocol client of the tests and the benchmark.
 #![warn(missing_docs)]
 
 pub mod bmp;
 pub mod check_config;
 pub mod cli;
 pub mod config;
-pub mod core;
-pub mod logsafe;
+/// The core is its own crate (`spalloc-core`, in `core/`), so that nothing in it can do I/O;
+/// it keeps its old path here.
+pub use spalloc_core as core;
+/// Escaping of client-supplied strings for log lines (the core's, which escapes them in its
+/// log effects).
+pub use spalloc_core::logsafe;
 pub mod protocol;
 pub mod replay;
 pub mod server;
+pub mod testkit;
 pub mod timefmt;

@@ -15,28 +15,7 @@ use spalloc::core::*;
 
 // ----- a small deterministic generator -------------------------------------------------------
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % ((hi - lo + 1) as u64)) as i64
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-    fn pick<T: Clone>(&mut self, xs: &[T]) -> T {
-        xs[self.next() as usize % xs.len()].clone()
-    }
-}
+use spalloc::core::rng::Rng;
 
 const TAGS: [&str; 3] = ["default", "a", "b"];
 
@@ -58,8 +37,8 @@ struct MachineSpec {
 
 impl MachineSpec {
     fn random(rng: &mut Rng, name: String) -> MachineSpec {
-        let width = rng.range(1, 4) as u32;
-        let height = rng.range(1, 4) as u32;
+        let width = rng.range_i64(1, 4) as u32;
+        let height = rng.range_i64(1, 4) as u32;
         let mut m = MachineSpec {
             name,
             width,
@@ -67,25 +46,25 @@ impl MachineSpec {
             tags: random_tags(rng, false),
             dead_boards: BTreeSet::new(),
             dead_links: BTreeSet::new(),
-            row_frames: rng.chance(50),
+            row_frames: rng.below(100) < 50,
             ip_version: 0,
         };
-        for _ in 0..rng.range(0, 3) {
+        for _ in 0..rng.range_i64(0, 3) {
             let b = m.random_board(rng);
             m.dead_boards.insert(b);
         }
-        for _ in 0..rng.range(0, 3) {
+        for _ in 0..rng.range_i64(0, 3) {
             let b = m.random_board(rng);
-            m.dead_links.insert((b, rng.pick(&Link::ALL)));
+            m.dead_links.insert((b, *rng.pick(&Link::ALL)));
         }
         m
     }
 
     fn random_board(&self, rng: &mut Rng) -> Board {
         Board::new(
-            rng.range(0, self.width as i64 - 1) as u32,
-            rng.range(0, self.height as i64 - 1) as u32,
-            rng.range(0, 2) as u32,
+            rng.range_i64(0, self.width as i64 - 1) as u32,
+            rng.range_i64(0, self.height as i64 - 1) as u32,
+            rng.range_i64(0, 2) as u32,
         )
     }
 
@@ -122,7 +101,7 @@ impl MachineSpec {
 fn random_tags(rng: &mut Rng, allow_empty: bool) -> Vec<String> {
     let mut t: Vec<String> = TAGS
         .iter()
-        .filter(|_| rng.chance(if allow_empty { 35 } else { 60 }))
+        .filter(|_| rng.below(100) < if allow_empty { 35 } else { 60 })
         .map(|s| s.to_string())
         .collect();
     if t.is_empty() && !allow_empty {
@@ -186,24 +165,28 @@ struct Scenario {
 }
 
 fn random_create(rng: &mut Rng, machine_names: &[String]) -> CreateJob {
-    let request = match rng.range(0, 5) {
+    let request = match rng.range_i64(0, 5) {
         0 => JobRequest::OneBoard,
-        1 | 2 => JobRequest::Boards(rng.range(-1, 14)),
-        3 | 4 => JobRequest::Triads(rng.range(0, 4), rng.range(0, 4)),
-        _ => JobRequest::Board(rng.range(-1, 3), rng.range(-1, 3), rng.range(-1, 3)),
+        1 | 2 => JobRequest::Boards(rng.range_i64(-1, 14)),
+        3 | 4 => JobRequest::Triads(rng.range_i64(0, 4), rng.range_i64(0, 4)),
+        _ => JobRequest::Board(
+            rng.range_i64(-1, 3),
+            rng.range_i64(-1, 3),
+            rng.range_i64(-1, 3),
+        ),
     };
     let mut c = job(request);
-    c.target = match rng.range(0, 9) {
+    c.target = match rng.range_i64(0, 9) {
         0 => JobTarget::Machine("nosuch".to_string()),
-        1 | 2 if !machine_names.is_empty() => JobTarget::Machine(rng.pick(machine_names)),
+        1 | 2 if !machine_names.is_empty() => JobTarget::Machine(rng.pick(machine_names).clone()),
         3 | 4 => JobTarget::Tags(random_tags(rng, true)),
         _ => JobTarget::Tags(vec!["default".to_string()]),
     };
-    c.min_ratio = rng.pick(&[0.0, 0.0, 0.5, 1.0, 2.0]);
-    c.max_dead_boards = rng.pick(&[None, None, Some(-1), Some(0), Some(1), Some(3)]);
-    c.max_dead_links = rng.pick(&[None, None, Some(-1), Some(0), Some(2)]);
-    c.require_torus = rng.chance(15);
-    c.keepalive_s = rng.pick(&[
+    c.min_ratio = *rng.pick(&[0.0, 0.0, 0.5, 1.0, 2.0]);
+    c.max_dead_boards = *rng.pick(&[None, None, Some(-1), Some(0), Some(1), Some(3)]);
+    c.max_dead_links = *rng.pick(&[None, None, Some(-1), Some(0), Some(2)]);
+    c.require_torus = rng.below(100) < 15;
+    c.keepalive_s = *rng.pick(&[
         Some(60.0),
         None,
         Some(0.5),
@@ -217,55 +200,58 @@ fn random_create(rng: &mut Rng, machine_names: &[String]) -> CreateJob {
 
 impl Scenario {
     fn generate(seed: u64, max_ops: usize) -> Scenario {
-        let mut rng = Rng(seed);
-        let machines: Vec<MachineSpec> = (0..rng.range(1, 3))
+        let mut rng = Rng::new(seed);
+        let machines: Vec<MachineSpec> = (0..rng.range_i64(1, 3))
             .map(|i| MachineSpec::random(&mut rng, format!("m{i}")))
             .collect();
         let mut names: Vec<String> = machines.iter().map(|m| m.name.clone()).collect();
-        let n_ops = rng.range(1, max_ops.max(1) as i64) as usize;
+        let n_ops = rng.range_i64(1, max_ops.max(1) as i64) as usize;
         let mut ops = Vec::with_capacity(n_ops);
         let mut added = 0;
         for _ in 0..n_ops {
-            let pick = rng.next() as usize % 64;
-            let op = match rng.range(0, 99) {
+            let pick = rng.next_u64() as usize % 64;
+            let op = match rng.range_i64(0, 99) {
                 0..=29 => Op::Create(random_create(&mut rng, &names)),
                 30..=39 => Op::Destroy(
                     pick,
-                    rng.pick(&[None, Some("Because.".to_string()), Some(String::new())]),
+                    rng.pick(&[None, Some("Because.".to_string()), Some(String::new())])
+                        .clone(),
                 ),
                 40..=43 => Op::PowerOn(pick),
                 44..=47 => Op::PowerOff(pick),
                 48..=50 => Op::Keepalive(pick),
                 51..=52 => Op::GetState(pick),
                 53 => Op::MachineInfo(pick),
-                54..=67 => Op::Advance(rng.pick(&[0, 1, 10, 100, 500, 1_000, 3_000, 40_000])),
-                68..=79 => Op::BmpDone(pick, rng.chance(20)),
+                54..=67 => Op::Advance(*rng.pick(&[0, 1, 10, 100, 500, 1_000, 3_000, 40_000])),
+                68..=79 => Op::BmpDone(pick, rng.below(100) < 20),
                 80..=82 => Op::BmpAll,
                 83..=96 => {
-                    let i = rng.next() as usize % 8;
-                    let change = match rng.range(0, 10) {
+                    let i = rng.next_u64() as usize % 8;
+                    let change = match rng.range_i64(0, 10) {
                         0 | 1 => ConfigChange::Tags(i, random_tags(&mut rng, false)),
                         2 | 3 => ConfigChange::ToggleDeadBoard(
                             i,
                             (
-                                rng.range(0, 3) as u32,
-                                rng.range(0, 3) as u32,
-                                rng.range(0, 2) as u32,
+                                rng.range_i64(0, 3) as u32,
+                                rng.range_i64(0, 3) as u32,
+                                rng.range_i64(0, 2) as u32,
                             ),
                         ),
                         4 => ConfigChange::ToggleDeadLink(
                             i,
                             (
-                                rng.range(0, 3) as u32,
-                                rng.range(0, 3) as u32,
-                                rng.range(0, 2) as u32,
+                                rng.range_i64(0, 3) as u32,
+                                rng.range_i64(0, 3) as u32,
+                                rng.range_i64(0, 2) as u32,
                             ),
-                            rng.pick(&Link::ALL),
+                            *rng.pick(&Link::ALL),
                         ),
                         5 => ConfigChange::Ips(i),
-                        6 => {
-                            ConfigChange::Resize(i, rng.range(1, 4) as u32, rng.range(1, 4) as u32)
-                        }
+                        6 => ConfigChange::Resize(
+                            i,
+                            rng.range_i64(1, 4) as u32,
+                            rng.range_i64(1, 4) as u32,
+                        ),
                         7 => ConfigChange::Remove(i),
                         8 => {
                             added += 1;
@@ -275,8 +261,8 @@ impl Scenario {
                         }
                         9 => ConfigChange::Reverse,
                         _ => ConfigChange::Settings(
-                            rng.pick(&[0.0, 0.1, 1.0, 30.0]),
-                            rng.pick(&[0, 1, 3, 1200]),
+                            *rng.pick(&[0.0, 0.1, 1.0, 30.0]),
+                            *rng.pick(&[0, 1, 3, 1200]),
                         ),
                     };
                     Op::Configure(change)
@@ -288,9 +274,9 @@ impl Scenario {
         Scenario {
             seed,
             machines,
-            seconds_before_free: rng.pick(&[0.0, 0.1, 1.0, 30.0]),
-            max_retired_jobs: rng.pick(&[0, 1, 3, 1200]),
-            manual_bmp: rng.chance(50),
+            seconds_before_free: *rng.pick(&[0.0, 0.1, 1.0, 30.0]),
+            max_retired_jobs: *rng.pick(&[0, 1, 3, 1200]),
+            manual_bmp: rng.below(100) < 50,
             ops,
         }
     }
@@ -632,14 +618,14 @@ fn prop_keepalive_only_lost_in_crash_changes_nothing(s: Scenario) -> bool {
     let base = r.sim.core.clone();
     let mut with = base.clone();
     let start_us = r.sim.now_us;
-    let mut rng = Rng(s.seed ^ 0x6b65_6570_616c_6976);
+    let mut rng = Rng::new(s.seed ^ 0x6b65_6570_616c_6976);
     let mut ids = base.live_job_ids();
     ids.push(base.next_job_id() + 3); // unknown
     let mut t = start_us;
-    for _ in 0..rng.range(1, 20) {
-        t += rng.range(0, 2_000_000) as u64;
-        let job_id = rng.pick(&ids);
-        let command = match rng.range(0, 2) {
+    for _ in 0..rng.range_i64(1, 20) {
+        t += rng.range_i64(0, 2_000_000) as u64;
+        let job_id = *rng.pick(&ids);
+        let command = match rng.range_i64(0, 2) {
             0 => Command::JobKeepalive { job_id },
             1 => Command::GetJobState { job_id },
             _ => Command::GetJobMachineInfo { job_id },
@@ -663,7 +649,7 @@ fn prop_keepalive_only_lost_in_crash_changes_nothing(s: Scenario) -> bool {
         drained_effects(&mut with);
     }
     let restart = Event::Restarted {
-        now_us: t + rng.range(0, 5_000_000) as u64,
+        now_us: t + rng.range_i64(0, 5_000_000) as u64,
         grace_us: 30_000_000,
     };
     let mut without = base.clone();

@@ -2,10 +2,11 @@
 //! [`Simulator`] (UDP on loopback) wired together in-process, with faults injected into the
 //! simulator while jobs power up and change power.
 //!
-//! The harness is a miniature of the server loop: core effects `Bmp(request)` go to the
-//! runtime, its completions come back through a crossbeam channel and are folded as
-//! `Event::BmpDone`; every other input is a command or a tick on a fake clock. The core's
-//! invariants are checked after every event.
+//! The harness is a miniature of the server loop around the core's one fold-and-drain loop
+//! ([`Sim`]): its hook hands core effects `Bmp(request)` to the runtime, whose completions
+//! come back through a crossbeam channel and are folded as `Event::BmpDone`; every other input
+//! is a command or a tick on a fake clock. The core's invariants are checked after every
+//! event.
 //!
 //! Each round injects a random fault (seeded; `SPALLOC_SEED=N` replays the choices) into some
 //! machines' BMPs, then either creates jobs on every machine or power-cycles the live ones.
@@ -21,6 +22,7 @@ mod common;
 mod reliability_support;
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,7 +30,7 @@ use crossbeam::channel::{Receiver, Sender};
 use reliability_support::{seed, Rng};
 use spalloc::bmp::{BmpCompletion, BmpRuntime, Fault, FaultKind, SimOptions, Simulator};
 use spalloc::config::{BmpTimings, Config};
-use spalloc::core::sim::{config, machine_with};
+use spalloc::core::sim::{config, machine_with, Sim};
 use spalloc::core::{
     Command, Core, CreateJob, Effect, Event, JobId, JobRequest, JobTarget, Response,
 };
@@ -44,16 +46,28 @@ struct MachineInfo {
     bmps: Vec<SocketAddr>,
 }
 
-/// The core + runtime + simulator harness.
+/// The core + runtime + simulator harness. It dereferences to its [`Sim`] (`core`, `now_us`,
+/// `cmd`, `advance`, `events`).
 struct Harness {
-    core: Core,
-    now_us: u64,
-    bmp: BmpRuntime,
+    fold: Sim,
+    bmp: Rc<BmpRuntime>,
     completions: Receiver<BmpCompletion>,
     sim: Simulator,
     machines: Vec<MachineInfo>,
     log: Arc<Mutex<Vec<String>>>,
-    events: u64,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Sim;
+    fn deref(&self) -> &Sim {
+        &self.fold
+    }
+}
+
+impl std::ops::DerefMut for Harness {
+    fn deref_mut(&mut self) -> &mut Sim {
+        &mut self.fold
+    }
 }
 
 impl Harness {
@@ -116,53 +130,36 @@ impl Harness {
         let (tx, completions): (Sender<BmpCompletion>, _) = crossbeam::channel::unbounded();
         let log = Arc::new(Mutex::new(Vec::new()));
         let log2 = Arc::clone(&log);
-        let bmp = BmpRuntime::new(
+        let bmp = Rc::new(BmpRuntime::new(
             cfg.bmp.clone(),
             tx,
             Arc::new(|| {}),
             Arc::new(move |line: String| log2.lock().unwrap().push(line)),
-        );
+        ));
+        // BMP requests go to the runtime, log lines to the shared log, notifications nowhere.
+        let mut fold = Sim::from_core(Core::new(), spalloc::timefmt::now_us());
+        let (bmp2, log3) = (Rc::clone(&bmp), Arc::clone(&log));
+        fold.hook = Some(Box::new(move |effect| {
+            match effect {
+                Effect::Bmp(r) => bmp2.submit(r),
+                Effect::Log(l) => log3.lock().unwrap().push(l),
+                _ => {}
+            }
+            None
+        }));
         let mut h = Harness {
-            core: Core::new(),
-            now_us: spalloc::timefmt::now_us(),
+            fold,
             bmp,
             completions,
             sim,
             machines,
             log,
-            events: 0,
         };
-        h.event(Event::Configure {
-            now_us: h.now_us,
+        h.fold.event(Event::Configure {
+            now_us: h.fold.now_us,
             config: cfg,
         });
         h
-    }
-
-    /// Fold one event, check the invariants, hand BMP requests to the runtime.
-    fn event(&mut self, e: Event) -> Option<Response> {
-        let reply = self.core.handle(&e);
-        self.events += 1;
-        if let Err(why) = self.core.check_invariants() {
-            panic!("invariant broken after {e:?}: {why}");
-        }
-        while let Some(effect) = self.core.poll_effect() {
-            match effect {
-                Effect::Bmp(r) => self.bmp.submit(r),
-                Effect::Log(l) => self.log.lock().unwrap().push(l),
-                _ => {}
-            }
-        }
-        reply
-    }
-
-    fn cmd(&mut self, command: Command) -> Response {
-        self.event(Event::Command {
-            now_us: self.now_us,
-            peer: "127.0.0.1".into(),
-            command,
-        })
-        .expect("a reply")
     }
 
     /// Create a job holding all of machine `m`.
@@ -191,8 +188,8 @@ impl Harness {
                     )
                 });
             if let Ok(c) = self.completions.recv_timeout(left) {
-                self.event(Event::BmpDone {
-                    now_us: self.now_us,
+                self.fold.event(Event::BmpDone {
+                    now_us: self.fold.now_us,
                     request_id: c.request_id,
                     failure: c.failure,
                     failed_boards: c.failed_boards,
@@ -202,17 +199,13 @@ impl Harness {
         }
     }
 
-    /// Move the fake clock on by `s` seconds, ticking at every deadline on the way.
-    fn advance(&mut self, s: f64) {
-        let end = self.now_us + (s * 1e6) as u64;
-        while let Some(d) = self.core.poll_deadline().filter(|&d| d <= end) {
-            self.now_us = self.now_us.max(d);
-            self.event(Event::Tick {
-                now_us: self.now_us,
-            });
+    /// Stop the BMP runtime's threads and wait for them.
+    fn shutdown(mut self) {
+        self.fold.hook = None;
+        match Rc::try_unwrap(self.bmp) {
+            Ok(bmp) => bmp.shutdown(),
+            Err(_) => unreachable!("the hook held the only other reference"),
         }
-        self.now_us = end;
-        self.event(Event::Tick { now_us: end });
     }
 }
 
@@ -391,8 +384,8 @@ fn bmp_faults_end_only_the_affected_jobs_and_leak_no_boards() {
     eprintln!(
         "BMP faults: {rounds} rounds, {injected} faults injected ({fatal_seen} jobs ended by \
          persistent faults, {transient_seen} jobs rode out transient ones), {} core events",
-        h.events
+        h.events.len()
     );
     assert!(injected >= rounds);
-    h.bmp.shutdown();
+    h.shutdown();
 }

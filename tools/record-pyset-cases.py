@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Record how CPython's `set` of small ints behaves, for src/core/pyset.rs's unit tests.
+"""Record how CPython's `set` of small ints behaves, for core/src/pyset.rs's unit tests.
 
 Run once with CPython 3.11 (the version the original spalloc_server ran on in our reference):
 

@@ -26,7 +26,7 @@
 //! - **Keepalives are journaled lazily.** A `job_keepalive` (or `get_job_state` /
 //!   `get_job_machine_info`, which also count as one) from the host already recorded as the
 //!   job's keepalive host changes nothing but the job's keepalive deadline, and a restart
-//!   gives every job a fresh deadline anyway ([`Event::Restarted`]). So a crash that loses
+//!   gives every job a fresh deadline anyway ([`crate::core::Event::Restarted`]). So a crash that loses
 //!   such an event changes nothing a client was told: the state after restart is the same
 //!   with or without it. A pass made only of such events is folded and answered at once;
 //!   its records wait in memory and are written, in order, ahead of the next batch that is
@@ -63,6 +63,8 @@ pub mod sim;
 mod startup;
 
 pub use limits::Limits;
+// The journal's event codec is the core's (it is part of the core's on-disk contract).
+pub use crate::core::codec::{decode_event, encode_event, write_event};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::TcpListener;
@@ -74,7 +76,7 @@ use std::time::Instant;
 use polling::Poller;
 
 use crate::bmp::{BmpCompletion, BmpRuntime};
-use crate::core::{BmpRequestId, Command, Core, Event, TimeUs};
+use crate::core::{BmpRequestId, Command, Core, TimeUs};
 use crate::timefmt::now_us;
 use client::Client;
 use clock::EventClock;
@@ -244,7 +246,7 @@ struct Server {
     /// Completions that could not be journaled yet (journal trouble): retried next pass.
     unjournaled_completions: VecDeque<BmpCompletion>,
     /// Jobs whose keepalives were answered while the journal could not record them: their
-    /// timers are reset ([`Event::KeptAliveUnrecorded`]) as soon as it can.
+    /// timers are reset ([`crate::core::Event::KeptAliveUnrecorded`]) as soon as it can.
     kept_alive_unrecorded: BTreeSet<crate::core::JobId>,
     signals: Arc<SignalFlags>,
     /// After a failed `accept` (out of descriptors): not before this time, and the listener
@@ -289,196 +291,4 @@ pub fn run(opts: Options) -> Result<(), String> {
     let mut server = Server::start(opts, log)?;
     server.serve()?;
     server.shut_down()
-}
-
-/// Encode an event for the journal: MessagePack with structs as arrays (field order, not
-/// field names), which makes records about half the size and decoding much cheaper than
-/// with names (each name is a string to check and compare). Events are therefore
-/// append-only: a new field goes last, with `#[serde(default)]`, so older records still
-/// decode. (Snapshots keep field names: the core's internals change more freely.)
-pub fn encode_event(e: &Event) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(64);
-    write_event(&mut bytes, e);
-    bytes
-}
-
-/// Append an event's encoding (see [`encode_event`]) to `out`.
-pub fn write_event(out: &mut Vec<u8>, e: &Event) {
-    rmp_serde::encode::write(out, e).expect("events always encode");
-}
-
-/// Decode a journaled event. Records written with field names (by earlier versions) decode
-/// too: a struct reads from either form.
-pub fn decode_event(bytes: &[u8]) -> Result<Event, String> {
-    rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::sim::{config, job, simple_machine};
-    use crate::core::{JobRequest, JobTarget};
-
-    fn sample_events() -> Vec<Event> {
-        let mut create = job(JobRequest::Triads(2, 1));
-        create.target = JobTarget::Tags(vec!["a".into(), "b".into()]);
-        create.max_dead_boards = Some(3);
-        create.keepalive_s = None;
-        vec![
-            Event::Configure {
-                now_us: 1,
-                config: config(vec![simple_machine("m", 2, 2)], 0.5),
-            },
-            Event::Command {
-                now_us: 2,
-                peer: "10.0.0.1".into(),
-                command: Command::CreateJob(create),
-            },
-            Event::Command {
-                now_us: 3,
-                peer: "10.0.0.1".into(),
-                command: Command::JobKeepalive { job_id: 1 },
-            },
-            Event::Command {
-                now_us: 4,
-                peer: "::1".into(),
-                command: Command::DestroyJob {
-                    job_id: 1,
-                    reason: Some("done".into()),
-                },
-            },
-            Event::BmpDone {
-                now_us: 5,
-                request_id: 7,
-                failure: Some("Requests failed on BMP 10.0.0.2".into()),
-                failed_boards: Vec::new(),
-                bmp_unreachable: false,
-            },
-            Event::Tick { now_us: 6 },
-            Event::Restarted {
-                now_us: 7,
-                grace_us: 30_000_000,
-            },
-            Event::KeptAliveUnrecorded {
-                now_us: 8,
-                job_ids: vec![1, 4],
-            },
-            Event::BmpDone {
-                now_us: 9,
-                request_id: 8,
-                failure: Some("Requests failed on BMP 10.0.0.2".into()),
-                failed_boards: vec![1, 5],
-                bmp_unreachable: false,
-            },
-            Event::Admin {
-                now_us: 10,
-                actor: "ann".into(),
-                action: crate::core::AdminAction::Drain {
-                    board: crate::core::BoardRef::Physical {
-                        machine: "m".into(),
-                        cabinet: 0,
-                        frame: 1,
-                        board: 5,
-                    },
-                    reason: "fan".into(),
-                },
-            },
-            Event::Command {
-                now_us: 11,
-                peer: "10.0.0.1".into(),
-                command: Command::ReportProblem {
-                    ip: "10.0.0.9".into(),
-                    x: 1,
-                    y: 2,
-                    p: None,
-                    description: Some("red".into()),
-                },
-            },
-        ]
-    }
-
-    #[test]
-    fn events_round_trip_compactly() {
-        for e in sample_events() {
-            let compact = encode_event(&e);
-            let named = rmp_serde::to_vec_named(&e).unwrap();
-            assert!(compact.len() < named.len(), "{e:?}");
-            assert_eq!(decode_event(&compact).unwrap(), e);
-        }
-    }
-
-    /// A restart recorded before `grace_us` existed decodes as a plain reset (grace 0).
-    #[test]
-    fn restart_records_without_a_grace_still_decode() {
-        #[derive(serde::Serialize)]
-        #[allow(dead_code)]
-        enum Before {
-            Command,
-            BmpDone,
-            Tick,
-            Configure,
-            Restarted { now_us: TimeUs },
-        }
-        let old = rmp_serde::to_vec(&Before::Restarted { now_us: 7 }).unwrap();
-        assert_eq!(
-            decode_event(&old).unwrap(),
-            Event::Restarted {
-                now_us: 7,
-                grace_us: 0
-            }
-        );
-        let named = rmp_serde::to_vec_named(&Before::Restarted { now_us: 7 }).unwrap();
-        assert_eq!(
-            decode_event(&named).unwrap(),
-            Event::Restarted {
-                now_us: 7,
-                grace_us: 0
-            }
-        );
-    }
-
-    /// A BMP completion recorded before board health (no blamed boards, no "unreachable")
-    /// decodes with neither, in both record forms.
-    #[test]
-    fn bmp_completions_without_blamed_boards_still_decode() {
-        #[derive(serde::Serialize)]
-        #[allow(dead_code)]
-        enum Before {
-            Command,
-            BmpDone {
-                now_us: TimeUs,
-                request_id: u64,
-                failure: Option<String>,
-            },
-        }
-        let old = Before::BmpDone {
-            now_us: 5,
-            request_id: 7,
-            failure: Some("Requests failed on BMP 10.0.0.2".into()),
-        };
-        let want = Event::BmpDone {
-            now_us: 5,
-            request_id: 7,
-            failure: Some("Requests failed on BMP 10.0.0.2".into()),
-            failed_boards: Vec::new(),
-            bmp_unreachable: false,
-        };
-        assert_eq!(
-            decode_event(&rmp_serde::to_vec(&old).unwrap()).unwrap(),
-            want
-        );
-        assert_eq!(
-            decode_event(&rmp_serde::to_vec_named(&old).unwrap()).unwrap(),
-            want
-        );
-    }
-
-    /// Journals written before records dropped their field names must still replay.
-    #[test]
-    fn records_with_field_names_still_decode() {
-        for e in sample_events() {
-            let named = rmp_serde::to_vec_named(&e).unwrap();
-            assert_eq!(decode_event(&named).unwrap(), e);
-        }
-    }
 }

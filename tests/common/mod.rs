@@ -2,7 +2,7 @@
 //! private port and private loopback BMP addresses, and talk to it over real TCP.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use spalloc::testkit::{request_line, LineClient, LineError};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -231,10 +232,21 @@ impl Drop for Server {
 }
 
 /// A protocol client: one JSON object per line, replies matched in order, notifications kept.
-pub struct Client {
-    pub stream: TcpStream,
-    reader: BufReader<TcpStream>,
-    pub notifications: Vec<Value>,
+/// The test-friendly face of [`spalloc::testkit::LineClient`] (which it dereferences to, for
+/// `stream` and `notifications`): every failure panics.
+pub struct Client(LineClient);
+
+impl std::ops::Deref for Client {
+    type Target = LineClient;
+    fn deref(&self) -> &LineClient {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut LineClient {
+        &mut self.0
+    }
 }
 
 impl Client {
@@ -243,44 +255,36 @@ impl Client {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
-        let reader = BufReader::new(stream.try_clone().unwrap());
-        Client {
-            stream,
-            reader,
-            notifications: Vec::new(),
-        }
+        let mut client = LineClient::new(stream).unwrap();
+        client.keep_notifications = true;
+        Client(client)
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
+        self.0.send(bytes).unwrap();
     }
 
     /// The next line the server sends, parsed (None on EOF).
     pub fn read_line(&mut self) -> Option<Value> {
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) | Err(_) => None,
-            Ok(_) => Some(
-                serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}")),
-            ),
+        match self.0.next_line() {
+            Ok(v) => Some(v),
+            Err(LineError::Closed | LineError::Read(_)) => None,
+            Err(e) => panic!("{e}"),
         }
     }
 
     /// The next reply (a line with "return" or "exception"), keeping notifications aside.
     pub fn reply(&mut self) -> Option<Value> {
-        loop {
-            let v = self.read_line()?;
-            if v.get("return").is_some() || v.get("exception").is_some() {
-                return Some(v);
-            }
-            self.notifications.push(v);
+        match self.0.next_reply() {
+            Ok(v) => Some(v),
+            Err(LineError::Closed | LineError::Read(_)) => None,
+            Err(e) => panic!("{e}"),
         }
     }
 
     /// Call a command and return its whole reply object.
     pub fn call_raw(&mut self, command: &str, args: Value, kwargs: Value) -> Value {
-        let line = json!({"command": command, "args": args, "kwargs": kwargs}).to_string() + "\n";
-        self.send_raw(line.as_bytes());
+        self.send_raw(request_line(command, args, kwargs).as_bytes());
         self.reply().expect("a reply")
     }
 

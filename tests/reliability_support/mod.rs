@@ -7,8 +7,6 @@
 //! server declare both.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,51 +63,10 @@ pub const KEYWORDS: &[&str] = &[
 /// Every wait on a server reply is capped at this.
 pub const REPLY_WAIT: Duration = Duration::from_secs(20);
 
-/// A small, fast, seedable generator (splitmix64): the tests must replay exactly from a
-/// printed seed, and no extra dependency is needed for that.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator starting from `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-
-    /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
-
-    /// One element of a non-empty slice.
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-
-    /// A generator for a sub-task (a client thread), independent of this one's future.
-    pub fn fork(&mut self) -> Rng {
-        Rng::new(self.next_u64())
-    }
-}
+/// The seeded generator (splitmix64) every simulation, test and benchmark shares: the tests
+/// must replay exactly from a printed seed.
+#[allow(unused_imports)] // not every test crate that shares this module draws numbers
+pub use spalloc::core::rng::Rng;
 
 /// The seed for test `name`: `SPALLOC_SEED` if set, else taken from the clock. Printed either
 /// way so a failure can be replayed.
@@ -130,83 +87,8 @@ pub fn seed(name: &str) -> u64 {
 
 /// A protocol connection that never panics on I/O: every call returns `Err` with the cause
 /// when the server is gone, closes the connection, or does not answer within the read
-/// timeout. Notifications are skipped.
-pub struct Conn {
-    pub stream: TcpStream,
-    reader: BufReader<TcpStream>,
-}
-
-impl Conn {
-    /// Connect to the server on `port` of 127.0.0.1; replies are awaited at most `timeout`.
-    pub fn connect(port: u16, timeout: Duration) -> Result<Conn, String> {
-        let stream = TcpStream::connect_timeout(
-            &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-            timeout,
-        )
-        .map_err(|e| format!("connect: {e}"))?;
-        stream
-            .set_read_timeout(Some(timeout))
-            .map_err(|e| e.to_string())?;
-        stream
-            .set_write_timeout(Some(timeout))
-            .map_err(|e| e.to_string())?;
-        let reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
-        Ok(Conn { stream, reader })
-    }
-
-    /// Send raw bytes.
-    pub fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.stream
-            .write_all(bytes)
-            .map_err(|e| format!("write: {e}"))
-    }
-
-    /// The next line from the server, parsed.
-    pub fn line(&mut self) -> Result<Value, String> {
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => Err("connection closed".into()),
-            Ok(_) => serde_json::from_str(&line).map_err(|e| format!("bad line {line:?}: {e}")),
-            Err(e) => Err(format!("read: {e}")),
-        }
-    }
-
-    /// The next line from the server, unparsed (its length in bytes, newline included).
-    pub fn raw_line(&mut self) -> Result<usize, String> {
-        let mut line = Vec::new();
-        match self.reader.read_until(b'\n', &mut line) {
-            Ok(0) => Err("connection closed".into()),
-            Ok(n) => Ok(n),
-            Err(e) => Err(format!("read: {e}")),
-        }
-    }
-
-    /// The next reply (`return` or `exception`), skipping notifications.
-    pub fn reply(&mut self) -> Result<Value, String> {
-        loop {
-            let v = self.line()?;
-            if v.get("return").is_some() || v.get("exception").is_some() {
-                return Ok(v);
-            }
-        }
-    }
-
-    /// Send one command and wait for its whole reply object.
-    pub fn call_raw(&mut self, command: &str, args: Value, kwargs: Value) -> Result<Value, String> {
-        let line = json!({"command": command, "args": args, "kwargs": kwargs}).to_string() + "\n";
-        self.send(line.as_bytes())?;
-        self.reply()
-    }
-
-    /// Send one command; its `return` value, or `Err` for an exception reply too.
-    pub fn call(&mut self, command: &str, args: Value, kwargs: Value) -> Result<Value, String> {
-        let r = self.call_raw(command, args, kwargs)?;
-        match r.get("return") {
-            Some(v) => Ok(v.clone()),
-            None => Err(format!("{command} raised {r}")),
-        }
-    }
-}
+/// timeout. Notifications are skipped. (The one line-protocol client, under its old name.)
+pub use spalloc::testkit::LineClient as Conn;
 
 /// A configuration for the harness's `Server::start`: machine `m` of `width`×`height` triads
 /// (one BMP per frame; frame = y, board = 3x + z) and machine `s`, a single triad with its

@@ -2,7 +2,10 @@
 //! at once), and every output collected, with the invariants checked after every event.
 //!
 //! Tests, the core-only benchmark and property tests drive the core through this, the way
-//! quinn-proto's tests drive a connection pair with simulated time.
+//! quinn-proto's tests drive a connection pair with simulated time. [`Sim::fold`] is the one
+//! fold-and-drain loop of everything that runs the core without the server: the tests, the
+//! BMP-fault harness (whose hook hands BMP requests to a real runtime), the benchmark's model
+//! facility and the journal replay (which takes each event's effects as it goes).
 
 use std::collections::VecDeque;
 
@@ -35,6 +38,12 @@ pub struct Sim {
     pub events: Vec<Event>,
     /// Check the core's invariants after every event (on by default).
     pub check: bool,
+    /// Keep every folded event in `events` and every BMP request in `bmp_log` (on by
+    /// default; off for long runs that take what they need as they go).
+    pub record: bool,
+    /// Sees every effect first, in order: it returns the effect for the usual handling above
+    /// (collected; a BMP request completed or queued) or `None` when it dealt with it itself.
+    pub hook: Option<Box<dyn FnMut(Effect) -> Option<Effect>>>,
 }
 
 impl Sim {
@@ -42,17 +51,7 @@ impl Sim {
     /// events begin as a new journal of the server does (the rules, then the configuration),
     /// so they replay from [`Core::at_journal_start`].
     pub fn new(config: Config) -> Sim {
-        let mut sim = Sim {
-            core: Core::at_journal_start(),
-            now_us: 1_700_000_000_000_000,
-            bmp_auto: true,
-            bmp_pending: VecDeque::new(),
-            bmp_log: Vec::new(),
-            notifications: Vec::new(),
-            log: Vec::new(),
-            events: Vec::new(),
-            check: true,
-        };
+        let mut sim = Sim::from_core(Core::at_journal_start(), 1_700_000_000_000_000);
         sim.event(Event::Rules {
             now_us: sim.now_us,
             rules: Rules::CURRENT,
@@ -64,10 +63,38 @@ impl Sim {
         sim
     }
 
+    /// A simulation going on from `core` at `now_us`, with nothing folded yet (for runs that
+    /// configure the core themselves, and for replays that start from a snapshot).
+    pub fn from_core(core: Core, now_us: TimeUs) -> Sim {
+        Sim {
+            core,
+            now_us,
+            bmp_auto: true,
+            bmp_pending: VecDeque::new(),
+            bmp_log: Vec::new(),
+            notifications: Vec::new(),
+            log: Vec::new(),
+            events: Vec::new(),
+            check: true,
+            record: true,
+            hook: None,
+        }
+    }
+
     /// Fold an event, check invariants, drain outputs (completing BMP work if `bmp_auto`).
     pub fn event(&mut self, event: Event) -> Option<Response> {
-        self.events.push(event.clone());
-        let reply = self.core.handle(&event);
+        self.fold(&event)
+    }
+
+    /// The fold-and-drain loop: fold `event` into the core, check its invariants (if
+    /// `check`), and drain its effects: each goes to the hook, if any, then to the lists
+    /// above; a BMP request is completed at once (successfully, folding the completion the
+    /// same way) if `bmp_auto`, else queued in `bmp_pending`.
+    pub fn fold(&mut self, event: &Event) -> Option<Response> {
+        if self.record {
+            self.events.push(event.clone());
+        }
+        let reply = self.core.handle(event);
         if self.check {
             if let Err(e) = self.core.check_invariants() {
                 panic!("invariant broken after {event:?}: {e}");
@@ -80,9 +107,18 @@ impl Sim {
     fn drain(&mut self) {
         let mut completions = Vec::new();
         while let Some(effect) = self.core.poll_effect() {
+            let effect = match &mut self.hook {
+                Some(hook) => match hook(effect) {
+                    Some(e) => e,
+                    None => continue,
+                },
+                None => effect,
+            };
             match effect {
                 Effect::Bmp(r) => {
-                    self.bmp_log.push(r.clone());
+                    if self.record {
+                        self.bmp_log.push(r.clone());
+                    }
                     if self.bmp_auto {
                         completions.push(r.id);
                     } else {

@@ -10,21 +10,33 @@
 //!
 //! Determinism rules: no `HashMap` iteration reaches an outcome (all maps are `BTreeMap`s or
 //! vectors), no randomness, and time comes only from events.
+//!
+//! This is a crate of its own (`spalloc-core`) so that the rules are checked, not only
+//! promised: its dependencies are serde, serde_json and rmp-serde and nothing that does I/O,
+//! and its `clippy.toml` forbids the std APIs for files, sockets, clocks, threads, processes,
+//! the environment and hash-ordered collections (CI runs `cargo clippy -p spalloc-core` with
+//! those lints denied). The server (`spalloc`) re-exports this crate as `spalloc::core`.
+#![warn(missing_docs)]
 
-pub mod allocator;
-pub mod area_to_rect;
+mod allocator;
+mod area_to_rect;
+pub mod codec;
+pub mod config;
 pub mod coordinates;
 pub mod health;
-pub mod pack_tree;
-pub mod pyset;
-pub mod queue;
+pub mod logsafe;
+mod pack_tree;
+mod pyset;
+mod queue;
 pub mod reconfigure;
 pub mod rng;
 pub mod rules;
 pub mod sim;
 mod state;
+pub mod timefmt;
 pub mod types;
 
+pub use allocator::PopRule;
 pub use state::view;
 pub use state::{Core, MACHINE_REMOVED, NO_SUITABLE_MACHINE, TIMED_OUT};
 pub use types::*;

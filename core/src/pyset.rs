@@ -96,6 +96,7 @@ impl PySet {
     }
 
     /// `len(s)`.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.used as usize
     }

@@ -244,11 +244,6 @@ impl JobQueue {
         }
     }
 
-    /// The machine with this name.
-    pub fn machine(&self, name: &str) -> Option<&QueueMachine> {
-        self.machines.iter().find(|m| m.name == name)
-    }
-
     /// The machine with this name, mutably.
     pub fn machine_mut(&mut self, name: &str) -> Option<&mut QueueMachine> {
         self.machines.iter_mut().find(|m| m.name == name)

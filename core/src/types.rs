@@ -2,13 +2,13 @@
 //! gives, and the effects (notifications, BMP requests, log lines) the caller drains.
 //!
 //! Every type here serialises with serde: events are what the journal stores, and replies are
-//! rendered to the wire by [`crate::protocol`].
+//! rendered to the wire by the server (`spalloc::protocol`).
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::core::coordinates::{Board, Link};
-use crate::core::rules::Rules;
+use crate::coordinates::{Board, Link};
+use crate::rules::Rules;
 
 /// A job's identifier. Ids start at 1 and never repeat.
 pub type JobId = u64;
@@ -96,7 +96,7 @@ pub enum Event {
     /// From now on, follow these rules. A server journals it at start-up when the state it
     /// recovered follows older rules (and first thing in a new journal), so that a journal
     /// written by an older version still replays to what that version did
-    /// ([`crate::core::rules`]).
+    /// ([`crate::rules`]).
     Rules {
         /// When the server started.
         now_us: TimeUs,
@@ -384,7 +384,7 @@ impl JobState {
     }
 }
 
-/// The reply to one command. Rendered to JSON by [`crate::protocol`].
+/// The reply to one command. Rendered to JSON by the server (`spalloc::protocol`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum Response {
     /// `null`.
@@ -505,7 +505,7 @@ pub struct WhereIsReply {
     pub job_chip: Option<[i64; 2]>,
 }
 
-/// Something the caller must do, drained with [`crate::core::Core::poll_effect`].
+/// Something the caller must do, drained with [`crate::Core::poll_effect`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Effect {
     /// Tell watchers these jobs changed (ascending ids).

@@ -92,7 +92,7 @@ pub enum PopRule {
 }
 
 impl PopRule {
-    /// The rule this version applies (see [`crate::core::Event::Rules`]).
+    /// The rule this version applies (see [`crate::Event::Rules`]).
     pub const CURRENT: PopRule = PopRule::CPython;
 }
 
@@ -521,23 +521,14 @@ impl Allocator {
         }
     }
 
-    /// Width in triads.
-    pub fn width(&self) -> u32 {
-        self.width
-    }
-
-    /// Height in triads.
-    pub fn height(&self) -> u32 {
-        self.height
-    }
-
     /// True if nothing is allocated or waiting to be released.
     pub fn is_idle(&self) -> bool {
         self.pack_tree.is_empty() && self.to_free.is_empty() && self.single_board_triads.is_empty()
     }
 
     /// The single-board triads with free boards and their free z indices, in use order (for
-    /// tests and the replay tool).
+    /// tests).
+    #[cfg(test)]
     pub fn single_board_triads(&self) -> Vec<((u32, u32), BTreeSet<u32>)> {
         self.single_board_triads
             .iter()
@@ -545,19 +536,9 @@ impl Allocator {
             .collect()
     }
 
-    /// How a board is picked from a single-board triad.
-    pub fn pop_rule(&self) -> PopRule {
-        self.pop_rule
-    }
-
     /// Switch how boards are picked from single-board triads (the sets themselves carry on).
     pub fn set_pop_rule(&mut self, rule: PopRule) {
         self.pop_rule = rule;
-    }
-
-    /// The pack tree (for invariant checks and the replay tool).
-    pub fn pack_tree(&self) -> &PackTree {
-        &self.pack_tree
     }
 
     /// Every board currently allocated or held back, from the allocator's own records: the

@@ -8,8 +8,8 @@
 use serde::Serialize;
 
 use super::Core;
-use crate::core::coordinates::Board;
-use crate::core::types::{JobId, JobState, TimeUs};
+use crate::coordinates::Board;
+use crate::types::{JobId, JobState, TimeUs};
 
 /// What a board is doing, as the status page colours it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -6,7 +6,7 @@
 //! events an older version could have journaled is a *rule*: the state records which rules
 //! are in force, a journal's first record starts under the oldest rules
 //! ([`Rules::default`], what journals written before rules existed followed), and the server
-//! journals [`crate::core::Event::Rules`] with [`Rules::CURRENT`] at start-up whenever the
+//! journals [`crate::Event::Rules`] with [`Rules::CURRENT`] at start-up whenever the
 //! state it recovered follows others. Older records thus replay under the rules they were
 //! served by, newer ones under the current rules.
 //!

@@ -268,7 +268,7 @@ enum PendingEffect {
     Ready(Effect),
 }
 
-/// The whole server state. See the module docs of [`crate::core`].
+/// The whole server state. See the module docs of [`crate`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Core {
     config: Config,
