@@ -45,8 +45,9 @@
 //! The module is split along those concepts: `startup` (start-up, reload, shut-down),
 //! `pass` (one iteration of the loop), `connections` (accepting, reading and writing
 //! protocol and admin clients), `notifications` (the core's outputs: watches, log lines,
-//! metrics). What ties them together stays here: the `Server` they share, the pass's
-//! `Action`s, the logger, the poller keys and the event codec.
+//! metrics), and `sim` (a deterministic simulation of the whole loop, for tests). What ties
+//! them together stays here: the `Server` they share, the pass's `Action`s, the logger, the
+//! poller keys (and the core's event codec, re-exported).
 
 pub mod admin;
 pub mod client;
