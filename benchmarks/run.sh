@@ -12,6 +12,11 @@
 #   WORKLOADS="keepalive churn" benchmarks/run.sh
 #   JOURNAL_PARENT=/dev/shm benchmarks/run.sh   # journal on tmpfs (no disk flush latency)
 #   OURS_BIN=/path/to/older/spalloc-server SERVERS=ours benchmarks/run.sh   # a regression check
+#   SERVERS="ours inproc original echo" WORKLOADS="version keepalive churn" \
+#       SECONDS_PER_RUN=5 REPEATS=3 benchmarks/run.sh      # issue 20's comparisons, then
+#   python3 benchmarks/summarize.py --ratios $OUT         # ours vs floor, ours vs original
+# "inproc" is ours with its BMPs simulated inside the server (--simulate-bmps; its CPU
+# figures then include the simulated hardware's), on its own BMP addresses (127.17.x).
 # Then: python3 benchmarks/summarize.py $OUT
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +37,7 @@ OURS_BIN=${OURS_BIN:-target/release/spalloc-server}
 OURS_PORT=22501
 ORIG_PORT=22502
 ECHO_PORT=22503
+INPROC_PORT=22504
 
 # 10,000 idle clients need 10,000 descriptors in the server and as many in the bench.
 ulimit -n "$(ulimit -Hn)"
@@ -43,6 +49,7 @@ cleanup() {
     wait 2>/dev/null || true
     rm -rf "$scratch"
     [[ -n "${journal:-}" ]] && rm -rf "$journal"
+    [[ -n "${inproc_journal:-}" ]] && rm -rf "$inproc_journal"
     return 0
 }
 trap cleanup EXIT
@@ -56,7 +63,7 @@ wait_port() {
     return 1
 }
 
-for port in $OURS_PORT $ORIG_PORT $ECHO_PORT; do
+for port in $OURS_PORT $ORIG_PORT $ECHO_PORT $INPROC_PORT; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         echo "port $port is already in use (another run?): stop it first" >&2
         exit 1
@@ -76,6 +83,17 @@ if [[ " $SERVERS " == *" ours "* ]]; then
         2>"$scratch/ours.log" &
     PID[ours]=$!; PORT[ours]=$OURS_PORT; pids+=("$!")
     wait_port $OURS_PORT
+fi
+if [[ " $SERVERS " == *" inproc "* ]]; then
+    # Ours again, simulating its BMPs in-process, at other addresses than the simulator
+    # process above serves.
+    sed -e 's/127\.16\.0\.0/127.17.0.0/' benchmarks/spin1m-bench.json >"$scratch/inproc.json"
+    inproc_journal=$(mktemp -d "$JOURNAL_PARENT/spalloc-bench-journal.XXXXXX")
+    "$OURS_BIN" --journal "$inproc_journal/j" --port $INPROC_PORT \
+        --config "$scratch/inproc.json" --simulate-bmps --quiet \
+        2>"$scratch/inproc.log" &
+    PID[inproc]=$!; PORT[inproc]=$INPROC_PORT; pids+=("$!")
+    wait_port $INPROC_PORT
 fi
 if [[ " $SERVERS " == *" original "* ]]; then
     mkdir -p "$scratch/orig" && cp benchmarks/spin1m-orig.cfg "$scratch/orig/bench.cfg"
@@ -119,4 +137,5 @@ for i in $(seq 1 "$R"); do
         done
     done
 done
+echo "# $(date -Is) end, load: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT"
 echo "# results in $OUT" >&2

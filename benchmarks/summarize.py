@@ -1,7 +1,13 @@
 #!/usr/bin/env python3
 """Medians of spalloc-bench result lines (key=value), per server label and workload.
 
-Usage: python3 benchmarks/summarize.py RESULTS.txt [...]
+Usage: python3 benchmarks/summarize.py [--ratios] RESULTS.txt [...]
+
+--ratios also prints issue 20's comparisons, from medians over the files given: our server
+CPU per keepalive against the echo floor's per `version` request (target: at most 1.3x),
+ours (`inproc`: BMPs simulated in-process) against the original in churn jobs/s (target: at
+least 2x), and our server's own CPU per churned job (`ours`: simulator out of process)
+against the original's (target: at most 0.5x).
 """
 import statistics
 import sys
@@ -24,9 +30,37 @@ KEYS = {
 }
 
 
+def median_of(groups, name, label, key):
+    vals = [float(r[key]) for r in groups.get((name, label), []) if key in r]
+    return statistics.median(vals) if vals else None
+
+
+def ratios(groups):
+    """Issue 20's targets, each as `ours / reference` with the target beside it."""
+    rows = [
+        ("keepalive CPU/req, ours vs echo floor (version)", "<= 1.3",
+         median_of(groups, "keepalive", "ours", "server_cpu_us_per_req"),
+         median_of(groups, "version", "echo", "server_cpu_us_per_req"), "us"),
+        ("churn jobs/s, ours (in-process BMPs) vs original", ">= 2",
+         median_of(groups, "churn", "inproc", "jobs_per_s"),
+         median_of(groups, "churn", "original", "jobs_per_s"), "jobs/s"),
+        ("churn server CPU/job, ours (simulator apart) vs original", "<= 0.5",
+         median_of(groups, "churn", "ours", "server_cpu_us_per_job"),
+         median_of(groups, "churn", "original", "server_cpu_us_per_job"), "us"),
+    ]
+    for what, target, ours, ref, unit in rows:
+        if ours is None or ref is None or ref == 0:
+            print(f"{what}: not measured (run the workloads and servers it compares)")
+            continue
+        print(f"{what}: {ours:g} vs {ref:g} {unit} = {ours / ref:.2f}x (target {target})")
+
+
 def main():
+    args = sys.argv[1:]
+    want_ratios = "--ratios" in args
+    args = [a for a in args if a != "--ratios"]
     groups = defaultdict(list)
-    for path in sys.argv[1:]:
+    for path in args:
         for line in open(path):
             if line.startswith("#") or "=" not in line:
                 continue
@@ -42,6 +76,8 @@ def main():
             if vals:
                 cells.append(f"{k}={statistics.median(vals):g}")
         print(f"{name:13} {label:9} n={len(runs)} " + " ".join(cells))
+    if want_ratios:
+        ratios(groups)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,11 @@ struct Args {
     /// --help)
     #[argh(option)]
     simulate_fault: Vec<String>,
+    /// with --simulate-bmps, milliseconds each exchange with a simulated BMP takes (one
+    /// request at a time per BMP, BMPs in parallel), e.g. 1 to see how fast jobs become
+    /// ready over a slow network; default 0
+    #[argh(option, default = "0")]
+    simulated_bmp_latency_ms: u64,
     /// serve the status page, Prometheus metrics (/metrics) and a JSON API (/api/...) over
     /// HTTP at ADDR:PORT, e.g. 127.0.0.1:22280 (off unless given; loopback only unless
     /// --http-allow-remote)
@@ -197,10 +202,15 @@ fn main() -> ExitCode {
         retain_days: args.retain_days.unwrap_or(spalloc::server::RETAIN_DAYS),
         admin_socket: args.admin_socket,
         simulate_faults: args.simulate_fault,
+        simulated_bmp_latency_ms: args.simulated_bmp_latency_ms,
         http,
     };
     if !opts.simulate_faults.is_empty() && !opts.simulate_bmps {
         eprintln!("spalloc-server: --simulate-fault needs --simulate-bmps");
+        return ExitCode::from(2);
+    }
+    if opts.simulated_bmp_latency_ms > 0 && !opts.simulate_bmps {
+        eprintln!("spalloc-server: --simulated-bmp-latency-ms needs --simulate-bmps");
         return ExitCode::from(2);
     }
     if !(1..=spalloc::server::RETAIN_DAYS_MAX).contains(&opts.retain_days) {

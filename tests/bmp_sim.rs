@@ -239,3 +239,43 @@ fn several_endpoints_are_independent() {
     assert_eq!(sim.transcript(a), vec!["POWER on 0x1".to_string()]);
     assert!(sim.transcript(b).is_empty());
 }
+
+/// `latency_ms` holds every reply at least that long, and one BMP answers one request at a
+/// time: three requests sent together are answered in arrival order, the last no sooner
+/// than three latencies after they were sent. (Lower bounds only: a busy machine can make
+/// the replies later, never earlier.)
+#[test]
+fn latency_delays_each_reply_and_one_bmp_answers_serially() {
+    const LATENCY_MS: u64 = 40;
+    let (sim, addr) = start(SimOptions {
+        latency_ms: LATENCY_MS,
+        ..SimOptions::default()
+    });
+    let latency = Duration::from_millis(LATENCY_MS);
+    let s = raw(addr);
+    let t = std::time::Instant::now();
+    let reply = exchange(&s, &ScpRequest::version(0).encode(1));
+    let one = t.elapsed();
+    assert_eq!(rc(&reply), ReturnCode::OK.0);
+    assert!(one >= latency, "one exchange took {one:?}, less than {latency:?}");
+
+    let t = std::time::Instant::now();
+    for seq in [2u16, 3, 4] {
+        s.send(&ScpRequest::version(0).encode(seq)).unwrap();
+    }
+    let mut buf = [0u8; 512];
+    let mut seqs = Vec::new();
+    for _ in 0..3 {
+        let n = s.recv(&mut buf).expect("a reply within the wait");
+        seqs.push(u16::from_le_bytes([buf[12], buf[13]]));
+        assert_eq!(rc(&buf[..n]), ReturnCode::OK.0);
+    }
+    let three = t.elapsed();
+    assert_eq!(seqs, vec![2, 3, 4]);
+    assert!(
+        three >= latency * 3,
+        "three queued exchanges took {three:?}, less than {:?}",
+        latency * 3
+    );
+    assert_eq!(sim.log().len(), 4);
+}

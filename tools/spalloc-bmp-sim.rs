@@ -41,6 +41,11 @@ struct Args {
     #[argh(switch)]
     legacy: bool,
 
+    /// milliseconds each exchange takes before its reply is sent (one BMP answers one
+    /// request at a time, so its requests queue; different BMPs run in parallel); default 0
+    #[argh(option, default = "0")]
+    latency_ms: u64,
+
     /// print every request received, with its reply code
     #[argh(switch)]
     log: bool,
@@ -103,6 +108,7 @@ fn run(args: Args) -> Result<(), String> {
         boot_ms: args.boot_ms,
         legacy_firmware: args.legacy,
         on_request,
+        latency_ms: args.latency_ms,
         ..SimOptions::default()
     };
     let faults = args

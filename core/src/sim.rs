@@ -36,6 +36,8 @@ pub struct Sim {
     pub log: Vec<String>,
     /// Every event folded, in order (to replay and compare).
     pub events: Vec<Event>,
+    /// How many events have been folded (kept even when `record` is off).
+    pub folded: u64,
     /// Check the core's invariants after every event (on by default).
     pub check: bool,
     /// Keep every folded event in `events` and every BMP request in `bmp_log` (on by
@@ -75,6 +77,7 @@ impl Sim {
             notifications: Vec::new(),
             log: Vec::new(),
             events: Vec::new(),
+            folded: 0,
             check: true,
             record: true,
             hook: None,
@@ -95,6 +98,7 @@ impl Sim {
             self.events.push(event.clone());
         }
         let reply = self.core.handle(event);
+        self.folded += 1;
         if self.check {
             if let Err(e) = self.core.check_invariants() {
                 panic!("invariant broken after {event:?}: {e}");

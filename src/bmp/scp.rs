@@ -477,6 +477,9 @@ pub struct ScpClient {
     peer: SocketAddr,
     next_seq: u16,
     timeouts: ClientTimeouts,
+    /// The socket's read timeout as last set, so that a wait as long as the last one (every
+    /// command of a kind waits as long) costs no `setsockopt`.
+    read_timeout: Option<Duration>,
 }
 
 impl ScpClient {
@@ -497,6 +500,7 @@ impl ScpClient {
             peer,
             next_seq: 0,
             timeouts,
+            read_timeout: None,
         })
     }
 
@@ -584,14 +588,27 @@ impl ScpClient {
     ) -> Result<Option<ScpReply>, ScpError> {
         let deadline = Instant::now() + timeout;
         let mut buf = [0u8; 2 + 8 + 4 + 12 + MAX_DATA_BYTES + 64];
+        let mut first = true;
         loop {
             let now = Instant::now();
             if now >= deadline {
                 return Ok(None);
             }
-            // A zero read timeout means "block forever", so never pass one.
-            let remaining = (deadline - now).max(Duration::from_millis(1));
-            self.socket.set_read_timeout(Some(remaining))?;
+            // A zero read timeout means "block forever", so never pass one. The first wait
+            // is the whole timeout (the microseconds since `deadline` was taken do not
+            // matter), so when it is the one set last time it is not set again: one
+            // `setsockopt` per exchange saved. After a stale or stray datagram, what is left.
+            let remaining = if first {
+                timeout.max(Duration::from_millis(1))
+            } else {
+                (deadline - now).max(Duration::from_millis(1))
+            };
+            first = false;
+            if self.read_timeout != Some(remaining) {
+                self.read_timeout = None; // (unknown if setting it fails)
+                self.socket.set_read_timeout(Some(remaining))?;
+                self.read_timeout = Some(remaining);
+            }
             let len = match self.socket.recv(&mut buf) {
                 Ok(len) => len,
                 Err(e)

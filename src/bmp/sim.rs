@@ -59,6 +59,11 @@ pub struct SimOptions {
     pub log_capacity: usize,
     /// Told about every logged request, from the worker thread, before the reply is sent.
     pub on_request: Option<RequestObserver>,
+    /// Time each exchange takes before its reply leaves (network and firmware together),
+    /// in milliseconds; 0: at once. The endpoint's one worker holds the request this long,
+    /// so requests to one BMP wait behind each other as on the single-threaded firmware,
+    /// while different BMPs answer in parallel.
+    pub latency_ms: u64,
 }
 
 impl Default for SimOptions {
@@ -72,6 +77,7 @@ impl Default for SimOptions {
             max_queued: 8,
             log_capacity: 100_000,
             on_request: None,
+            latency_ms: 0,
         }
     }
 }
@@ -90,6 +96,7 @@ impl fmt::Debug for SimOptions {
             .field("max_queued", &self.max_queued)
             .field("log_capacity", &self.log_capacity)
             .field("on_request", &self.on_request.is_some())
+            .field("latency_ms", &self.latency_ms)
             .finish()
     }
 }
@@ -667,6 +674,9 @@ impl EndpointWorker {
             self.wait_for_boot(board);
             self.execute(&entry)
         };
+        if shared.options.latency_ms > 0 {
+            std::thread::sleep(Duration::from_millis(shared.options.latency_ms));
+        }
         entry.executed = outcome.executed;
         entry.rc = Some(outcome.rc.0);
         let reply = ScpReply {

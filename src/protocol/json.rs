@@ -218,7 +218,7 @@ pub(crate) fn write_float(out: &mut String, x: f64) {
     } else if x.is_infinite() {
         out.push_str(if x > 0.0 { "Infinity" } else { "-Infinity" });
     } else {
-        out.push_str(&py_float_repr(x));
+        write_py_float(out, x);
     }
 }
 
@@ -229,48 +229,159 @@ pub(crate) fn write_float(out: &mut String, x: f64) {
 /// written as `0.DIGITS × 10^decpt`, use positional notation when `-4 < decpt <= 16` (always
 /// with a fractional part, `60.0`), otherwise scientific notation with a signed exponent of at
 /// least two digits (`1e+16`, `1e-05`, `1.2345678901234568e+20`).
+#[cfg(test)]
 pub(crate) fn py_float_repr(x: f64) -> String {
+    let mut out = String::new();
+    write_py_float(&mut out, x);
+    out
+}
+
+/// [`py_float_repr`] appended to `out`, without allocating (replies carry a float or two
+/// each: `get_job_state` is the commonest request there is).
+pub(crate) fn write_py_float(out: &mut String, x: f64) {
+    use std::fmt::Write as _;
     if x == 0.0 {
-        return if x.is_sign_negative() { "-0.0" } else { "0.0" }.to_owned();
+        out.push_str(if x.is_sign_negative() { "-0.0" } else { "0.0" });
+        return;
     }
+    // A whole number below 10^16 (a keepalive period, say) is its integer digits and `.0`:
+    // exactly representable, so these digits are the shortest that round-trip, and its
+    // decimal point (`decpt`, at most 16) is positional in Python's rule below.
+    if x.fract() == 0.0 && x.abs() < 1e16 {
+        let _ = write!(out, "{}.0", x as i64);
+        return;
+    }
+    // The same few floats are written over and over (a job's start time, in every poll of
+    // its state): remembered per thread, by their bits, in a small direct-mapped table.
+    let slot = (x.to_bits().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize;
+    let hit = FLOAT_TEXT.with(|t| {
+        let t = t.borrow();
+        match &t[slot] {
+            Some((bits, text)) if *bits == x.to_bits() => {
+                out.push_str(text.as_str());
+                true
+            }
+            _ => false,
+        }
+    });
+    if hit {
+        return;
+    }
+    let start = out.len();
+    write_py_float_uncached(out, x);
+    let text = &out[start..];
+    if text.len() <= 32 {
+        let mut stack = StackText::new();
+        let _ = stack.write_str(text);
+        FLOAT_TEXT.with(|t| t.borrow_mut()[slot] = Some((x.to_bits(), stack)));
+    }
+}
+
+thread_local! {
+    /// [`write_py_float`]'s remembered texts: 64 slots, each a float's bits and its text.
+    static FLOAT_TEXT: std::cell::RefCell<[Option<(u64, StackText)>; 64]> =
+        const { std::cell::RefCell::new([const { None }; 64]) };
+}
+
+/// [`write_py_float`] for a non-zero, non-whole (or huge) finite float, worked out.
+fn write_py_float_uncached(out: &mut String, x: f64) {
+    use std::fmt::Write as _;
     // Rust's shortest digits round-trip, but when two strings of that length both do, Rust
     // may pick the farther one where Python picks the one closest to the exact value (e.g.
     // ...618.25 prints as ...618.3 in Rust, ...618.2 in Python). The correctly rounded string
-    // with the same number of digits is Python's choice whenever it round-trips.
-    let shortest = format!("{x:e}");
+    // with the same number of digits is Python's choice whenever it round-trips (and when
+    // it is the same string as the shortest, it does).
+    let mut shortest = StackText::new();
+    let _ = write!(shortest, "{x:e}");
+    let shortest = shortest.as_str();
     let digit_count = shortest
         .split('e')
         .next()
-        .map_or(1, |m| m.chars().filter(char::is_ascii_digit).count());
-    let rounded = format!("{x:.prec$e}", prec = digit_count.saturating_sub(1));
-    let sci = if rounded.parse::<f64>() == Ok(x) {
+        .map_or(1, |m| m.bytes().filter(u8::is_ascii_digit).count());
+    let mut rounded = StackText::new();
+    let _ = write!(rounded, "{x:.prec$e}", prec = digit_count.saturating_sub(1));
+    let rounded = rounded.as_str();
+    let sci = if rounded == shortest || rounded.parse::<f64>() == Ok(x) {
         rounded
     } else {
         shortest
     };
-    let (mantissa, exponent) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let (mantissa, exponent) = sci.split_once('e').unwrap_or((sci, "0"));
     let exponent: i32 = exponent.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    let sign = if x < 0.0 { "-" } else { "" };
+    let mut digits = StackText::new();
+    for c in mantissa.chars().filter(char::is_ascii_digit) {
+        let _ = digits.write_char(c);
+    }
+    let digits = digits.as_str();
+    if x < 0.0 {
+        out.push('-');
+    }
     let decpt = exponent + 1;
     let n = digits.len() as i32;
+    let zeros = |out: &mut String, k: i32| {
+        for _ in 0..k {
+            out.push('0');
+        }
+    };
     if -4 < decpt && decpt <= 16 {
         if decpt <= 0 {
-            format!("{sign}0.{}{digits}", "0".repeat((-decpt) as usize))
+            out.push_str("0.");
+            zeros(out, -decpt);
+            out.push_str(digits);
         } else if decpt >= n {
-            format!("{sign}{digits}{}.0", "0".repeat((decpt - n) as usize))
+            out.push_str(digits);
+            zeros(out, decpt - n);
+            out.push_str(".0");
         } else {
             let (int_part, frac_part) = digits.split_at(decpt as usize);
-            format!("{sign}{int_part}.{frac_part}")
+            out.push_str(int_part);
+            out.push('.');
+            out.push_str(frac_part);
         }
     } else {
         let (first, rest) = digits.split_at(1.min(digits.len()));
-        let dot = if rest.is_empty() { "" } else { "." };
+        out.push_str(first);
+        if !rest.is_empty() {
+            out.push('.');
+            out.push_str(rest);
+        }
         let exp_sign = if exponent < 0 { '-' } else { '+' };
-        format!(
-            "{sign}{first}{dot}{rest}e{exp_sign}{:02}",
-            exponent.unsigned_abs()
-        )
+        let _ = write!(out, "e{exp_sign}{:02}", exponent.unsigned_abs());
+    }
+}
+
+/// A float's `{:e}` text, on the stack: at most 17 digits, a sign, a point and an exponent
+/// of three digits with its sign (24 bytes); anything longer is cut, which the round-trip
+/// check above would notice (it never happens).
+#[derive(Clone, Copy)]
+struct StackText {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl StackText {
+    const fn new() -> StackText {
+        StackText {
+            bytes: [0; 32],
+            len: 0,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // Only whole `&str`s are appended (below), so the bytes are UTF-8.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        if end > self.bytes.len() {
+            return Err(std::fmt::Error);
+        }
+        self.bytes[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -337,7 +448,7 @@ fn write_py_repr_scalar(out: &mut String, value: &Json) {
             } else if f.is_infinite() {
                 out.push_str(if *f > 0.0 { "inf" } else { "-inf" });
             } else {
-                out.push_str(&py_float_repr(*f));
+                write_py_float(out, *f);
             }
         }
         Json::Str(s) => out.push_str(&py_repr_str(s)),

@@ -1189,6 +1189,10 @@ fn protocol_python_float_repr() {
         (1.5e-300, "1.5e-300"),
         (9999999999999998.0, "9999999999999998.0"),
         (-123.456, "-123.456"),
+        (-5.0, "-5.0"),
+        (9007199254740994.0, "9007199254740994.0"),
+        (4503599627370497.0, "4503599627370497.0"),
+        (1234.5, "1234.5"),
         (9.223372036854776e18, "9.223372036854776e+18"),
         (0.333, "0.333"),
         (f64::MAX, "1.7976931348623157e+308"),
@@ -1197,6 +1201,15 @@ fn protocol_python_float_repr() {
         (f64::from_bits(14056971409238181993), "-1435142960558618.2"),
     ] {
         assert_eq!(py_float_repr(x), python, "{x:e}");
+        // Again, from the remembered texts.
+        assert_eq!(py_float_repr(x), python, "{x:e} (remembered)");
+    }
+    // Many more floats than remembered slots, twice over: every text still its own.
+    let many: Vec<f64> = (1..1000).map(|i| 1795252596.759151 + f64::from(i) * 0.001).collect();
+    let first: Vec<String> = many.iter().map(|&x| py_float_repr(x)).collect();
+    for (x, text) in many.iter().zip(&first) {
+        assert_eq!(&py_float_repr(*x), text);
+        assert_eq!(text.parse::<f64>(), Ok(*x));
     }
     let render = |x: f64| Json::Float(x).to_python_json();
     assert_eq!(render(f64::NAN), "NaN");

@@ -13,8 +13,8 @@ use super::{Position, ReplayError, Source};
 /// The core plus what the replay tracks between events (which jobs are live, allocated, or
 /// destroyed and still holding boards).
 pub struct Folder {
-    /// The state after the last folded event (`sim.core`), folded by the one fold-and-drain
-    /// loop with its effects taken per event.
+    /// The state after the last folded event (`sim.core`, or `core` through `Deref`), folded
+    /// by the one fold-and-drain loop with its effects taken per event.
     pub sim: Sim,
     /// The last folded record (the starting state's seq before any).
     pub seq: u64,
@@ -22,6 +22,20 @@ pub struct Folder {
     live: BTreeMap<JobId, bool>,
     /// Destroyed jobs whose boards are not yet released.
     draining: BTreeSet<JobId>,
+}
+
+/// `folder.core` is the state after the last folded event.
+impl std::ops::Deref for Folder {
+    type Target = Sim;
+    fn deref(&self) -> &Sim {
+        &self.sim
+    }
+}
+
+impl std::ops::DerefMut for Folder {
+    fn deref_mut(&mut self) -> &mut Sim {
+        &mut self.sim
+    }
 }
 
 /// One folded event and everything it caused.

@@ -85,7 +85,6 @@ impl JobHistory {
     pub fn build(source: &Source, job_id: JobId) -> Result<JobHistory, ReplayError> {
         let start = source.folder();
         let at_start = start
-            .sim
             .core
             .list_jobs()
             .into_iter()
@@ -123,16 +122,16 @@ impl JobHistory {
                 ),
             });
             if let (Some(m), Some(b)) = (&j.allocated_machine_name, &j.boards) {
-                h.allocation = Some(allocation_json(&start.sim.core, m, b, None));
+                h.allocation = Some(allocation_json(&start.core, m, b, None));
             }
         }
         let mut live = at_start.is_some();
         let end = fold_all(source, |step, folder| {
-            h.observe(step, &folder.sim.core, &mut live);
+            h.observe(step, &folder.core, &mut live);
             true
         })?;
         if h.created.is_none() && !h.live_at_start && h.timeline.is_empty() {
-            let before = start.sim.core.job_state(job_id);
+            let before = start.core.job_state(job_id);
             if source.start_seq > 0 && before.state == 4 {
                 return Err(ReplayError::usage(format!(
                     "job {job_id} ended before the retained history (records before #{} were \
@@ -146,10 +145,10 @@ impl JobHistory {
                  created there are numbered below {})",
                 source.start_seq + 1,
                 source.last_seq(),
-                end.sim.core.next_job_id()
+                end.core.next_job_id()
             )));
         }
-        h.final_state = serde_json::to_value(end.sim.core.job_state(job_id)).unwrap_or(Value::Null);
+        h.final_state = serde_json::to_value(end.core.job_state(job_id)).unwrap_or(Value::Null);
         Ok(h)
     }
 

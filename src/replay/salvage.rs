@@ -44,7 +44,7 @@ pub fn salvage(dir: &Path, out: &Path) -> Result<Salvage, ReplayError> {
         to: out.to_path_buf(),
         report,
         last_time_us,
-        live_jobs: end.sim.core.live_job_ids(),
+        live_jobs: end.core.live_job_ids(),
     })
 }
 

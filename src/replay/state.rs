@@ -96,14 +96,14 @@ pub(super) fn time_of(folder: &Folder, last: Option<&Step>) -> String {
         None => format!(
             "#{} {} (the starting snapshot)",
             folder.seq,
-            format_iso(folder.sim.core.now_us())
+            format_iso(folder.core.now_us())
         ),
     }
 }
 
 /// The state in text: live jobs, then each machine with its usage and (if `maps`) its map.
 pub fn state_text(folder: &Folder, maps: bool) -> String {
-    let core = &folder.sim.core;
+    let core = &folder.core;
     let mut out = String::new();
     let jobs = core.list_jobs();
     let _ = writeln!(out, "Live jobs: {}", jobs.len());
@@ -184,7 +184,7 @@ pub fn state_text(folder: &Folder, maps: bool) -> String {
 /// The state as JSON: jobs (as `list_jobs` gives them), draining jobs, and per machine its
 /// size, dead boards, every held board's owner and the text map.
 pub fn state_json(folder: &Folder) -> Value {
-    let core = &folder.sim.core;
+    let core = &folder.core;
     let owners: BTreeMap<String, BTreeMap<Board, JobId>> =
         core.board_owners().into_iter().collect();
     let machines: Vec<Value> = core

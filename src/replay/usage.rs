@@ -109,8 +109,8 @@ impl Ledger {
         let mut ledger = Ledger::default();
         let from_snapshot = source.start_seq > 0;
         if from_snapshot {
-            ledger.start_us = start.sim.core.now_us();
-            for j in start.sim.core.list_jobs() {
+            ledger.start_us = start.core.now_us();
+            for j in start.core.list_jobs() {
                 ledger.jobs.insert(
                     j.job_id,
                     JobRecord {

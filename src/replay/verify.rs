@@ -160,7 +160,7 @@ pub fn verify(
             if out.events_folded % VERIFY_PROGRESS_EVERY == 0 {
                 progress(step.seq, out.last_seq);
             }
-            if let Err(e) = folder.sim.core.check_invariants() {
+            if let Err(e) = folder.core.check_invariants() {
                 problem = Some(format!(
                     "invariant broken after record #{} ({} {}): {e}",
                     step.seq,
@@ -170,7 +170,7 @@ pub fn verify(
                 return Ok(());
             }
             if let Some(info) = snapshots.get(&step.seq) {
-                match compare_snapshot(&source, info, &folder.sim.core) {
+                match compare_snapshot(&source, info, &folder.core) {
                     Ok(None) => out.snapshots_compared.push(step.seq),
                     Ok(Some(theirs)) => {
                         // Kept history can hold snapshots written by an older version, whose
@@ -183,7 +183,7 @@ pub fn verify(
                              on from it, as the server did",
                             step.seq
                         ));
-                        folder.sim.core = theirs;
+                        folder.core = theirs;
                     }
                     Err(p) => {
                         problem = Some(p);

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
-use polling::Event as PollEvent;
+use polling::{Event as PollEvent, PollMode};
 
 use super::client::{Client, ReadOutcome};
 use super::{admin, Action, Limits, Server, ADMIN_LISTENER_KEY, LISTENER_KEY};
@@ -48,7 +48,16 @@ impl Server {
                     self.next_client_key += 1;
                     // SAFETY: the stream is deleted from the poller before it is dropped
                     // (`close_client`).
-                    if unsafe { self.poller.add(&stream, PollEvent::readable(key)) }.is_err() {
+                    // Level-triggered: see `rearm`.
+                    if unsafe {
+                        self.poller.add_with_mode(
+                            &stream,
+                            PollEvent::readable(key),
+                            PollMode::Level,
+                        )
+                    }
+                    .is_err()
+                    {
                         continue;
                     }
                     self.clients.insert(key, Client::new(stream, peer));
@@ -399,11 +408,16 @@ impl Server {
         }
     }
 
-    /// Send queued output and re-arm the client's interest (oneshot mode: every event
-    /// disarms it), or close it. A client that was not `disarmed` keeps its registration
-    /// unless it now needs to hear of writability (output left over) or is closing: that
-    /// saves an `epoll_ctl` per watcher and notification.
-    pub(super) fn rearm(&mut self, key: usize, disarmed: bool) {
+    /// Send queued output and bring the client's interest up to date, or close it.
+    ///
+    /// Clients are registered level-triggered, so an event does not disarm them: the
+    /// registration changes only when the interest wanted does (output left over to be
+    /// written, or nothing more to read once closing or at end of input, which a
+    /// level-triggered socket at EOF would otherwise report every pass). Oneshot
+    /// registration cost an `epoll_ctl` per request to re-arm. A socket with unread input
+    /// keeps being reported, so a client whose share of a pass left lines or bytes behind
+    /// is come back to (as `unfinished_input` does for lines already read).
+    pub(super) fn rearm(&mut self, key: usize) {
         if key >= admin::ADMIN_KEY_BASE {
             self.rearm_admin(key);
             return;
@@ -416,13 +430,19 @@ impl Server {
             self.close_client(key);
             return;
         }
-        if !disarmed && !c.closing && c.pending_output() == 0 {
+        let wanted = (!c.closing && !c.eof, c.pending_output() > 0);
+        if wanted == c.registered {
             return;
         }
-        let interest = PollEvent::new(key, !c.closing && !c.eof, c.pending_output() > 0);
-        if c.stream.modify(&self.poller, interest).is_err() {
+        let interest = PollEvent::new(key, wanted.0, wanted.1);
+        if c.stream
+            .modify_with_mode(&self.poller, interest, PollMode::Level)
+            .is_err()
+        {
             self.close_client(key);
+            return;
         }
+        c.registered = wanted;
     }
 
     pub(super) fn close_client(&mut self, key: usize) {

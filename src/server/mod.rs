@@ -117,6 +117,8 @@ pub struct Options {
     pub admin_socket: Option<PathBuf>,
     /// Board faults for the simulator of `simulate_bmps` ([`crate::bmp::parse_fault_spec`]).
     pub simulate_faults: Vec<String>,
+    /// Milliseconds each exchange with a simulated BMP takes ([`crate::bmp::SimOptions::latency_ms`]).
+    pub simulated_bmp_latency_ms: u64,
     /// The HTTP status page, metrics and JSON API, if asked for (`--http`).
     pub http: Option<http::HttpOptions>,
 }

@@ -237,11 +237,10 @@ impl Server {
             }
         }
         let bmp_requests = self.release_effects(&mut touched);
-        // Only a client that reported an event this pass was disarmed (oneshot); one we
-        // merely wrote to (a watcher getting a notification) is still armed as it was.
-        let disarmed: BTreeSet<usize> = ready.iter().map(|&(k, _, _)| k).collect();
+        // (Protocol clients are level-triggered: `rearm` changes a registration only when
+        // the interest wanted changed. Admin connections are oneshot and re-armed.)
         for key in touched {
-            self.rearm(key, disarmed.contains(&key));
+            self.rearm(key);
         }
         // BMP requests go after every reply and notification is sent: handing one over
         // wakes a BMP thread, which would otherwise compete with those sends for the CPU.

@@ -604,6 +604,7 @@ impl World {
             retain_days: super::RETAIN_DAYS,
             admin_socket: None,
             simulate_faults: Vec::new(),
+            simulated_bmp_latency_ms: 0,
             http: None,
         };
         match Server::simulated(

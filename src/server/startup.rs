@@ -53,7 +53,12 @@ impl Server {
         // BMPs: a simulator first if asked, then the threads that talk to them.
         // Faults come from the configuration's `simulated_faults` and `--simulate-fault`.
         let simulator = if opts.simulate_bmps {
-            Some(start_simulator(&config, &log, &opts.simulate_faults)?)
+            Some(start_simulator(
+                &config,
+                &log,
+                &opts.simulate_faults,
+                opts.simulated_bmp_latency_ms,
+            )?)
         } else {
             if !config.simulated_faults.is_empty() {
                 log.warn(&format!(
@@ -404,6 +409,7 @@ fn start_simulator(
     config: &Config,
     log: &Logger,
     faults: &[String],
+    latency_ms: u64,
 ) -> Result<crate::bmp::Simulator, String> {
     let mut specs: Vec<(&str, &str)> = config
         .simulated_faults
@@ -437,7 +443,11 @@ fn start_simulator(
             "simulated fault {f:?} (--simulate-fault or simulated_faults) names a BMP the configuration does not have"
         ));
     }
-    let sim = crate::bmp::Simulator::start(&addrs, crate::bmp::SimOptions::default())
+    let options = crate::bmp::SimOptions {
+        latency_ms,
+        ..crate::bmp::SimOptions::default()
+    };
+    let sim = crate::bmp::Simulator::start(&addrs, options)
         .map_err(|e| format!("cannot start the BMP simulator: {e}"))?;
     for f in faults {
         log.info(&format!("simulated BMPs: injecting {f:?}"));
