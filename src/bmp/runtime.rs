@@ -119,6 +119,8 @@ pub struct BmpRuntime {
     /// Dropped at shutdown: every thread's `stop` receiver then wakes up disconnected.
     stop_tx: Option<Sender<()>>,
     stop_rx: Receiver<()>,
+    /// The simulation's runtime ([`BmpRuntime::simulated`]): requests go here, no thread.
+    simulated: Option<Sender<BmpRequest>>,
 }
 
 impl BmpRuntime {
@@ -142,7 +144,21 @@ impl BmpRuntime {
             endpoints: Mutex::new(HashMap::new()),
             stop_tx: Some(stop_tx),
             stop_rx,
+            simulated: None,
         }
+    }
+
+    /// A runtime without threads, for the simulation of the server loop (`server::sim`):
+    /// submitted requests come out of the returned receiver, and the simulation sends
+    /// their completions into `completions`, as a BMP thread would.
+    pub fn simulated(
+        timings: BmpTimings,
+        completions: Sender<BmpCompletion>,
+    ) -> (BmpRuntime, Receiver<BmpRequest>) {
+        let mut runtime = BmpRuntime::new(timings, completions, Arc::new(|| {}), Arc::new(|_| {}));
+        let (tx, rx) = channel::unbounded();
+        runtime.simulated = Some(tx);
+        (runtime, rx)
     }
 
     /// Start the thread for `address` (`host` or `host:port`) if it has none yet. The thread
@@ -187,6 +203,10 @@ impl BmpRuntime {
     /// Queue `request` on its BMP's thread. Never blocks: if that BMP already has
     /// [`MAX_QUEUED_PER_BMP`] requests queued, the request fails at once (completion sent).
     pub fn submit(&self, request: BmpRequest) {
+        if let Some(simulated) = &self.simulated {
+            let _ = simulated.send(request);
+            return;
+        }
         let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
         let endpoint = self.endpoint(&mut endpoints, &request.address);
         self.shared.pending.fetch_add(1, Ordering::SeqCst);

@@ -10,9 +10,10 @@
 //! the second closes the connection of a client that has stopped reading (the server
 //! decides). Watches are bounded by `watch_entries_max` ([`Watch::len`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
 
 use crate::core::JobId;
 
@@ -103,10 +104,121 @@ pub enum ReadOutcome {
     Closed,
 }
 
+/// A client's connection: its socket, or in the simulation of the server loop
+/// (`server::sim`) the server's end of an in-memory pipe.
+pub enum Stream {
+    /// A TCP connection.
+    Tcp(TcpStream),
+    /// The simulation's connection.
+    Sim(SimPipe),
+}
+
+impl Stream {
+    /// Change the poller's interest in this connection (the simulation's needs none: the
+    /// simulation says which connections are ready).
+    pub fn modify_with_mode(
+        &self,
+        poller: &polling::Poller,
+        interest: polling::Event,
+        mode: polling::PollMode,
+    ) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => poller.modify_with_mode(s, interest, mode),
+            Stream::Sim(_) => Ok(()),
+        }
+    }
+
+    /// Stop polling this connection.
+    pub fn delete(&self, poller: &polling::Poller) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => poller.delete(s),
+            Stream::Sim(_) => Ok(()),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Sim(p) => p.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Sim(p) => p.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What an in-memory connection holds: the bytes each way, and which ends have closed.
+#[derive(Debug, Default)]
+pub struct PipeState {
+    /// Sent by the client, not yet read by the server.
+    pub to_server: VecDeque<u8>,
+    /// Written by the server, not yet read by the client.
+    pub to_client: Vec<u8>,
+    /// The client has finished sending (the server reads end-of-file once it has read
+    /// `to_server`).
+    pub client_shut: bool,
+    /// The client has gone: the server's writes fail.
+    pub client_gone: bool,
+    /// The server has closed its end (dropped the client).
+    pub server_closed: bool,
+}
+
+/// The server's end of an in-memory connection (the simulation's). Non-blocking like a
+/// socket: a read with nothing to read would block, unless the client has shut down.
+pub struct SimPipe(pub Arc<Mutex<PipeState>>);
+
+impl SimPipe {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if p.to_server.is_empty() {
+            return if p.client_shut || p.client_gone {
+                Ok(0)
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            };
+        }
+        let n = buf.len().min(p.to_server.len());
+        for (b, byte) in buf.iter_mut().zip(p.to_server.drain(..n)) {
+            *b = byte;
+        }
+        Ok(n)
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if p.client_gone {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        p.to_client.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+}
+
+impl Drop for SimPipe {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .server_closed = true;
+    }
+}
+
 /// A connected client.
 pub struct Client {
-    /// The socket.
-    pub stream: TcpStream,
+    /// The connection.
+    pub stream: Stream,
     /// The peer's address.
     pub peer: SocketAddr,
     /// The peer's IP as text (the `keepalivehost` of jobs it touches).
@@ -134,6 +246,11 @@ pub struct Client {
 impl Client {
     /// Wrap an accepted, non-blocking stream.
     pub fn new(stream: TcpStream, peer: SocketAddr) -> Client {
+        Client::on(Stream::Tcp(stream), peer)
+    }
+
+    /// A client on `stream` (a socket, or the simulation's pipe).
+    pub fn on(stream: Stream, peer: SocketAddr) -> Client {
         Client {
             stream,
             peer,

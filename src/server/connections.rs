@@ -435,9 +435,8 @@ impl Server {
             return;
         }
         let interest = PollEvent::new(key, wanted.0, wanted.1);
-        if self
-            .poller
-            .modify_with_mode(&c.stream, interest, PollMode::Level)
+        if c.stream
+            .modify_with_mode(&self.poller, interest, PollMode::Level)
             .is_err()
         {
             self.close_client(key);
@@ -452,7 +451,7 @@ impl Server {
             self.output_total -= c.pending_output();
             self.watch_total -= c.watch_entries();
             self.input_total -= c.pending_input();
-            let _ = self.poller.delete(&c.stream);
+            let _ = c.stream.delete(&self.poller);
         }
         debug_assert!(
             self.clients.len() > 64

@@ -45,8 +45,9 @@
 //! The module is split along those concepts: `startup` (start-up, reload, shut-down),
 //! `pass` (one iteration of the loop), `connections` (accepting, reading and writing
 //! protocol and admin clients), `notifications` (the core's outputs: watches, log lines,
-//! metrics). What ties them together stays here: the `Server` they share, the pass's
-//! `Action`s, the logger, the poller keys and the event codec.
+//! metrics), and `sim` (a deterministic simulation of the whole loop, for tests). What ties
+//! them together stays here: the `Server` they share, the pass's `Action`s, the logger, the
+//! poller keys (and the core's event codec, re-exported).
 
 pub mod admin;
 pub mod client;
@@ -59,6 +60,7 @@ pub mod metrics;
 mod notifications;
 mod pass;
 mod recovery;
+pub mod sim;
 mod startup;
 
 pub use limits::Limits;
@@ -171,8 +173,8 @@ impl Logger {
         }
     }
 
-    /// A logger that keeps its lines (without timestamps) for a test to read.
-    #[cfg(test)]
+    /// A logger that keeps its lines (without timestamps) for a test, or the simulation,
+    /// to read.
     pub fn capture() -> Logger {
         Logger {
             quiet: false,
@@ -181,7 +183,6 @@ impl Logger {
     }
 
     /// The lines captured so far (see [`Logger::capture`]).
-    #[cfg(test)]
     pub fn lines(&self) -> Vec<String> {
         self.captured
             .as_ref()

@@ -36,7 +36,7 @@ impl Server {
                 .iter()
                 .map(|e| (e.key, e.readable, e.writable))
                 .collect();
-            self.pass(&ready, stopping);
+            self.pass(self.clock.now_us(), &ready, stopping);
             if stopping {
                 self.log.info("stopping: signal received");
                 return Ok(());
@@ -48,7 +48,7 @@ impl Server {
     /// its own still to be journaled (BMP completions, unrecorded keepalives), but while
     /// the journal cannot be written not before the next retry (a deadline already past
     /// would otherwise make the loop spin); or until durability has housekeeping to do.
-    fn next_wait(&self, now: TimeUs) -> Duration {
+    pub(super) fn next_wait(&self, now: TimeUs) -> Duration {
         let mut deadline = self.core.poll_deadline();
         if !self.unjournaled_completions.is_empty() || !self.kept_alive_unrecorded.is_empty() {
             deadline = Some(now);
@@ -70,9 +70,9 @@ impl Server {
             .map_or(MAX_WAIT, |d| d.min(MAX_WAIT))
     }
 
-    /// One pass of the loop (see the module docs).
-    fn pass(&mut self, ready: &[(usize, bool, bool)], stopping: bool) {
-        let now = self.clock.now_us();
+    /// One pass of the loop (see the module docs), at event time `now` (the clock's, or
+    /// the simulation's).
+    pub(super) fn pass(&mut self, now: TimeUs, ready: &[(usize, bool, bool)], stopping: bool) {
         self.durability.poll(now);
         let retry_due = self.durability.retry_due(now);
         let mut events: Vec<Event> = Vec::new();

@@ -74,22 +74,71 @@ pub fn open_and_replay(dir: &Path, retain_days: u32, log: &Logger) -> Result<Rec
              disk, and see spalloc-replay DIR --verify"
         ));
     }
-    let (mut core, snapshot_seq) = match &opened.snapshot {
-        Some(s) => {
-            let core: Core = rmp_serde::from_slice(&s.data).map_err(|e| {
+    let Folded {
+        core,
+        warm,
+        configured,
+        snapshot_seq,
+    } = fold(
+        opened.snapshot.as_ref().map(|s| (s.covered_seq, &s.data[..])),
+        opened
+            .records_after_snapshot
+            .iter()
+            .map(|(seq, bytes)| (*seq, &bytes[..])),
+        dir,
+    )?;
+    if warm {
+        log.info(&format!(
+            "journal: recovered {} events after the snapshot of record {snapshot_seq}; {} live jobs",
+            opened.records_after_snapshot.len(),
+            core.live_job_ids().len()
+        ));
+    }
+    Ok(Recovered {
+        journal: opened.journal,
+        core,
+        warm,
+        configured,
+        snapshot_seq,
+    })
+}
+
+/// A journal folded into a core (see [`fold`]).
+pub struct Folded {
+    /// The state after every journaled event.
+    pub core: Core,
+    /// True if the journal held anything (a warm start).
+    pub warm: bool,
+    /// True if a configuration was ever applied.
+    pub configured: bool,
+    /// The sequence number the snapshot covers (0 if none).
+    pub snapshot_seq: u64,
+}
+
+/// Fold a journal's newest snapshot (its covered sequence number and bytes) and the records
+/// after it into a core, with the effects discarded. `dir` names the journal in errors.
+/// (The server's start-up, and the simulation's restarts from its journal in memory.)
+pub fn fold<'a>(
+    snapshot: Option<(u64, &[u8])>,
+    records: impl ExactSizeIterator<Item = (u64, &'a [u8])>,
+    dir: &Path,
+) -> Result<Folded, String> {
+    let (mut core, snapshot_seq) = match snapshot {
+        Some((covered_seq, data)) => {
+            let core: Core = rmp_serde::from_slice(data).map_err(|e| {
                 format!(
                     "the snapshot of record {} in {} cannot be read: {e}",
-                    s.covered_seq,
+                    covered_seq,
                     dir.display()
                 )
             })?;
-            (core, s.covered_seq)
+            (core, covered_seq)
         }
         None => (Core::at_journal_start(), 0),
     };
-    let mut configured = opened.snapshot.is_some();
-    let warm = opened.snapshot.is_some() || !opened.records_after_snapshot.is_empty();
-    for (seq, bytes) in &opened.records_after_snapshot {
+    let mut configured = snapshot.is_some();
+    let warm = snapshot.is_some() || records.len() > 0;
+    for (seq, bytes) in records {
         let event = decode_event(bytes).map_err(|e| {
             format!(
                 "journal record {seq} in {} cannot be decoded: {e}",
@@ -100,15 +149,7 @@ pub fn open_and_replay(dir: &Path, retain_days: u32, log: &Logger) -> Result<Rec
         core.handle(&event);
         core.discard_effects();
     }
-    if warm {
-        log.info(&format!(
-            "journal: recovered {} events after the snapshot of record {snapshot_seq}; {} live jobs",
-            opened.records_after_snapshot.len(),
-            core.live_job_ids().len()
-        ));
-    }
-    Ok(Recovered {
-        journal: opened.journal,
+    Ok(Folded {
         core,
         warm,
         configured,

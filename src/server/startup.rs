@@ -12,7 +12,7 @@ use std::sync::Arc;
 use polling::{Event as PollEvent, Poller};
 
 use super::clock::EventClock;
-use super::durability::Durability;
+use super::durability::{Durability, Storage};
 use super::{
     admin, encode_event, http, limits, metrics, recovery, Limits, Logger, Options, Server,
     SignalFlags, ADMIN_LISTENER_KEY, LISTENER_KEY,
@@ -20,7 +20,7 @@ use super::{
 use crate::bmp::BmpRuntime;
 use crate::config::{self, Config};
 use crate::core::rules::Rules;
-use crate::core::{Effect, Event};
+use crate::core::{Core, Effect, Event, TimeUs};
 
 impl Server {
     pub(super) fn start(opts: Options, log: Logger) -> Result<Server, String> {
@@ -39,53 +39,15 @@ impl Server {
         let clock = EventClock::start(core.now_us());
         let now = clock.now_us();
 
-        // The start-up batch: a warm start resets keepalives (with a grace); a configuration
-        // that differs from the journal's is applied as a diff.
-        let mut startup = Vec::new();
-        // This version's rules from here on (a journal that older versions wrote replays by
-        // theirs up to this record: `core::rules`).
-        let rules: Rules = opts.limits.rules();
-        if core.rules() != rules {
-            startup.push(Event::Rules { now_us: now, rules });
-        }
-        if recovered.warm {
-            startup.push(Event::Restarted {
-                now_us: now,
-                grace_us: opts.restart_grace_us,
-            });
-        }
-        match (&config, recovered.configured) {
-            (Some(c), configured) if !configured || c != core.config() => {
-                startup.push(Event::Configure {
-                    now_us: now,
-                    config: c.clone(),
-                })
-            }
-            (Some(_), _) => {}
-            (None, true) => {
-                log.info("no --config given: resuming with the configuration in the journal")
-            }
-            (None, false) => {
-                return Err(format!(
-                "no configuration: the journal in {} holds none, so give one with --config FILE",
-                opts.journal.display()
-            ))
-            }
-        }
-        if !startup.is_empty() {
-            let encoded: Vec<Vec<u8>> = startup.iter().map(encode_event).collect();
-            journal
-                .append_batch(encoded.iter().map(|e| e.as_slice()))
-                .map_err(|e| {
-                    format!(
-                        "cannot write the journal in {}: {e}",
-                        opts.journal.display()
-                    )
-                })?;
-            for e in &startup {
-                core.handle(e);
-            }
-        }
+        journal_startup(
+            &opts,
+            config.as_ref(),
+            &mut core,
+            (recovered.warm, recovered.configured),
+            now,
+            &mut journal,
+            &log,
+        )?;
         let config = core.config().clone();
 
         // BMPs: a simulator first if asked, then the threads that talk to them.
@@ -256,24 +218,28 @@ impl Server {
             metrics: metrics::Metrics::new(),
             bmp_started: BTreeMap::new(),
         };
-        // Log what the start-up batch did, then re-issue every BMP request in flight (those
-        // interrupted by the restart and those just issued) in issue order.
-        while let Some(effect) = server.core.poll_effect() {
+        server.resume();
+        Ok(server)
+    }
+
+    /// Log what the start-up batch did, then re-issue every BMP request in flight (those
+    /// interrupted by the restart and those just issued) in issue order.
+    pub(super) fn resume(&mut self) {
+        while let Some(effect) = self.core.poll_effect() {
             if let Effect::Log(line) = effect {
-                server.log.info(&line);
+                self.log.info(&line);
             }
         }
-        let resumed: Vec<_> = server.core.outstanding_bmp_requests().cloned().collect();
+        let resumed: Vec<_> = self.core.outstanding_bmp_requests().cloned().collect();
         if !resumed.is_empty() {
-            server.log.info(&format!(
+            self.log.info(&format!(
                 "re-issuing {} BMP requests that were in flight",
                 resumed.len()
             ));
         }
         for r in resumed {
-            server.submit_bmp(r);
+            self.submit_bmp(r);
         }
-        Ok(server)
     }
 
     pub(super) fn reload_config(&mut self) -> Option<Config> {
@@ -341,6 +307,69 @@ impl Server {
         self.log.info("stopped; powered boards are left on");
         Ok(())
     }
+}
+
+/// The start-up batch, journaled and folded: a warm start resets keepalives (with a grace);
+/// this version's rules and a configuration that differs from the journal's are applied.
+/// (`recovered`: whether the journal held anything, and whether it held a configuration.)
+pub(super) fn journal_startup(
+    opts: &Options,
+    config: Option<&Config>,
+    core: &mut Core,
+    recovered: (bool, bool),
+    now: TimeUs,
+    journal: &mut dyn Storage,
+    log: &Logger,
+) -> Result<(), String> {
+    let (warm, configured) = recovered;
+    // The start-up batch: a warm start resets keepalives (with a grace); a configuration
+    // that differs from the journal's is applied as a diff.
+    let mut startup = Vec::new();
+    // This version's rules from here on (a journal that older versions wrote replays by
+    // theirs up to this record: `core::rules`).
+    let rules: Rules = opts.limits.rules();
+    if core.rules() != rules {
+        startup.push(Event::Rules { now_us: now, rules });
+    }
+    if warm {
+        startup.push(Event::Restarted {
+            now_us: now,
+            grace_us: opts.restart_grace_us,
+        });
+    }
+    match (config, configured) {
+        (Some(c), configured) if !configured || c != core.config() => {
+            startup.push(Event::Configure {
+                now_us: now,
+                config: c.clone(),
+            })
+        }
+        (Some(_), _) => {}
+        (None, true) => {
+            log.info("no --config given: resuming with the configuration in the journal")
+        }
+        (None, false) => {
+            return Err(format!(
+            "no configuration: the journal in {} holds none, so give one with --config FILE",
+            opts.journal.display()
+        ))
+        }
+    }
+    if !startup.is_empty() {
+        let encoded: Vec<Vec<u8>> = startup.iter().map(encode_event).collect();
+        journal
+            .append_batch(&mut encoded.iter().map(|e| e.as_slice()))
+            .map_err(|e| {
+                format!(
+                    "cannot write the journal in {}: {e}",
+                    opts.journal.display()
+                )
+            })?;
+        for e in &startup {
+            core.handle(e);
+        }
+    }
+    Ok(())
 }
 
 fn start_signal_thread(flags: Arc<SignalFlags>, poller: Arc<Poller>) -> Result<(), String> {

@@ -23,6 +23,7 @@
 mod deferred;
 mod flusher;
 mod outage;
+mod storage;
 
 use std::sync::Arc;
 
@@ -34,6 +35,7 @@ use crate::server::Logger;
 use deferred::Deferred;
 use flusher::{FlushDone, Flusher};
 use outage::Health;
+pub use storage::Storage;
 
 /// Keepalive-only events wait in memory about this long before they are written and
 /// fsync'd in the background...
@@ -47,7 +49,7 @@ const SNAPSHOT_RETRY_US: TimeUs = 10_000_000;
 /// The owner of everything on disk (module docs).
 pub struct Durability {
     /// The journal; `None` while it is lent to the flusher.
-    journal: Option<Journal>,
+    journal: Option<Box<dyn Storage>>,
     /// Folded, not yet written (not counting those lent to the flusher).
     deferred: Deferred,
     flusher: Flusher,
@@ -76,17 +78,51 @@ impl Durability {
         poller: Arc<Poller>,
         log: Logger,
     ) -> Result<Durability, String> {
-        Ok(Durability {
-            journal: Some(journal),
+        Ok(Durability::with_storage(
+            Box::new(journal),
+            last_snapshot_seq,
+            snapshot_every_events,
+            Flusher::start(poller)?,
+            log,
+        ))
+    }
+
+    /// Take charge of the simulation's `storage` (`server::sim`, kept in memory), with the
+    /// [inline](Flusher::inline) flusher: a background write happens at once, in the loop's
+    /// thread, so every simulated run is deterministic.
+    pub fn simulated(
+        storage: Box<dyn Storage>,
+        last_snapshot_seq: u64,
+        snapshot_every_events: u64,
+        log: Logger,
+    ) -> Durability {
+        Durability::with_storage(
+            storage,
+            last_snapshot_seq,
+            snapshot_every_events,
+            Flusher::inline(),
+            log,
+        )
+    }
+
+    fn with_storage(
+        storage: Box<dyn Storage>,
+        last_snapshot_seq: u64,
+        snapshot_every_events: u64,
+        flusher: Flusher,
+        log: Logger,
+    ) -> Durability {
+        Durability {
+            journal: Some(storage),
             deferred: Deferred::default(),
-            flusher: Flusher::start(poller)?,
+            flusher,
             health: Health::default(),
             write_times: Vec::new(),
             last_snapshot_seq,
             snapshot_every_events,
             snapshot_retry_at_us: 0,
             log,
-        })
+        }
     }
 
     /// Whether `count` more keepalive-only records may wait unwritten.
@@ -172,10 +208,12 @@ impl Durability {
                 _ => due,
             }
         });
-        [flush, self.health.next_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        // While the journal fails, its retry time is a deadline only for work waiting to
+        // be written (`flush` above; the server's own work waits on `retry_at`): with
+        // nothing to write, an idle loop would otherwise wake at once, again and again,
+        // once the retry time had passed (found by the simulation, `server::sim`).
+        let health = self.health.next_deadline().filter(|_| !self.health.failing());
+        [flush, health].into_iter().flatten().min()
     }
 
     /// Every `--snapshot-every` journaled events, take a snapshot of `core` (which must
@@ -214,6 +252,7 @@ impl Durability {
                 let journal = self.journal.take().expect("just taken back");
                 let records = std::mem::take(&mut self.deferred);
                 self.flusher.start_write(journal, records, Some(bytes));
+                self.finish_inline(now);
             }
             Err(e) => self.snapshot_failed(&format!("cannot encode the state: {e}"), now),
         }
@@ -245,6 +284,16 @@ impl Durability {
             .expect("the journal is here when not lent");
         self.flusher
             .start_write(journal, std::mem::take(&mut self.deferred), None);
+        self.finish_inline(now);
+    }
+
+    /// With the [inline](Flusher::inline) flusher (the simulation's), a write has finished
+    /// as soon as it started: take it back now, at event time `now`, as the pass after a
+    /// background write would. (The thread's flusher never has one here.)
+    fn finish_inline(&mut self, now: TimeUs) {
+        if let Some(done) = self.flusher.finished_inline() {
+            self.flush_finished(done, now);
+        }
     }
 
     /// A background write ended: take the journal back; if the write failed, its records
@@ -274,9 +323,9 @@ impl Durability {
         debug_assert!(self.journal.is_some());
     }
 
-    fn journal_mut(&mut self) -> &mut Journal {
+    fn journal_mut(&mut self) -> &mut dyn Storage {
         self.journal
-            .as_mut()
+            .as_deref_mut()
             .expect("the journal is here when not lent")
     }
 
@@ -287,7 +336,7 @@ impl Durability {
             .as_mut()
             .expect("the journal is here when not lent");
         let started = std::time::Instant::now();
-        let result = journal.append_batch(self.deferred.records());
+        let result = journal.append_batch(&mut self.deferred.records());
         self.note_write(started.elapsed());
         match result {
             Ok(_) => {
@@ -315,7 +364,7 @@ impl Durability {
 
     /// The journal, for a test to inject faults into (waits for a background write).
     #[cfg(test)]
-    fn journal_for_test(&mut self) -> &mut Journal {
+    fn journal_for_test(&mut self) -> &mut dyn Storage {
         self.take_journal_back();
         self.journal_mut()
     }

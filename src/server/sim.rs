@@ -1,0 +1,972 @@
+//! A deterministic simulation of the whole server loop, in the manner of quinn-proto's test
+//! `Pair` and TigerBeetle's VOPR: the production pass ([`Server::pass`]) runs against a
+//! simulated world that a seed decides entirely.
+//!
+//! - **Time** is the simulation's: each pass is given its `now`, and the loop's own wait
+//!   ([`Server::next_wait`]) says when the next pass is due if nothing else happens first.
+//! - **The journal** is [`MemJournal`], behind the durability module's [`Storage`] seam, with
+//!   an inline flusher (no thread). It fails writes and fsyncs when told to, and a crash keeps
+//!   what was synced plus, like a real disk, any prefix of a batch whose write or fsync
+//!   failed (the bytes may have reached the disk). Restarts go through the production
+//!   recovery fold ([`recovery::fold`]) and start-up batch ([`startup::journal_startup`]).
+//! - **Clients** speak the real JSON line protocol over in-memory pipes ([`client::SimPipe`]):
+//!   the server reads, parses, answers and notifies through its production code.
+//! - **BMPs** are the channels the BMP threads use ([`BmpRuntime::simulated`]): requests are
+//!   taken from the server and completed after a simulated delay, sometimes failing.
+//!
+//! Every run is replayable from its seed (`SPALLOC_SEED` in `tests/sim_server.rs`), and
+//! checks, as it goes: nothing a client was told is lost across crashes (acknowledged jobs
+//! and destructions are in the state after every restart, and no job id is handed out
+//! twice), no job a connected client keeps alive expires, no board is in two live jobs, and
+//! at the end replaying the journal gives the live state byte for byte.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crossbeam::channel::{Receiver, Sender};
+use polling::Poller;
+use spalloc_journal::Error as JournalError;
+
+use super::client::{self, Client, PipeState, SimPipe};
+use super::clock::EventClock;
+use super::durability::{Durability, Storage};
+use super::{recovery, startup, Limits, Logger, Options, Server};
+use crate::bmp::{BmpCompletion, BmpRuntime};
+use crate::config::Config;
+use crate::core::rng::Rng;
+use crate::core::{BmpRequest, Core, JobId, TimeUs, TIMED_OUT};
+
+/// Where the simulated journal "is", for messages.
+const SIM_JOURNAL: &str = "(simulated journal)";
+
+// ----- the journal in memory ----------------------------------------------------------------
+
+/// The simulated disk: records and the newest snapshot, and the failures to inject.
+#[derive(Debug, Default)]
+pub struct MemDisk {
+    /// Every durable record; record `seq` is at `seq - 1`.
+    records: Vec<Vec<u8>>,
+    /// The newest snapshot: the sequence number it covers, and the encoded core.
+    snapshot: Option<(u64, Vec<u8>)>,
+    /// Records of the last batch whose write or fsync failed: they may or may not be on
+    /// the disk. The next write cuts them off (as the journal truncates to its durable
+    /// length); a crash before it keeps a prefix of them, of the simulation's choosing.
+    unsynced: Vec<Vec<u8>>,
+    /// The next this-many batch writes fail (half the batch written).
+    pub fail_writes: u32,
+    /// Then the next this-many fsyncs fail (the whole batch written, not synced).
+    pub fail_syncs: u32,
+    /// The next this-many snapshot writes fail.
+    pub fail_snapshots: u32,
+    /// Sabotage, to show the checks catch a broken disk: a crash also loses the last
+    /// `lose_on_crash` durable records (an fsync that lied).
+    pub lose_on_crash: usize,
+    /// Records that survived crashes from failed batches (a finding worth counting).
+    pub unsynced_survived: u64,
+}
+
+impl MemDisk {
+    /// The process died: what was synced stays, with a prefix (`keep` of them) of the records
+    /// of a failed batch; a sabotaged disk also loses its last records.
+    fn crash(&mut self, rng: &mut Rng) {
+        let keep = rng.below(self.unsynced.len() as u64 + 1) as usize;
+        self.unsynced_survived += keep as u64;
+        let survived: Vec<Vec<u8>> = self.unsynced.drain(..).take(keep).collect();
+        self.records.extend(survived);
+        let covered = self.snapshot.as_ref().map_or(0, |s| s.0) as usize;
+        let lose = self.lose_on_crash.min(self.records.len() - covered);
+        self.records.truncate(self.records.len() - lose);
+    }
+}
+
+/// The journal of the simulation: a [`Storage`] over a [`MemDisk`] that outlives each
+/// simulated server process.
+#[derive(Clone, Default)]
+pub struct MemJournal(pub Arc<Mutex<MemDisk>>);
+
+impl MemJournal {
+    fn disk(&self) -> std::sync::MutexGuard<'_, MemDisk> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn injected(what: &str) -> JournalError {
+    JournalError::Io {
+        path: PathBuf::from(SIM_JOURNAL),
+        source: std::io::Error::other(format!("injected {what} failure")),
+    }
+}
+
+impl Storage for MemJournal {
+    fn append_batch(
+        &mut self,
+        records: &mut dyn Iterator<Item = &[u8]>,
+    ) -> Result<u64, JournalError> {
+        let batch: Vec<Vec<u8>> = records.map(<[u8]>::to_vec).collect();
+        let mut disk = self.disk();
+        if batch.is_empty() {
+            return Ok(disk.records.len() as u64);
+        }
+        // A write first cuts off what a failed one may have left.
+        disk.unsynced.clear();
+        if disk.fail_writes > 0 {
+            disk.fail_writes -= 1;
+            disk.unsynced = batch[..batch.len() / 2].to_vec();
+            return Err(injected("write"));
+        }
+        if disk.fail_syncs > 0 {
+            disk.fail_syncs -= 1;
+            disk.unsynced = batch;
+            return Err(injected("fsync"));
+        }
+        disk.records.extend(batch);
+        Ok(disk.records.len() as u64)
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.disk().records.len() as u64 + 1
+    }
+
+    fn write_snapshot(&mut self, covered_seq: u64, data: &[u8]) -> Result<(), JournalError> {
+        let mut disk = self.disk();
+        assert!(covered_seq <= disk.records.len() as u64);
+        disk.unsynced.clear();
+        if disk.fail_snapshots > 0 {
+            disk.fail_snapshots -= 1;
+            return Err(injected("snapshot"));
+        }
+        disk.snapshot = Some((covered_seq, data.to_vec()));
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn inject_failures(&mut self, writes: u32, syncs: u32) {
+        let mut disk = self.disk();
+        disk.fail_writes = writes;
+        disk.fail_syncs = syncs;
+    }
+}
+
+// ----- a simulated server process -----------------------------------------------------------
+
+/// What the simulation holds of one server process: the server, and its BMP channels.
+struct Process {
+    server: Server,
+    bmp_requests: Receiver<BmpRequest>,
+    bmp_completions: Sender<BmpCompletion>,
+}
+
+impl Server {
+    /// Start a server on the simulated journal at event time `now`: the production recovery
+    /// fold and start-up batch, then the BMP work in flight re-issued (to the simulated
+    /// BMPs). No socket is served (the listener is bound on loopback only because the
+    /// server owns one; the simulation never makes it ready).
+    fn simulated(
+        opts: Options,
+        config: &Config,
+        journal: MemJournal,
+        log: Logger,
+        now: TimeUs,
+    ) -> Result<Process, String> {
+        let (snapshot, records) = {
+            let disk = journal.disk();
+            let covered = disk.snapshot.as_ref().map_or(0, |s| s.0);
+            let records: Vec<(u64, Vec<u8>)> = disk
+                .records
+                .iter()
+                .enumerate()
+                .skip(covered as usize)
+                .map(|(i, r)| (i as u64 + 1, r.clone()))
+                .collect();
+            (disk.snapshot.clone(), records)
+        };
+        let folded = recovery::fold(
+            snapshot.as_ref().map(|(seq, data)| (*seq, &data[..])),
+            records.iter().map(|(seq, r)| (*seq, &r[..])),
+            Path::new(SIM_JOURNAL),
+        )?;
+        let mut core = folded.core;
+        let now = now.max(core.now_us());
+        let mut storage = journal.clone();
+        startup::journal_startup(
+            &opts,
+            Some(config),
+            &mut core,
+            (folded.warm, folded.configured),
+            now,
+            &mut storage,
+            &log,
+        )?;
+        let (completions_tx, completions) = crossbeam::channel::unbounded();
+        let (bmp, bmp_requests) = BmpRuntime::simulated(config.bmp.clone(), completions_tx.clone());
+        let poller = Arc::new(Poller::new().map_err(|e| e.to_string())?);
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let durability = Durability::simulated(
+            Box::new(storage),
+            folded.snapshot_seq,
+            opts.snapshot_every_events,
+            log.clone(),
+        );
+        let mut server = Server {
+            opts,
+            log,
+            poller,
+            listener,
+            clients: BTreeMap::new(),
+            next_client_key: 0,
+            core,
+            durability,
+            clock: EventClock::anchored(now, now, Instant::now()),
+            bmp,
+            completions,
+            unjournaled_completions: VecDeque::new(),
+            kept_alive_unrecorded: BTreeSet::new(),
+            signals: Arc::default(),
+            accept_paused_until_us: 0,
+            accept_paused: false,
+            accept_errors: 0,
+            accept_error_logged_us: 0,
+            spare_fd: None,
+            output_total: 0,
+            watch_total: 0,
+            input_total: 0,
+            unfinished_input: BTreeSet::new(),
+            _simulator: None,
+            admin_listener: None,
+            admin_path: PathBuf::new(),
+            admin_conns: BTreeMap::new(),
+            next_admin_key: super::admin::ADMIN_KEY_BASE,
+            http: None,
+            metrics: super::metrics::Metrics::new(),
+            bmp_started: BTreeMap::new(),
+        };
+        server.resume();
+        Ok(Process {
+            server,
+            bmp_requests,
+            bmp_completions: completions_tx,
+        })
+    }
+
+    /// Connect a simulated client from `peer`: its key, and the client's end of the pipe.
+    fn connect_simulated(&mut self, peer: SocketAddr) -> (usize, Arc<Mutex<PipeState>>) {
+        let pipe = Arc::new(Mutex::new(PipeState::default()));
+        let key = self.next_client_key;
+        self.next_client_key += 1;
+        let stream = client::Stream::Sim(SimPipe(Arc::clone(&pipe)));
+        self.clients.insert(key, Client::on(stream, peer));
+        (key, pipe)
+    }
+}
+
+// ----- the simulation -----------------------------------------------------------------------
+
+/// How big a simulated run is, and how hostile.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Simulated time the run lasts.
+    pub duration_us: TimeUs,
+    /// Clients (each reconnects after every disconnection).
+    pub clients: usize,
+    /// Server crashes in the run (at most; each at a random time).
+    pub crashes_max: u64,
+    /// Journal outages (failing writes or fsyncs) in the run (at most).
+    pub disk_faults_max: u64,
+    /// Chance that a BMP request fails.
+    pub bmp_failure_chance: f64,
+    /// Journaled events between snapshots.
+    pub snapshot_every_events: u64,
+    /// Sabotage (see [`MemDisk::lose_on_crash`]): 0 for a correct disk.
+    pub lose_on_crash: usize,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            duration_us: 60_000_000,
+            clients: 4,
+            crashes_max: 2,
+            disk_faults_max: 2,
+            bmp_failure_chance: 0.1,
+            snapshot_every_events: 40,
+            lose_on_crash: 0,
+        }
+    }
+}
+
+/// What a run did and found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Passes of the loop run.
+    pub passes: u64,
+    /// Server crashes (and restarts).
+    pub crashes: u64,
+    /// Requests sent by the clients.
+    pub requests: u64,
+    /// Jobs created, as acknowledged to clients.
+    pub jobs_acknowledged: u64,
+    /// Commands refused for journal trouble.
+    pub refused: u64,
+    /// BMP requests completed (and failed).
+    pub bmp_completed: u64,
+    /// BMP requests failed.
+    pub bmp_failed: u64,
+    /// Records of failed journal writes that a crash kept (see [`MemDisk::unsynced`]).
+    pub unsynced_survived: u64,
+    /// A hash of everything every client received, and when: equal for equal runs.
+    pub trace: u64,
+    /// Broken properties, in the order found (empty: the run passed).
+    pub violations: Vec<String>,
+    /// The server's log lines (for reading a failing run).
+    pub log: Vec<String>,
+}
+
+/// A request a client sent and awaits the reply to (replies come in order).
+#[derive(Clone, Debug)]
+enum Req {
+    Create,
+    Destroy(JobId),
+    Keepalive,
+    Query,
+    Notify,
+    Garbage,
+}
+
+/// A client's connection.
+struct Conn {
+    key: usize,
+    pipe: Arc<Mutex<PipeState>>,
+    inbuf: Vec<u8>,
+    pending: VecDeque<Req>,
+}
+
+/// A simulated client.
+struct SimClient {
+    owner: String,
+    peer: SocketAddr,
+    /// Keeps its jobs alive (a keepalive every third of the keepalive time) while connected.
+    diligent: bool,
+    conn: Option<Conn>,
+    /// Its jobs: acknowledged, not (known to be) destroyed.
+    jobs: BTreeSet<JobId>,
+}
+
+/// Something due at a simulated time.
+#[derive(Clone, Debug)]
+enum Due {
+    /// Client `n` does something (or connects).
+    Client(usize),
+    /// Client `n` keeps its jobs alive.
+    Keepalive(usize),
+    /// A BMP completes a request of server process `n`.
+    Bmp(u64, BmpCompletion),
+    /// The server process dies.
+    Crash,
+    /// The server process is started again.
+    Restart,
+    /// The disk starts failing.
+    DiskFault,
+}
+
+/// The keepalive interval the simulated clients ask for.
+const KEEPALIVE_S: f64 = 10.0;
+/// How often a diligent client sends its keepalives.
+const KEEPALIVE_EVERY_US: TimeUs = 3_000_000;
+/// Event time at the start of every run (any fixed time).
+const EPOCH_US: TimeUs = 1_800_000_000_000_000;
+/// At most this many passes at one instant (a loop that never waits is a bug).
+const PASSES_AT_ONE_INSTANT_MAX: u32 = 1000;
+
+struct World {
+    cfg: SimConfig,
+    rng: Rng,
+    now: TimeUs,
+    next_seq: u64,
+    due: BTreeMap<(TimeUs, u64), Due>,
+    disk: MemJournal,
+    log: Logger,
+    config: Config,
+    process: Option<Process>,
+    /// Which process incarnation is running (BMP completions of older ones are dropped).
+    incarnation: u64,
+    clients: Vec<SimClient>,
+    /// Connections the clients hung up on, until the server has closed its end.
+    hung_up: Vec<(usize, Arc<Mutex<PipeState>>)>,
+    /// Job ids acknowledged to their creators.
+    created: BTreeSet<JobId>,
+    /// Job ids whose destruction was acknowledged.
+    destroyed: BTreeSet<JobId>,
+    report: Report,
+}
+
+/// Run the simulation for `seed`.
+pub fn run(seed: u64, cfg: &SimConfig) -> Report {
+    let mut rng = Rng::new(seed);
+    let machine = crate::core::sim::simple_machine("m", 2, 2);
+    let config = crate::core::sim::config(vec![machine], 0.0);
+    let clients = (0..cfg.clients)
+        .map(|i| SimClient {
+            owner: format!("owner{}", i % 3),
+            peer: SocketAddr::from(([127, 0, 0, 1 + (i % 3) as u8], 40_000 + i as u16)),
+            diligent: rng.chance(0.75),
+            conn: None,
+            jobs: BTreeSet::new(),
+        })
+        .collect();
+    let disk = MemJournal::default();
+    disk.disk().lose_on_crash = cfg.lose_on_crash;
+    let mut w = World {
+        cfg: cfg.clone(),
+        rng,
+        now: EPOCH_US,
+        next_seq: 0,
+        due: BTreeMap::new(),
+        disk,
+        log: Logger::capture(),
+        config,
+        process: None,
+        incarnation: 0,
+        clients,
+        hung_up: Vec::new(),
+        created: BTreeSet::new(),
+        destroyed: BTreeSet::new(),
+        report: Report {
+            seed,
+            trace: 0xcbf2_9ce4_8422_2325,
+            ..Report::default()
+        },
+    };
+    w.run();
+    w.report.log = w.log.lines();
+    w.report
+}
+
+impl World {
+    fn at(&mut self, t: TimeUs, d: Due) {
+        self.next_seq += 1;
+        self.due.insert((t, self.next_seq), d);
+    }
+
+    fn violation(&mut self, what: String) {
+        if self.report.violations.len() < 20 {
+            self.report
+                .violations
+                .push(format!("t={}us: {what}", self.now - EPOCH_US));
+        }
+    }
+
+    fn hash(&mut self, bytes: &[u8]) {
+        for &b in self.now.to_le_bytes().iter().chain(bytes) {
+            self.report.trace ^= u64::from(b);
+            self.report.trace = self.report.trace.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn run(&mut self) {
+        let end = EPOCH_US + self.cfg.duration_us;
+        self.start_process();
+        for i in 0..self.clients.len() {
+            let t = self.now + self.rng.below(1_000_000);
+            self.at(t, Due::Client(i));
+            let t = self.now + self.rng.below(KEEPALIVE_EVERY_US);
+            self.at(t, Due::Keepalive(i));
+        }
+        for _ in 0..self.rng.below(self.cfg.crashes_max + 1) {
+            let t = self.now + self.rng.below(self.cfg.duration_us);
+            self.at(t, Due::Crash);
+        }
+        for _ in 0..self.rng.below(self.cfg.disk_faults_max + 1) {
+            let t = self.now + self.rng.below(self.cfg.duration_us);
+            self.at(t, Due::DiskFault);
+        }
+        let mut passes_now = 0u32;
+        while self.now < end {
+            // The next thing to happen: something due, or the server's own next pass.
+            let due_at = self.due.keys().next().map(|k| k.0);
+            let wait_at = self
+                .process
+                .as_ref()
+                .map(|p| self.now + p.server.next_wait(self.now).as_micros() as TimeUs);
+            let next = [due_at, wait_at].into_iter().flatten().min().unwrap_or(end);
+            if next > self.now {
+                passes_now = 0;
+            }
+            self.now = next.min(end);
+            while let Some(entry) = self.due.first_entry() {
+                if entry.key().0 > self.now {
+                    break;
+                }
+                let d = entry.remove();
+                self.happen(d);
+            }
+            if self.process.is_some() {
+                passes_now += 1;
+                if passes_now > PASSES_AT_ONE_INSTANT_MAX {
+                    let why = self.process.as_ref().map(|p| {
+                        let s = &p.server;
+                        format!(
+                            "core deadline {:?}, tick due {}, unjournaled completions {}, \
+                             unrecorded keepalives {}, unfinished input {:?}, durability \
+                             deadline {:?}, retry at {:?}",
+                            s.core.poll_deadline().map(|d| d as i64 - self.now as i64),
+                            s.core.tick_due(self.now),
+                            s.unjournaled_completions.len(),
+                            s.kept_alive_unrecorded.len(),
+                            s.unfinished_input,
+                            s.durability
+                                .next_deadline()
+                                .map(|d| d as i64 - self.now as i64),
+                            s.durability.retry_at().map(|d| d as i64 - self.now as i64),
+                        )
+                    });
+                    self.violation(format!(
+                        "the loop keeps passing without time moving: {why:?}"
+                    ));
+                    break;
+                }
+                self.pass();
+            }
+        }
+        self.finish();
+        self.report.unsynced_survived = self.disk.disk().unsynced_survived;
+    }
+
+    fn happen(&mut self, d: Due) {
+        match d {
+            Due::Client(i) => self.client_acts(i),
+            Due::Keepalive(i) => {
+                if self.clients[i].diligent {
+                    let jobs: Vec<JobId> = self.clients[i].jobs.iter().copied().collect();
+                    for j in jobs {
+                        self.send(
+                            i,
+                            Req::Keepalive,
+                            &format!(
+                                r#"{{"command": "job_keepalive", "args": [{j}], "kwargs": {{}}}}"#
+                            ),
+                        );
+                    }
+                }
+                self.at(self.now + KEEPALIVE_EVERY_US, Due::Keepalive(i));
+            }
+            Due::Bmp(incarnation, c) => {
+                if incarnation == self.incarnation {
+                    if let Some(p) = &self.process {
+                        self.report.bmp_completed += 1;
+                        self.report.bmp_failed += u64::from(c.failure.is_some());
+                        let _ = p.bmp_completions.send(c);
+                    }
+                }
+            }
+            Due::Crash => {
+                if self.process.take().is_some() {
+                    self.report.crashes += 1;
+                    self.log.info("SIM: crash");
+                    let mut disk = self.disk.disk();
+                    disk.crash(&mut self.rng);
+                    drop(disk);
+                    self.disconnect_all();
+                    let t = self.now + self.rng.range(100_000, 20_000_000);
+                    self.at(t, Due::Restart);
+                }
+            }
+            Due::Restart => self.start_process(),
+            Due::DiskFault => {
+                let mut disk = self.disk.disk();
+                match self.rng.below(3) {
+                    0 => disk.fail_writes += 1 + self.rng.below(3) as u32,
+                    1 => disk.fail_syncs += 1 + self.rng.below(3) as u32,
+                    _ => disk.fail_snapshots += 1,
+                }
+            }
+        }
+    }
+
+    /// Start a server process on the disk (a failed start is a crash: retried later).
+    fn start_process(&mut self) {
+        let opts = Options {
+            journal: PathBuf::from(SIM_JOURNAL),
+            config: None,
+            port: None,
+            ip: None,
+            cold_start: false,
+            quiet: false,
+            simulate_bmps: false,
+            limits: Limits::default(),
+            fit_clients_to_fds: false,
+            snapshot_every_events: self.cfg.snapshot_every_events,
+            restart_grace_us: super::RESTART_GRACE_US,
+            retain_days: super::RETAIN_DAYS,
+            admin_socket: None,
+            simulate_faults: Vec::new(),
+            simulated_bmp_latency_ms: 0,
+            http: None,
+        };
+        match Server::simulated(
+            opts,
+            &self.config,
+            self.disk.clone(),
+            self.log.clone(),
+            self.now,
+        ) {
+            Ok(p) => {
+                self.incarnation += 1;
+                self.process = Some(p);
+                self.check_acknowledged();
+                self.take_bmp_requests();
+            }
+            Err(e) => {
+                self.log.info(&format!("SIM: start-up failed: {e}"));
+                self.disk.disk().crash(&mut self.rng);
+                let t = self.now + self.rng.range(100_000, 5_000_000);
+                self.at(t, Due::Restart);
+            }
+        }
+    }
+
+    /// One pass of the production loop, with the clients whose pipes have something to
+    /// read (or have closed) ready; then what the clients and BMPs received.
+    fn pass(&mut self) {
+        let Some(p) = &mut self.process else { return };
+        let mut ready = Vec::new();
+        for c in &self.clients {
+            if let Some(conn) = &c.conn {
+                let pipe = conn.pipe.lock().unwrap();
+                if !pipe.to_server.is_empty() || (pipe.client_shut && !pipe.server_closed) {
+                    ready.push((conn.key, true, false));
+                }
+            }
+        }
+        self.hung_up
+            .retain(|(_, pipe)| !pipe.lock().unwrap().server_closed);
+        for (key, _) in &self.hung_up {
+            ready.push((*key, true, false));
+        }
+        ready.sort_unstable();
+        p.server.pass(self.now, &ready, false);
+        self.report.passes += 1;
+        self.take_bmp_requests();
+        for i in 0..self.clients.len() {
+            self.receive(i);
+        }
+        self.check_state();
+    }
+
+    fn take_bmp_requests(&mut self) {
+        let Some(p) = &self.process else { return };
+        let requests: Vec<BmpRequest> = p.bmp_requests.try_iter().collect();
+        for r in requests {
+            let fails = self.rng.chance(self.cfg.bmp_failure_chance);
+            let completion = BmpCompletion {
+                request_id: r.id,
+                failure: fails.then(|| format!("Requests failed on BMP {}", r.address)),
+                failed_boards: Vec::new(),
+                bmp_unreachable: fails && self.rng.chance(0.5),
+            };
+            let t = self.now + self.rng.range(1_000, 3_000_000);
+            self.at(t, Due::Bmp(self.incarnation, completion));
+        }
+    }
+
+    fn client_acts(&mut self, i: usize) {
+        let next = self.now + self.rng.range(100_000, 3_000_000);
+        self.at(next, Due::Client(i));
+        if self.clients[i].conn.is_none() {
+            if let Some(p) = &mut self.process {
+                let (key, pipe) = p.server.connect_simulated(self.clients[i].peer);
+                self.clients[i].conn = Some(Conn {
+                    key,
+                    pipe,
+                    inbuf: Vec::new(),
+                    pending: VecDeque::new(),
+                });
+            }
+            return;
+        }
+        let owner = self.clients[i].owner.clone();
+        let roll = self.rng.below(100);
+        let own: Vec<JobId> = self.clients[i].jobs.iter().copied().collect();
+        match roll {
+            0..=29 => {
+                let args = match self.rng.below(3) {
+                    0 => "[]".to_string(),
+                    1 => format!("[{}]", 1 + self.rng.below(4)),
+                    _ => "[1, 1]".to_string(),
+                };
+                self.send(i, Req::Create, &format!(
+                    r#"{{"command": "create_job", "args": {args}, "kwargs": {{"owner": "{owner}", "keepalive": {KEEPALIVE_S:?}}}}}"#
+                ));
+            }
+            30..=44 if !own.is_empty() => {
+                let j = *self.rng.pick(&own);
+                self.send(i, Req::Destroy(j), &format!(
+                    r#"{{"command": "destroy_job", "args": [{j}], "kwargs": {{"reason": "sim"}}}}"#
+                ));
+            }
+            45..=69 => {
+                let j = own.first().copied().unwrap_or(1 + self.rng.below(20));
+                let line = match self.rng.below(3) {
+                    0 => {
+                        format!(r#"{{"command": "get_job_state", "args": [{j}], "kwargs": {{}}}}"#)
+                    }
+                    1 => format!(
+                        r#"{{"command": "get_job_machine_info", "args": [{j}], "kwargs": {{}}}}"#
+                    ),
+                    _ => r#"{"command": "list_jobs", "args": [], "kwargs": {}}"#.to_string(),
+                };
+                self.send(i, Req::Query, &line);
+            }
+            70..=79 => self.send(
+                i,
+                Req::Notify,
+                r#"{"command": "notify_job", "args": [], "kwargs": {}}"#,
+            ),
+            80..=84 => self.send(
+                i,
+                Req::Garbage,
+                r#"{"command": "no_such_command", "args": [], "kwargs": {}}"#,
+            ),
+            85..=87 => {
+                // Hang up (its jobs are no longer kept alive).
+                if let Some(conn) = self.clients[i].conn.take() {
+                    let mut pipe = conn.pipe.lock().unwrap();
+                    pipe.client_shut = true;
+                    pipe.client_gone = true;
+                    drop(pipe);
+                    self.hung_up.push((conn.key, conn.pipe));
+                }
+                self.clients[i].jobs.clear();
+            }
+            _ => {}
+        }
+    }
+
+    fn send(&mut self, i: usize, req: Req, line: &str) {
+        let Some(conn) = &mut self.clients[i].conn else {
+            return;
+        };
+        let mut pipe = conn.pipe.lock().unwrap();
+        if pipe.server_closed {
+            return;
+        }
+        pipe.to_server.extend(line.as_bytes());
+        pipe.to_server.push_back(b'\n');
+        conn.pending.push_back(req);
+        self.report.requests += 1;
+    }
+
+    /// Take what the server wrote to client `i` and act on each reply.
+    fn receive(&mut self, i: usize) {
+        let Some(conn) = &mut self.clients[i].conn else {
+            return;
+        };
+        let (bytes, closed) = {
+            let mut pipe = conn.pipe.lock().unwrap();
+            (std::mem::take(&mut pipe.to_client), pipe.server_closed)
+        };
+        conn.inbuf.extend_from_slice(&bytes);
+        let mut lines = Vec::new();
+        while let Some(n) = conn.inbuf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = conn.inbuf.drain(..=n).collect();
+            lines.push(line);
+        }
+        for line in lines {
+            self.hash(&line);
+            let v: serde_json::Value = match serde_json::from_slice(&line) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.violation(format!("client {i} got a line that is not JSON ({e})"));
+                    continue;
+                }
+            };
+            if v.get("jobs_changed").is_some() || v.get("machines_changed").is_some() {
+                continue;
+            }
+            let Some(req) = self.clients[i]
+                .conn
+                .as_mut()
+                .and_then(|c| c.pending.pop_front())
+            else {
+                self.violation(format!("client {i} got a reply it did not ask for: {v}"));
+                continue;
+            };
+            self.on_reply(i, req, &v);
+        }
+        if closed {
+            // The server closed the connection (a crash, or it hung up): reconnect later.
+            self.clients[i].conn = None;
+        }
+    }
+
+    fn on_reply(&mut self, i: usize, req: Req, v: &serde_json::Value) {
+        let exception = v.get("exception").and_then(|e| e.as_str());
+        if let Some(e) = exception {
+            if e.contains("could not record") {
+                self.report.refused += 1;
+            }
+        }
+        match req {
+            Req::Create => {
+                if let Some(id) = v.get("return").and_then(|r| r.as_u64()) {
+                    self.report.jobs_acknowledged += 1;
+                    if !self.created.insert(id) {
+                        self.violation(format!(
+                            "job id {id} handed out twice: an acknowledged create_job was lost"
+                        ));
+                    }
+                    if self.clients[i].diligent {
+                        self.clients[i].jobs.insert(id);
+                    }
+                }
+            }
+            Req::Destroy(id) => {
+                if exception.is_none() {
+                    self.destroyed.insert(id);
+                    self.clients[i].jobs.remove(&id);
+                }
+            }
+            Req::Garbage => {
+                if exception.is_none() {
+                    self.violation(format!("an unknown command was answered with {v}"));
+                }
+            }
+            Req::Keepalive | Req::Query | Req::Notify => {}
+        }
+    }
+
+    /// The server process is gone: every connection with it.
+    fn disconnect_all(&mut self) {
+        for c in &mut self.clients {
+            c.conn = None;
+        }
+        self.hung_up.clear();
+    }
+
+    fn job_state(core: &Core, job_id: JobId) -> Option<crate::core::JobStateReply> {
+        Some(core.job_state(job_id))
+    }
+
+    /// After a restart: everything acknowledged is in the recovered state.
+    fn check_acknowledged(&mut self) {
+        let Some(p) = &self.process else { return };
+        let core = &p.server.core;
+        let mut found = Vec::new();
+        for &id in &self.created {
+            match Self::job_state(core, id) {
+                Some(s) if s.state != 0 => {}
+                other => found.push(format!(
+                    "job {id}, acknowledged to its client, is unknown after the restart ({other:?})"
+                )),
+            }
+        }
+        for &id in &self.destroyed {
+            match Self::job_state(core, id) {
+                Some(s) if s.state == 4 => {}
+                other => found.push(format!(
+                    "job {id}, whose destruction was acknowledged, is not destroyed after the restart ({other:?})"
+                )),
+            }
+        }
+        for f in found {
+            self.violation(f);
+        }
+    }
+
+    /// After every pass: no kept-alive job expired, no board is in two live jobs.
+    fn check_state(&mut self) {
+        let Some(p) = &self.process else { return };
+        let core = &p.server.core;
+        let mut found = Vec::new();
+        for (i, c) in self.clients.iter_mut().enumerate() {
+            if !c.diligent || c.conn.is_none() {
+                continue;
+            }
+            let mut gone = Vec::new();
+            for &id in &c.jobs {
+                if let Some(s) = Self::job_state(core, id) {
+                    if s.state == 4 {
+                        if s.reason.as_deref() == Some(TIMED_OUT) {
+                            found.push(format!("job {id}, kept alive by client {i}, expired"));
+                        }
+                        gone.push(id);
+                    }
+                }
+            }
+            for id in gone {
+                c.jobs.remove(&id);
+            }
+        }
+        let mut owner: BTreeMap<(String, [u32; 3]), JobId> = BTreeMap::new();
+        for id in core.live_job_ids() {
+            let m = core.job_machine_info(id);
+            let machine = m.machine_name.clone().unwrap_or_default();
+            for b in m.boards.unwrap_or_default() {
+                if let Some(other) = owner.insert((machine.clone(), b), id) {
+                    found.push(format!(
+                        "board {b:?} of {machine} is in jobs {other} and {id}"
+                    ));
+                }
+            }
+        }
+        for f in found {
+            self.violation(f);
+        }
+    }
+
+    /// At the end: with the disk healthy, write everything down; replaying the journal (from
+    /// the start, and from the snapshot) gives the live state byte for byte.
+    fn finish(&mut self) {
+        let Some(p) = &mut self.process else { return };
+        {
+            let mut disk = self.disk.disk();
+            disk.fail_writes = 0;
+            disk.fail_syncs = 0;
+            disk.fail_snapshots = 0;
+        }
+        // Anything the server still owes the journal (unrecorded keepalives, completions).
+        for _ in 0..10 {
+            self.now += 1_000;
+            p.server.pass(self.now, &[], false);
+        }
+        p.server
+            .durability
+            .snapshot_and_wait(&p.server.core, self.now);
+        let live = rmp_serde::to_vec_named(&p.server.core).expect("the core encodes");
+        let disk = self.disk.disk();
+        let all: Vec<(u64, &[u8])> = disk
+            .records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i as u64 + 1, &r[..]))
+            .collect();
+        let from_start = recovery::fold(None, all.iter().copied(), Path::new(SIM_JOURNAL));
+        let covered = disk.snapshot.as_ref().map_or(0, |s| s.0) as usize;
+        let from_snapshot = recovery::fold(
+            disk.snapshot.as_ref().map(|(s, d)| (*s, &d[..])),
+            all[covered..].iter().copied(),
+            Path::new(SIM_JOURNAL),
+        );
+        drop(disk);
+        for (what, folded) in [("the start", from_start), ("the snapshot", from_snapshot)] {
+            match folded {
+                Ok(f) => {
+                    let replayed = rmp_serde::to_vec_named(&f.core).expect("the core encodes");
+                    if replayed != live {
+                        self.violation(format!(
+                            "replaying the journal from {what} does not give the live state \
+                             ({} bytes against {})",
+                            replayed.len(),
+                            live.len()
+                        ));
+                    }
+                }
+                Err(e) => self.violation(format!("the journal does not replay from {what}: {e}")),
+            }
+        }
+    }
+}
