@@ -1,16 +1,18 @@
 //! A line-protocol client for the network workloads: one connection, one request in
 //! flight, notifications remembered; and the few commands the workloads send.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use spalloc::core::JobId;
+use spalloc::testkit::LineClient;
 
 /// One connection speaking the line protocol, one request in flight.
 pub struct Conn {
-    pub writer: TcpStream,
-    pub reader: BufReader<TcpStream>,
+    /// The shared line-protocol client; lines are read as text, not parsed (parsing would
+    /// cost more than the server's work being measured).
+    pub client: LineClient,
     pub line: String,
     /// Job ids from `jobs_changed` notifications not yet consumed.
     pub notified: Vec<JobId>,
@@ -28,8 +30,7 @@ impl Conn {
         let s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
         Ok(Conn {
-            reader: BufReader::new(s.try_clone()?),
-            writer: s,
+            client: LineClient::new(s)?,
             line: String::new(),
             notified: Vec::new(),
         })
@@ -38,7 +39,9 @@ impl Conn {
     /// Sends one command line and returns the `{"return": ...}` line (notifications that
     /// arrive first are remembered). An `exception` is an error.
     pub fn call(&mut self, request: &str) -> io::Result<&str> {
-        self.writer.write_all(request.as_bytes())?;
+        self.client
+            .send(request.as_bytes())
+            .map_err(io::Error::other)?;
         loop {
             self.read_line()?;
             if self.line.starts_with("{\"return\"") {
@@ -55,7 +58,7 @@ impl Conn {
 
     pub fn read_line(&mut self) -> io::Result<()> {
         self.line.clear();
-        if self.reader.read_line(&mut self.line)? == 0 {
+        if self.client.read_text(&mut self.line)? == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "server closed the connection",

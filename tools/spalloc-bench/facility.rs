@@ -4,27 +4,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use spalloc::core::rng::Rng;
+use spalloc::core::sim::Sim;
 use spalloc::core::{Command, Core, CreateJob, Effect, Event, JobId, JobRequest, JobTarget};
-
-/// xorshift64*: a small deterministic generator (runs are repeatable).
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    pub fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + self.below((hi - lo + 1) as u64) as i64
-    }
-}
 
 /// The journal being written by the generator: batches of encoded events, snapshots
 /// every `SNAPSHOT_EVERY_EVENTS` as the server takes them.
@@ -40,8 +22,10 @@ pub struct JournalSink {
 /// A core kept busy the way a facility would: jobs of mixed sizes come and go, keeping the
 /// 1,200-board machine 50–80% full; BMP requests complete at once.
 pub struct Facility {
-    pub core: Core,
-    pub now_us: u64,
+    /// The core and its clock, folded by the one fold-and-drain loop (`core::sim::Sim`):
+    /// BMP requests complete at once, logs and notifications are dropped. The facility
+    /// dereferences to it (`core`, `now_us`, `folded`).
+    pub sim: Sim,
     pub rng: Rng,
     /// Live jobs and how many boards each holds (0 while queued).
     pub live: Vec<(JobId, u32)>,
@@ -49,26 +33,39 @@ pub struct Facility {
     pub total_boards: u64,
     pub keepalive_s: Option<f64>,
     pub sink: Option<JournalSink>,
-    /// Events folded so far.
-    pub events: u64,
     /// Ticks folded by `step`, and the time they took.
     pub ticks: u64,
     pub tick_time: Duration,
 }
 
+impl std::ops::Deref for Facility {
+    type Target = Sim;
+    fn deref(&self) -> &Sim {
+        &self.sim
+    }
+}
+
+impl std::ops::DerefMut for Facility {
+    fn deref_mut(&mut self) -> &mut Sim {
+        &mut self.sim
+    }
+}
+
 impl Facility {
     pub fn new(config: spalloc::config::Config, keepalive_s: Option<f64>, now_us: u64) -> Facility {
         let total_boards = config.machines.iter().map(|m| m.boards.len() as u64).sum();
+        let mut sim = Sim::from_core(Core::new(), now_us);
+        sim.check = false;
+        sim.record = false;
+        sim.hook = Some(Box::new(|e| matches!(e, Effect::Bmp(_)).then_some(e)));
         let mut f = Facility {
-            core: Core::new(),
-            now_us,
-            rng: Rng(0x9e37_79b9_7f4a_7c15),
+            sim,
+            rng: Rng::new(0x9e37_79b9_7f4a_7c15),
             live: Vec::new(),
             used_boards: 0,
             total_boards,
             keepalive_s,
             sink: None,
-            events: 0,
             ticks: 0,
             tick_time: Duration::ZERO,
         };
@@ -79,25 +76,13 @@ impl Facility {
     /// Fold one event (recording it if a journal is being written), then complete every
     /// BMP request it caused, as the server would with instant BMPs.
     pub fn event(&mut self, e: Event) -> Option<spalloc::core::Response> {
-        let reply = self.core.handle(&e);
-        self.events += 1;
+        self.sim.record = self.sink.is_some();
+        let reply = self.sim.event(e);
         if let Some(sink) = &mut self.sink {
-            sink.batch.push(spalloc::server::encode_event(&e));
-        }
-        let mut done = Vec::new();
-        while let Some(effect) = self.core.poll_effect() {
-            if let Effect::Bmp(r) = effect {
-                done.push(r.id);
+            for e in self.sim.events.drain(..) {
+                sink.batch.push(spalloc::server::encode_event(&e));
             }
-        }
-        for request_id in done {
-            self.event(Event::BmpDone {
-                now_us: self.now_us,
-                request_id,
-                failure: None,
-                failed_boards: Vec::new(),
-                bmp_unreachable: false,
-            });
+            self.sim.bmp_log.clear();
         }
         reply
     }
@@ -114,10 +99,10 @@ impl Facility {
     pub fn shape(&mut self) -> JobRequest {
         match self.rng.below(100) {
             0..=39 => JobRequest::OneBoard,
-            40..=59 => JobRequest::Boards(self.rng.range(2, 12)),
-            60..=79 => JobRequest::Triads(self.rng.range(1, 3), self.rng.range(1, 3)),
-            80..=94 => JobRequest::Boards(self.rng.range(13, 60)),
-            _ => JobRequest::Triads(self.rng.range(4, 6), self.rng.range(4, 6)),
+            40..=59 => JobRequest::Boards(self.rng.range_i64(2, 12)),
+            60..=79 => JobRequest::Triads(self.rng.range_i64(1, 3), self.rng.range_i64(1, 3)),
+            80..=94 => JobRequest::Boards(self.rng.range_i64(13, 60)),
+            _ => JobRequest::Triads(self.rng.range_i64(4, 6), self.rng.range_i64(4, 6)),
         }
     }
 
@@ -222,7 +207,7 @@ impl Facility {
         sink.written += sink.batch.len() as u64;
         sink.batch.clear();
         if sink.snapshots && last >= sink.last_snapshot + spalloc::server::SNAPSHOT_EVERY_EVENTS {
-            let bytes = rmp_serde::to_vec_named(&self.core).map_err(|e| e.to_string())?;
+            let bytes = rmp_serde::to_vec_named(&self.sim.core).map_err(|e| e.to_string())?;
             sink.journal
                 .write_snapshot(last, &bytes)
                 .map_err(|e| format!("snapshot: {e}"))?;

@@ -70,8 +70,8 @@ pub fn run_fanout(args: &Fanout) -> Result<Report, String> {
     let streams: Vec<TcpStream> = watchers
         .into_iter()
         .map(|c| {
-            c.writer.set_nonblocking(true).unwrap();
-            c.writer
+            c.client.stream.set_nonblocking(true).unwrap();
+            c.client.stream
         })
         .collect();
     for (i, s) in streams.iter().enumerate() {

@@ -74,7 +74,7 @@ pub fn generate_journal(
         snapshots,
     });
     let mut flip = false;
-    while f.events < events {
+    while f.folded < events {
         if !f.live.is_empty() && f.rng.below(10) < 8 {
             let (job_id, _) = f.live[f.rng.below(f.live.len() as u64) as usize];
             flip = !flip;
