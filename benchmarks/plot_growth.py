@@ -16,7 +16,12 @@ for line in open(results):
     if line.startswith("#") or "=" not in line:
         continue
     kv = dict(f.split("=", 1) for f in line.split())
-    x = kv["queued"] if kv["workload"] == "queue" else kv.get("boards", kv["label"])
+    if kv["workload"] == "queue":
+        x = kv["queued"]
+    elif kv["workload"] == "fanout":
+        x = kv["watchers"]
+    else:
+        x = kv.get("boards", kv["label"])
     runs[kv["workload"]][int(x)].append(kv)
 
 
@@ -83,3 +88,31 @@ print("| operation | " + " | ".join(f"{q:,} queued" for q in qs) + " |")
 print("|---|" + "---|" * len(qs))
 for name, ys in qrows:
     print(f"| {name} | " + " | ".join(f"{y:.2f}" for y in ys) + " |")
+
+
+# Watchers: a live server's cost of one change seen by W watchers.
+if runs["fanout"]:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    wrows = []
+    for key, name in [
+        ("server_cpu_us_per_line", "server CPU per notification line (µs)"),
+        ("reach_all_p50_us", "change sent to last watcher told, p50 (µs)"),
+        ("after_reply_p50_us", "change's reply to last watcher told, p50 (µs)"),
+    ]:
+        ws, ys = med("fanout", key)
+        ax.plot(ws, ys, marker="o", label=name)
+        wrows.append((name, ys))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("watchers (connections with notify_job)")
+    ax.set_ylabel("µs (median of runs)")
+    ax.set_title("Cost of a change vs watchers (1,200 boards)")
+    ax.legend(fontsize=7)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(f"{outdir}/growth-watchers.png", dpi=100)
+    print()
+    print("| watchers | " + " | ".join(f"{w:,}" for w in ws) + " |")
+    print("|---|" + "---|" * len(ws))
+    for name, ys in wrows:
+        print(f"| {name} | " + " | ".join(f"{y:.2f}" for y in ys) + " |")

@@ -57,7 +57,9 @@ pub fn run_fanout(args: &Fanout) -> Result<Report, String> {
         let mut c = Conn::connect(addr).map_err(|e| format!("connect: {e}"))?;
         c.call(&cmd("notify_job", "", ""))
             .map_err(|e| format!("notify_job: {e}"))?;
-        watchers.push(c);
+        // Only the socket is kept: the line reader's duplicate descriptor goes now, or
+        // 10,000 watchers would need 20,000 descriptors while they connect.
+        watchers.push(c.client.stream);
     }
     let epoch = Instant::now();
     let shared = Arc::new(FanoutShared {
@@ -69,9 +71,9 @@ pub fn run_fanout(args: &Fanout) -> Result<Report, String> {
     let poller = Arc::new(Poller::new().map_err(|e| e.to_string())?);
     let streams: Vec<TcpStream> = watchers
         .into_iter()
-        .map(|c| {
-            c.client.stream.set_nonblocking(true).unwrap();
-            c.client.stream
+        .map(|stream| {
+            stream.set_nonblocking(true).unwrap();
+            stream
         })
         .collect();
     for (i, s) in streams.iter().enumerate() {
