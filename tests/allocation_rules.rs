@@ -1,9 +1,9 @@
 //! The rules that choose boards are part of the journal: a journal written before the server
 //! modelled CPython's `set.pop()` (no `Event::Rules` in it) replays to the boards it chose
 //! then (the lowest free z), and from an `Event::Rules` on, boards follow the original.
-use spalloc::core::PopRule;
 use spalloc::core::rules::Rules;
 use spalloc::core::sim::{config, job, simple_machine, PEER};
+use spalloc::core::PopRule;
 use spalloc::core::*;
 
 const T0: TimeUs = 1_700_000_000_000_000;

@@ -257,7 +257,10 @@ fn latency_delays_each_reply_and_one_bmp_answers_serially() {
     let reply = exchange(&s, &ScpRequest::version(0).encode(1));
     let one = t.elapsed();
     assert_eq!(rc(&reply), ReturnCode::OK.0);
-    assert!(one >= latency, "one exchange took {one:?}, less than {latency:?}");
+    assert!(
+        one >= latency,
+        "one exchange took {one:?}, less than {latency:?}"
+    );
 
     let t = std::time::Instant::now();
     for seq in [2u16, 3, 4] {

@@ -126,4 +126,3 @@ fn a_server_resumes_from_the_snapshot_or_the_records_and_answers_as_recorded() {
     answers_as_recorded(true);
     answers_as_recorded(false);
 }
-

@@ -283,11 +283,14 @@ fn metrics_count_what_happened() {
     c.wait_state(id, 3, WAIT);
     // Expires (nothing keeps it alive), and its boards are powered off (the power-off is
     // counted when the BMP answers, which can be after the job has ended).
-    wait_until("the keepalive to expire and the boards to be powered off", || {
-        let m = get(port, "/metrics").text();
-        sample(&m, "spalloc_jobs_ended_total{reason=\"keepalive_expired\"}") == Some(1.0)
-            && bmp_requests_ok(&m) >= 2.0
-    });
+    wait_until(
+        "the keepalive to expire and the boards to be powered off",
+        || {
+            let m = get(port, "/metrics").text();
+            sample(&m, "spalloc_jobs_ended_total{reason=\"keepalive_expired\"}") == Some(1.0)
+                && bmp_requests_ok(&m) >= 2.0
+        },
+    );
     let id2 = c.create(json!([]), json!({}));
     c.call("destroy_job", json!([id2]), json!({}));
     let m = get(port, "/metrics");

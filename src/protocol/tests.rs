@@ -1205,7 +1205,9 @@ fn protocol_python_float_repr() {
         assert_eq!(py_float_repr(x), python, "{x:e} (remembered)");
     }
     // Many more floats than remembered slots, twice over: every text still its own.
-    let many: Vec<f64> = (1..1000).map(|i| 1795252596.759151 + f64::from(i) * 0.001).collect();
+    let many: Vec<f64> = (1..1000)
+        .map(|i| 1795252596.759151 + f64::from(i) * 0.001)
+        .collect();
     let first: Vec<String> = many.iter().map(|&x| py_float_repr(x)).collect();
     for (x, text) in many.iter().zip(&first) {
         assert_eq!(&py_float_repr(*x), text);

@@ -80,7 +80,10 @@ pub fn open_and_replay(dir: &Path, retain_days: u32, log: &Logger) -> Result<Rec
         configured,
         snapshot_seq,
     } = fold(
-        opened.snapshot.as_ref().map(|s| (s.covered_seq, &s.data[..])),
+        opened
+            .snapshot
+            .as_ref()
+            .map(|s| (s.covered_seq, &s.data[..])),
         opened
             .records_after_snapshot
             .iter()

@@ -350,9 +350,9 @@ pub(super) fn journal_startup(
         }
         (None, false) => {
             return Err(format!(
-            "no configuration: the journal in {} holds none, so give one with --config FILE",
-            opts.journal.display()
-        ))
+                "no configuration: the journal in {} holds none, so give one with --config FILE",
+                opts.journal.display()
+            ))
         }
     }
     if !startup.is_empty() {

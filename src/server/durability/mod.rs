@@ -212,7 +212,10 @@ impl Durability {
         // be written (`flush` above; the server's own work waits on `retry_at`): with
         // nothing to write, an idle loop would otherwise wake at once, again and again,
         // once the retry time had passed (found by the simulation, `server::sim`).
-        let health = self.health.next_deadline().filter(|_| !self.health.failing());
+        let health = self
+            .health
+            .next_deadline()
+            .filter(|_| !self.health.failing());
         [flush, health].into_iter().flatten().min()
     }
 
