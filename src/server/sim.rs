@@ -37,7 +37,7 @@ use super::{recovery, startup, Limits, Logger, Options, Server};
 use crate::bmp::{BmpCompletion, BmpRuntime};
 use crate::config::Config;
 use crate::core::rng::Rng;
-use crate::core::{BmpRequest, Core, JobId, TimeUs, TIMED_OUT};
+use crate::core::{BmpRequest, JobId, TimeUs, TIMED_OUT};
 
 /// Where the simulated journal "is", for messages.
 const SIM_JOURNAL: &str = "(simulated journal)";
@@ -847,29 +847,25 @@ impl World {
         self.hung_up.clear();
     }
 
-    fn job_state(core: &Core, job_id: JobId) -> Option<crate::core::JobStateReply> {
-        Some(core.job_state(job_id))
-    }
-
     /// After a restart: everything acknowledged is in the recovered state.
     fn check_acknowledged(&mut self) {
         let Some(p) = &self.process else { return };
         let core = &p.server.core;
         let mut found = Vec::new();
         for &id in &self.created {
-            match Self::job_state(core, id) {
-                Some(s) if s.state != 0 => {}
-                other => found.push(format!(
-                    "job {id}, acknowledged to its client, is unknown after the restart ({other:?})"
-                )),
+            let s = core.job_state(id);
+            if s.state == 0 {
+                found.push(format!(
+                    "job {id}, acknowledged to its client, is unknown after the restart ({s:?})"
+                ));
             }
         }
         for &id in &self.destroyed {
-            match Self::job_state(core, id) {
-                Some(s) if s.state == 4 => {}
-                other => found.push(format!(
-                    "job {id}, whose destruction was acknowledged, is not destroyed after the restart ({other:?})"
-                )),
+            let s = core.job_state(id);
+            if s.state != 4 {
+                found.push(format!(
+                    "job {id}, whose destruction was acknowledged, is not destroyed after the restart ({s:?})"
+                ));
             }
         }
         for f in found {
@@ -888,13 +884,12 @@ impl World {
             }
             let mut gone = Vec::new();
             for &id in &c.jobs {
-                if let Some(s) = Self::job_state(core, id) {
-                    if s.state == 4 {
-                        if s.reason.as_deref() == Some(TIMED_OUT) {
-                            found.push(format!("job {id}, kept alive by client {i}, expired"));
-                        }
-                        gone.push(id);
+                let s = core.job_state(id);
+                if s.state == 4 {
+                    if s.reason.as_deref() == Some(TIMED_OUT) {
+                        found.push(format!("job {id}, kept alive by client {i}, expired"));
                     }
+                    gone.push(id);
                 }
             }
             for id in gone {

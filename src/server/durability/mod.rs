@@ -203,20 +203,12 @@ impl Durability {
         let flush = (!self.deferred.is_empty() && !self.flusher.in_flight()).then(|| {
             let due = self.deferred.since_us() + DEFERRED_FLUSH_US;
             // While the journal fails, not before the next retry.
-            match self.health.next_deadline() {
-                Some(retry) if self.health.failing() => due.max(retry),
-                _ => due,
-            }
+            self.health.retry_at().map_or(due, |retry| due.max(retry))
         });
-        // While the journal fails, its retry time is a deadline only for work waiting to
-        // be written (`flush` above; the server's own work waits on `retry_at`): with
-        // nothing to write, an idle loop would otherwise wake at once, again and again,
-        // once the retry time had passed (found by the simulation, `server::sim`).
-        let health = self
-            .health
-            .next_deadline()
-            .filter(|_| !self.health.failing());
-        [flush, health].into_iter().flatten().min()
+        [flush, self.health.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Every `--snapshot-every` journaled events, take a snapshot of `core` (which must

@@ -45,6 +45,7 @@ pub struct Health {
 
 impl Health {
     /// True while the last journal write failed.
+    #[cfg(test)]
     pub fn failing(&self) -> bool {
         self.outage
             .as_ref()
@@ -70,12 +71,14 @@ impl Health {
             .map(|o| o.retry_at_us)
     }
 
-    /// When [`Health::poll`] or a retry next has something to do.
+    /// When [`Health::poll`] next has something to do: declare an outage over once writes
+    /// have held. While writes fail there is nothing to poll for: the retry time
+    /// ([`Health::retry_at`]) is a deadline only for work waiting to be written, and an idle
+    /// loop woken by it would wake again at once, and again, once it had passed (found by
+    /// the simulation, `server::sim`).
     pub fn next_deadline(&self) -> Option<TimeUs> {
-        self.outage.as_ref().map(|o| match o.writable_since_us {
-            None => o.retry_at_us,
-            Some(t) => t.saturating_add(OUTAGE_CLEAR_US),
-        })
+        let writable_since = self.outage.as_ref()?.writable_since_us?;
+        Some(writable_since.saturating_add(OUTAGE_CLEAR_US))
     }
 
     /// A write failed with `e`: start or extend the outage, logging as the module says.
