@@ -38,13 +38,12 @@ fn copy_journal(tag: &str, with_snapshot: bool) -> PathBuf {
 
 /// The name of an event's variant, as the journal spells it.
 fn variant(bytes: &[u8]) -> String {
-    let value: rmp_serde::decode::Error = match rmp_serde::from_slice::<Value>(bytes) {
-        Ok(Value::Object(m)) => return m.keys().next().unwrap().clone(),
-        Ok(Value::String(s)) => return s,
+    match rmp_serde::from_slice::<Value>(bytes) {
+        Ok(Value::Object(m)) => m.keys().next().unwrap().clone(),
+        Ok(Value::String(s)) => s,
         Ok(other) => panic!("an event encodes as a map or a string, not {other}"),
-        Err(e) => e,
-    };
-    panic!("record is not MessagePack: {value}")
+        Err(e) => panic!("record is not MessagePack: {e}"),
+    }
 }
 
 #[test]
