@@ -22,4 +22,7 @@ pub mod sim;
 
 pub use runtime::{link_stop_register, BmpCompletion, BmpRuntime, LogSink, Waker};
 pub use scp::{ReturnCode, ScpClient, ScpError, ScpReply, ScpRequest, VersionInfo};
-pub use sim::{parse_fault_spec, BoardPower, Fault, FaultKind, SimLogEntry, SimOptions, Simulator};
+pub use sim::{
+    config_endpoints, parse_fault_spec, BoardPower, Fault, FaultKind, SimLogEntry, SimOptions,
+    Simulator,
+};

@@ -903,6 +903,29 @@ impl fmt::Debug for Simulator {
     }
 }
 
+/// Every BMP of `config`, as the simulator would serve it: the addresses resolved, each
+/// once, in order; an error naming the machine, cabinet and frame of a BMP that is not on
+/// loopback (the simulator serves nothing else).
+pub fn config_endpoints(config: &crate::config::Config) -> Result<Vec<SocketAddr>, String> {
+    let mut addrs = Vec::new();
+    for m in &config.machines {
+        for b in &m.bmps {
+            let addr = super::scp::resolve_address(&b.address)
+                .map_err(|e| format!("machine {}: BMP address {}: {e}", m.name, b.address))?;
+            if !addr.ip().is_loopback() {
+                return Err(format!(
+                    "--simulate-bmps needs loopback BMP addresses, but machine {} has BMP {} (cabinet {}, frame {})",
+                    m.name, b.address, b.cabinet, b.frame
+                ));
+            }
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
+    }
+    Ok(addrs)
+}
+
 /// The board faults an admin can ask for on a command line (`spalloc-bmp-sim --fault`,
 /// `spalloc-server --simulate-bmps --simulate-fault`), one spec each:
 /// `HOST[:PORT]/BOARD=KIND[*N]` or `HOST[:PORT]=silent[*N]`, where KIND is

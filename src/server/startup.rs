@@ -421,20 +421,7 @@ fn start_simulator(
         .iter()
         .map(|(from, f)| crate::bmp::parse_fault_spec(f).map_err(|e| format!("{from}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut addrs = Vec::new();
-    for m in &config.machines {
-        for b in &m.bmps {
-            let addr = crate::bmp::scp::resolve_address(&b.address)
-                .map_err(|e| format!("machine {}: BMP address {}: {e}", m.name, b.address))?;
-            if !addr.ip().is_loopback() {
-                return Err(format!(
-                    "--simulate-bmps needs loopback BMP addresses, but machine {} has BMP {} (cabinet {}, frame {})",
-                    m.name, b.address, b.cabinet, b.frame
-                ));
-            }
-            addrs.push(addr);
-        }
-    }
+    let addrs = crate::bmp::config_endpoints(config)?;
     if let Some(f) = faults
         .iter()
         .find(|f| !f.endpoint.is_some_and(|e| addrs.contains(&e)))

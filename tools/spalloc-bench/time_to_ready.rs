@@ -10,7 +10,6 @@
 //! (e.g. against the original server and its in-process fake BMPs) only the time is
 //! reported.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -48,23 +47,6 @@ pub struct TimeToReady {
     pub label: String,
 }
 
-/// Every BMP address of a configuration file.
-fn bmp_addresses(path: &PathBuf) -> Result<Vec<SocketAddr>, String> {
-    let config = spalloc::config::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut addrs = Vec::new();
-    for m in &config.machines {
-        for b in &m.bmps {
-            addrs.push(
-                spalloc::bmp::scp::resolve_address(&b.address)
-                    .map_err(|e| format!("BMP {}: {e}", b.address))?,
-            );
-        }
-    }
-    addrs.sort();
-    addrs.dedup();
-    Ok(addrs)
-}
-
 /// Waits until the simulator's log has not grown for `quiet` (the BMP work a destroy caused
 /// is over), at most `limit`.
 fn settle(sim: &Simulator, quiet: Duration, limit: Duration) {
@@ -84,7 +66,9 @@ fn settle(sim: &Simulator, quiet: Duration, limit: Duration) {
 pub fn run_time_to_ready(args: &TimeToReady) -> Result<Report, String> {
     let sim = match &args.simulate_config {
         Some(path) => {
-            let addrs = bmp_addresses(path)?;
+            let config =
+                spalloc::config::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let addrs = spalloc::bmp::config_endpoints(&config)?;
             let options = SimOptions {
                 latency_ms: args.latency_ms,
                 ..SimOptions::default()
