@@ -44,6 +44,7 @@
 //!   which also guarantees the recursive code here cannot exhaust the stack.
 //! * **`version()`** answers [`VERSION`], a version every client accepts, not `"1!7.0.0"`.
 
+mod common;
 mod json;
 mod parse;
 mod render;

@@ -1,6 +1,7 @@
 //! Request lines to [`Parsed`]: the framing checks, Python's argument binding, and the
 //! per-command argument validation.
 
+use super::common::common_line;
 use super::json::{self, py_repr_str, py_str, Json};
 use super::Parsed;
 use crate::core::types::{Command, CreateJob, JobId, JobRequest, JobTarget, WhereIs};
@@ -8,8 +9,23 @@ use crate::core::types::{Command, CreateJob, JobId, JobRequest, JobTarget, Where
 /// Keyword arguments, in the client's order, with `client` already removed.
 type Kwargs = [(String, Json)];
 
-/// See [`super::parse_line`].
+/// See [`super::parse_line`]: the common lines by their bytes, everything else in full.
 pub(super) fn parse_line(line: &[u8]) -> Parsed {
+    match common_line(line) {
+        Some(parsed) => {
+            debug_assert_eq!(
+                parsed,
+                parse_general(line),
+                "the common-line shortcut disagrees"
+            );
+            parsed
+        }
+        None => parse_general(line),
+    }
+}
+
+/// Any line: the framing checks, then Python's argument binding and the command's checks.
+pub(super) fn parse_general(line: &[u8]) -> Parsed {
     let text = match std::str::from_utf8(line) {
         Ok(text) => text,
         Err(e) => return Parsed::Fatal(format!("request is not valid UTF-8: {e}")),

@@ -84,7 +84,12 @@ pub(super) fn machines_changed(names: &[String]) -> Vec<u8> {
 }
 
 pub(super) fn version(v: &str) -> Vec<u8> {
-    line("return", &string(v))
+    // (Every client asks this on connecting: written straight out, as `line` would.)
+    let mut out = String::with_capacity(16 + v.len());
+    out.push_str("{\"return\": ");
+    json::write_str(&mut out, v);
+    out.push_str("}\n");
+    out.into_bytes()
 }
 
 fn response_value(r: &Response) -> Json {
@@ -282,5 +287,11 @@ mod tests {
             response(&Response::Null),
             line("return", &response_value(&Response::Null))
         );
+        for v in ["1.0.0", "", "a \"quoted\" \\ \u{e9}\u{1f600}\n\u{7f}"] {
+            assert_eq!(
+                String::from_utf8(version(v)).unwrap(),
+                String::from_utf8(line("return", &string(v))).unwrap()
+            );
+        }
     }
 }

@@ -3,12 +3,13 @@
 //! requests (each client's share of a pass, checked against the limits before anything is
 //! journaled), queuing replies within the output bounds, re-arming and closing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io;
 
 use polling::{Event as PollEvent, PollMode};
 
 use super::client::{Client, ReadOutcome};
+use super::touched::Touched;
 use super::{admin, Action, Limits, Server, ADMIN_LISTENER_KEY, LISTENER_KEY};
 use crate::core::{Command, Core, Event, Response, TimeUs};
 use crate::protocol::{self, Parsed};
@@ -193,12 +194,14 @@ impl Server {
             let Some(line) = client.next_line(protocol::MAX_LINE_BYTES) else {
                 break;
             };
-            self.watch_total = self.watch_total + client.watch_entries() - watched;
-            watched = client.watch_entries();
             requests += 1;
-            bytes += line.as_ref().map_or(0, Vec::len) + 1;
-            let line = match line {
-                Ok(line) => line,
+            bytes += line.map_or(0, <[u8]>::len) + 1;
+            let parsed = match line {
+                // (Parsed in place in the client's input buffer.)
+                Ok(line) if line.iter().all(u8::is_ascii_whitespace) => {
+                    continue; // blank lines are skipped, as by the original
+                }
+                Ok(line) => protocol::parse_line(line),
                 Err(len) => {
                     let msg = format!(
                         "line too long ({len} bytes; the limit is {} bytes); closing the connection",
@@ -213,10 +216,9 @@ impl Server {
                     break;
                 }
             };
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue; // blank lines are skipped, as by the original
-            }
-            match protocol::parse_line(&line) {
+            self.watch_total = self.watch_total + client.watch_entries() - watched;
+            watched = client.watch_entries();
+            match parsed {
                 Parsed::Version => actions.push(Action::Send {
                     client: key,
                     bytes: protocol::render_version(protocol::VERSION),
@@ -326,7 +328,7 @@ impl Server {
     /// `output_total_bytes_max`, is disconnected: it is not reading. One reply may be bigger
     /// than `output_bytes_max`; one bigger than `reply_bytes_max` is replaced by an
     /// exception saying so, and the client stays connected.
-    pub(super) fn send(&mut self, key: usize, bytes: &[u8], touched: &mut BTreeSet<usize>) {
+    pub(super) fn send(&mut self, key: usize, bytes: &[u8], touched: &mut Touched) {
         if key >= admin::ADMIN_KEY_BASE {
             if let Some(c) = self.admin_conns.get_mut(&key) {
                 touched.insert(key);

@@ -62,6 +62,7 @@ mod pass;
 mod recovery;
 pub mod sim;
 mod startup;
+mod touched;
 
 pub use limits::Limits;
 // The journal's event codec is the core's (it is part of the core's on-disk contract).
@@ -286,6 +287,8 @@ struct Server {
     /// When each BMP request in flight was handed to its thread, and its BMP (for the
     /// request-duration histogram); as bounded as the requests in flight.
     bmp_started: BTreeMap<BmpRequestId, (Instant, String)>,
+    /// The pass's buffers, kept between passes.
+    buffers: pass::PassBuffers,
 }
 
 /// Run the server until SIGINT or SIGTERM. Errors are start-up failures, worded for an admin.

@@ -4,9 +4,8 @@
 //! once for all the clients watching everything. BMP requests are returned to the pass,
 //! which submits them last.
 
-use std::collections::BTreeSet;
-
 use super::client::{self, Client};
+use super::touched::Touched;
 use super::Server;
 use crate::core::{Effect, Lifecycle};
 use crate::protocol;
@@ -16,7 +15,7 @@ impl Server {
     /// requests are returned, for the caller to submit once the sockets are written.
     pub(super) fn release_effects(
         &mut self,
-        touched: &mut BTreeSet<usize>,
+        touched: &mut Touched,
     ) -> Vec<crate::core::BmpRequest> {
         let mut bmp_requests = Vec::new();
         while let Some(effect) = self.core.poll_effect() {
@@ -65,7 +64,7 @@ impl Server {
         changed: &[T],
         watch: fn(&Client) -> &client::Watch<T>,
         render: fn(&[T]) -> Vec<u8>,
-        touched: &mut BTreeSet<usize>,
+        touched: &mut Touched,
     ) {
         let for_all = render(changed);
         let keys: Vec<usize> = self.clients.keys().copied().collect();

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use polling::Events;
 
 use super::connections::JobCounts;
+use super::touched::Touched;
 use super::{admin, http, Action, Server, ADMIN_LISTENER_KEY, LISTENER_KEY};
 use crate::bmp::BmpCompletion;
 use crate::core::{Event, TimeUs};
@@ -19,6 +20,33 @@ use crate::protocol;
 
 /// The loop wakes at least this often even when idle (to notice signals promptly).
 const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// The most elements a pass buffer keeps between passes: a burst's larger buffers are
+/// given back rather than held for the rest of the server's life.
+const BUFFER_KEPT_MAX: usize = 4096;
+
+/// What a pass fills and empties (the ready list, the pass's events and actions, the
+/// connections it touched), kept between passes so that a busy loop does not allocate them
+/// anew each time. Empty between passes.
+#[derive(Default)]
+pub(super) struct PassBuffers {
+    ready: Vec<(usize, bool, bool)>,
+    events: Vec<Event>,
+    actions: Vec<Action>,
+    touched: Touched,
+}
+
+impl PassBuffers {
+    /// Take back a pass's buffers, emptied.
+    fn keep(&mut self, mut events: Vec<Event>, mut actions: Vec<Action>, touched: Touched) {
+        debug_assert!(actions.is_empty());
+        events.clear();
+        events.shrink_to(BUFFER_KEPT_MAX);
+        actions.shrink_to(BUFFER_KEPT_MAX);
+        self.ready.shrink_to(BUFFER_KEPT_MAX);
+        (self.events, self.actions, self.touched) = (events, actions, touched);
+    }
+}
 
 impl Server {
     pub(super) fn serve(&mut self) -> Result<(), String> {
@@ -32,11 +60,11 @@ impl Server {
                 Err(e) => return Err(format!("polling failed: {e}")),
             }
             let stopping = self.signals.stop.load(Ordering::SeqCst);
-            let ready: Vec<(usize, bool, bool)> = events
-                .iter()
-                .map(|e| (e.key, e.readable, e.writable))
-                .collect();
+            let mut ready = std::mem::take(&mut self.buffers.ready);
+            ready.clear();
+            ready.extend(events.iter().map(|e| (e.key, e.readable, e.writable)));
             self.pass(self.clock.now_us(), &ready, stopping);
+            self.buffers.ready = ready;
             if stopping {
                 self.log.info("stopping: signal received");
                 return Ok(());
@@ -75,9 +103,10 @@ impl Server {
     pub(super) fn pass(&mut self, now: TimeUs, ready: &[(usize, bool, bool)], stopping: bool) {
         self.durability.poll(now);
         let retry_due = self.durability.retry_due(now);
-        let mut events: Vec<Event> = Vec::new();
-        let mut actions: Vec<Action> = Vec::new();
-        let mut touched: BTreeSet<usize> = BTreeSet::new();
+        let mut events = std::mem::take(&mut self.buffers.events);
+        let mut actions = std::mem::take(&mut self.buffers.actions);
+        let mut touched = std::mem::take(&mut self.buffers.touched);
+        debug_assert!(events.is_empty() && actions.is_empty());
         // Live jobs per owner and host, counted on the pass's first create_job.
         let mut job_counts: Option<JobCounts> = None;
 
@@ -203,7 +232,7 @@ impl Server {
         if durable.is_ok() {
             self.metrics.events_journaled(events.len());
         }
-        for action in actions {
+        for action in actions.drain(..) {
             match action {
                 Action::Event { client, index } => {
                     let event = &events[index];
@@ -239,9 +268,10 @@ impl Server {
         let bmp_requests = self.release_effects(&mut touched);
         // (Protocol clients are level-triggered: `rearm` changes a registration only when
         // the interest wanted changed. Admin connections are oneshot and re-armed.)
-        for key in touched {
+        for key in touched.drain_sorted() {
             self.rearm(key);
         }
+        self.buffers.keep(events, actions, touched);
         // BMP requests go after every reply and notification is sent: handing one over
         // wakes a BMP thread, which would otherwise compete with those sends for the CPU.
         for r in bmp_requests {
@@ -276,7 +306,7 @@ impl Server {
     }
 
     /// Fold a durable (or deferred) event and send its reply, if any, to `client`.
-    fn fold(&mut self, client: Option<usize>, event: &Event, touched: &mut BTreeSet<usize>) {
+    fn fold(&mut self, client: Option<usize>, event: &Event, touched: &mut Touched) {
         let reply = self.core.handle(event);
         #[cfg(debug_assertions)]
         if let Err(e) = self.core.check_invariants() {
@@ -300,7 +330,7 @@ impl Server {
         event: &Event,
         why: &str,
         now: TimeUs,
-        touched: &mut BTreeSet<usize>,
+        touched: &mut Touched,
     ) {
         match event {
             Event::BmpDone {
@@ -354,7 +384,7 @@ impl Server {
 
     /// Before a pass's fsync: carry out at once the actions that depend on nothing in the
     /// pass (module docs) and send their output; return the rest, in order.
-    fn answer_early(&mut self, actions: Vec<Action>, touched: &mut BTreeSet<usize>) -> Vec<Action> {
+    fn answer_early(&mut self, actions: Vec<Action>, touched: &mut Touched) -> Vec<Action> {
         let mut waiting: BTreeSet<usize> = BTreeSet::new();
         let mut answered: BTreeSet<usize> = BTreeSet::new();
         let mut rest = Vec::with_capacity(actions.len());

@@ -234,6 +234,7 @@ impl Server {
             watch_total: 0,
             input_total: 0,
             unfinished_input: BTreeSet::new(),
+            buffers: Default::default(),
             _simulator: None,
             admin_listener: None,
             admin_path: PathBuf::new(),

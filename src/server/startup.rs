@@ -209,6 +209,7 @@ impl Server {
             watch_total: 0,
             input_total: 0,
             unfinished_input: BTreeSet::new(),
+            buffers: Default::default(),
             _simulator: simulator,
             admin_listener,
             admin_path,
