@@ -492,7 +492,7 @@ impl Journal {
     /// A batch's write or fsync failed with `source`: cut off whatever of it
     /// reached the file, at once, and say whether that worked.
     ///
-    /// Why at once, and not at the next write as long as the journal did:
+    /// Why at once, and not at the next write as the journal used to:
     /// until the next write, a crash would leave the failed batch's bytes in
     /// the segment, and a complete copy is indistinguishable from acknowledged
     /// records, so the next open would replay a batch whose commands the
