@@ -39,8 +39,9 @@ fn seeds() -> Vec<u64> {
     }
 }
 
-/// Every property holds over many seeds: nothing acknowledged is lost across crashes, the
-/// journal replays to the live state, no kept-alive job expires, no board is in two jobs.
+/// Every property holds over many seeds: nothing acknowledged is lost across crashes, nothing
+/// refused as not carried out comes back after one, the journal replays to the live state, no
+/// kept-alive job expires, no board is in two jobs.
 #[test]
 fn properties_hold_over_many_seeds() {
     let cfg = SimConfig::default();
@@ -58,6 +59,8 @@ fn properties_hold_over_many_seeds() {
         totals.requests += r.requests;
         totals.jobs_acknowledged += r.jobs_acknowledged;
         totals.refused += r.refused;
+        totals.refused_maybe_recorded += r.refused_maybe_recorded;
+        totals.refusals_checked_after_restart += r.refusals_checked_after_restart;
         totals.bmp_completed += r.bmp_completed;
         totals.bmp_failed += r.bmp_failed;
         totals.unsynced_survived += r.unsynced_survived;
@@ -65,8 +68,9 @@ fn properties_hold_over_many_seeds() {
     let took = started.elapsed().as_secs_f64();
     eprintln!(
         "{} seeds in {took:.1} s ({:.0} seeds/s): {} passes, {} crashes, {} requests, {} jobs \
-         acknowledged, {} refused for journal trouble, {} BMP completions ({} failed), {} \
-         records of failed writes kept by crashes",
+         acknowledged, {} refused for journal trouble ({} as maybe recorded; {} refused as not \
+         carried out and checked after a restart), {} BMP completions ({} failed), {} records \
+         of failed writes kept by crashes",
         seeds.len(),
         seeds.len() as f64 / took,
         totals.passes,
@@ -74,6 +78,8 @@ fn properties_hold_over_many_seeds() {
         totals.requests,
         totals.jobs_acknowledged,
         totals.refused,
+        totals.refused_maybe_recorded,
+        totals.refusals_checked_after_restart,
         totals.bmp_completed,
         totals.bmp_failed,
         totals.unsynced_survived
@@ -82,6 +88,9 @@ fn properties_hold_over_many_seeds() {
     if seeds.len() > 1 {
         assert!(totals.crashes > 0 && totals.refused > 0 && totals.bmp_failed > 0);
         assert!(totals.jobs_acknowledged > 0);
+        // Refusals a restart came after, and failed batches that could not be cut off.
+        assert!(totals.refusals_checked_after_restart > 0);
+        assert!(totals.refused_maybe_recorded > 0 && totals.unsynced_survived > 0);
     }
 }
 
@@ -119,4 +128,28 @@ fn a_lying_disk_is_caught_and_its_seed_reproduces() {
     let again = run(failing.seed, &cfg);
     assert_eq!(again.violations, failing.violations);
     assert_eq!(again, failing);
+}
+
+/// The checks catch a journal that leaves a failed batch on the disk until its next write
+/// (as the journal did before it cut a failed batch off at once): a crash in between brings
+/// back a command its client was told was not carried out. The failing seed reproduces.
+#[test]
+fn a_journal_that_keeps_refused_batches_is_caught() {
+    let cfg = SimConfig {
+        keep_failed_batches: true,
+        ..SimConfig::default()
+    };
+    let failing = (0..50)
+        .map(|seed| run(seed, &cfg))
+        .find(|r| !r.violations.is_empty())
+        .expect("replaying refused batches must break a property on some seed");
+    assert!(
+        failing
+            .violations
+            .iter()
+            .all(|v| v.contains("refused at") && v.contains("as not carried out")),
+        "{:?}",
+        failing.violations
+    );
+    assert_eq!(run(failing.seed, &cfg), failing);
 }

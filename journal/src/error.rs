@@ -47,6 +47,21 @@ pub enum Error {
         /// The underlying error.
         source: io::Error,
     },
+    /// A batch's write or fsync failed (`source`), and cutting the segment back to its
+    /// durable length failed too (`cut_error`). Unlike a plain [`Error::Io`] from
+    /// `append_batch`, after which nothing of the batch is in the journal, the failed
+    /// batch (whole or in part) may still be in the segment: the next `append_batch` or
+    /// `write_snapshot` cuts it off before writing anything, but if the process dies before
+    /// that succeeds, a complete copy is replayed by the next open. Its outcome is unknown
+    /// (see [`Error::batch_may_remain`]).
+    UncutBatch {
+        /// The segment.
+        path: PathBuf,
+        /// Why the batch failed.
+        source: io::Error,
+        /// Why it could not be cut off.
+        cut_error: io::Error,
+    },
     /// A record or snapshot larger than the limit.
     TooLarge {
         /// Its size.
@@ -90,6 +105,14 @@ impl Error {
         }
     }
 
+    /// Whether the failed call's batch may still be in the journal (and so be replayed
+    /// after a crash): true only for [`Error::UncutBatch`]. After any other error from
+    /// [`Journal::append_batch`](crate::Journal::append_batch) nothing of the batch is on
+    /// disk, now or after a crash.
+    pub fn batch_may_remain(&self) -> bool {
+        matches!(self, Error::UncutBatch { .. })
+    }
+
     pub(crate) fn corrupt(file: &Path, offset: u64, what: impl Into<String>) -> Error {
         Error::Corrupt {
             file: file.to_path_buf(),
@@ -129,6 +152,17 @@ impl fmt::Display for Error {
                 file.display()
             ),
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::UncutBatch {
+                path,
+                source,
+                cut_error,
+            } => write!(
+                f,
+                "{}: {source}; cutting the failed batch off failed too ({cut_error}), so it may \
+                 stay in the journal, and be replayed if the process stops, until a later write \
+                 cuts it off",
+                path.display()
+            ),
             Error::TooLarge {
                 len_bytes,
                 max_bytes,
@@ -165,7 +199,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io { source, .. } => Some(source),
+            Error::Io { source, .. } | Error::UncutBatch { source, .. } => Some(source),
             _ => None,
         }
     }

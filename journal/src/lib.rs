@@ -45,7 +45,13 @@
 //!   replays. Restart work is bounded by the snapshot interval either way
 //!   (a start reads only the segments after the older snapshot); disk use
 //!   by the retention period's records, or by about two snapshot intervals.
-//! * After a failed append, see [`Journal`] ("After an I/O error").
+//! * A batch whose write or fsync fails is cut off (truncate to the durable
+//!   length, fsync) by the failing `append_batch` before it returns, so a
+//!   refused batch cannot come back after a crash. If that cut fails too the
+//!   error is [`Error::UncutBatch`] and the batch's outcome is unknown until
+//!   the next write cuts it; see [`Journal`] ("After an I/O error"), which
+//!   also says why truncating, not retrying the fsync, is what makes a failed
+//!   fsync safe.
 //!
 //! # Recovery
 //!
@@ -85,6 +91,7 @@
 //! | R20 | Crash during `write_snapshot` | Covered by R3 and R15: every step (temp write, rename, new segment, deletions) leaves a journal that opens to the same state |
 //! | R21 | Damage (R6–R12, R15) in an older segment or snapshot kept only as the fallback for R15 | Open (this start does not need it); reported in `Opened::fallback_damage` for the server to warn about |
 //! | R22 | A create (segment or snapshot) fails part-way, e.g. on a full disk | Its temp file is deleted at once, not left taking space until the next open (R3) |
+//! | R23 | Bytes of a batch whose `append_batch` failed (write or fsync) | None after a plain `Error::Io`: the failing call cut them before returning. Only after `Error::UncutBatch` (the cut failed too) and a crash before the next write or snapshot retried it can they be found: a partial copy is cut (R7–R10), a complete one replayed like any valid record (that error said the outcome was unknown) |
 //!
 //! When a journal is refused, [`salvage`] copies every good record before the first
 //! damage into a new directory (byte for byte) and lists exactly what it left out.

@@ -90,14 +90,22 @@ pub struct Opened {
 /// If [`Journal::append_batch`] fails, the batch is not durable and
 /// [`Journal::next_seq`] is unchanged; the caller must not apply or
 /// acknowledge it. The segment may hold part or all of the failed batch, so
-/// the journal marks itself as needing repair: the next `append_batch` or
-/// `write_snapshot` first truncates the segment back to the last durable
-/// length and fsyncs that, and only then writes. If the repair fails too,
-/// that call returns the error and writes nothing, so retrying is always
-/// safe. (If the process dies before a repair succeeds, the failed batch's
-/// bytes may survive: a partial copy is cut as a torn tail on open, a
-/// complete one is replayed. That is the usual "outcome unknown" of a failed
-/// commit; it is never the other way round, a reported success that is lost.)
+/// before returning the error the failing call cuts the segment back to its
+/// last durable length and fsyncs that cut. The error is then a plain
+/// [`Error::Io`], and nothing of the batch is on disk: a crash at any later
+/// point cannot bring it back, so the caller may tell its client the batch
+/// was not carried out.
+///
+/// If the cut fails too, the error is [`Error::UncutBatch`]
+/// ([`Error::batch_may_remain`], [`Journal::has_uncut_tail`]): the batch may
+/// still be on disk. The next `append_batch` or `write_snapshot` first retries
+/// the cut, and writes nothing unless it succeeds, so retrying is always safe
+/// and a failed batch is never followed by a later one in the file (never
+/// duplicated). But if the process dies before a cut succeeds, the next open
+/// cuts a partial copy as a torn tail and replays a complete one: the outcome
+/// of such a batch is unknown, and the caller must say so rather than claim
+/// it was not carried out. It is never the other way round, a reported
+/// success that is lost.
 #[derive(Debug)]
 pub struct Journal {
     dir: PathBuf,
@@ -127,6 +135,9 @@ pub struct Journal {
     /// Test hook: fail this many upcoming fsyncs of batches.
     #[cfg(any(test, feature = "fault-injection"))]
     fail_syncs: u32,
+    /// Test hook: fail this many upcoming cuts of a failed batch.
+    #[cfg(any(test, feature = "fault-injection"))]
+    fail_cuts: u32,
 }
 
 impl Journal {
@@ -415,6 +426,8 @@ impl Journal {
             fail_writes: 0,
             #[cfg(any(test, feature = "fault-injection"))]
             fail_syncs: 0,
+            #[cfg(any(test, feature = "fault-injection"))]
+            fail_cuts: 0,
         })
     }
 
@@ -454,16 +467,59 @@ impl Journal {
 
     /// Undoes a failed write: cuts the segment back to its durable length.
     fn truncate_to_durable(&mut self) -> Result<(), Error> {
+        let path = self.segments.last().expect("a current segment").1.clone();
+        self.cut_to_durable().map_err(Error::io(&path))
+    }
+
+    /// Cuts the current segment back to `durable_len_bytes`, fsyncs the cut and
+    /// positions the file there; clears `needs_truncate` only if all of that
+    /// succeeded.
+    fn cut_to_durable(&mut self) -> std::io::Result<()> {
         debug_assert!(self.needs_truncate);
-        let path = &self.segments.last().expect("a current segment").1;
+        #[cfg(any(test, feature = "fault-injection"))]
+        if self.fail_cuts > 0 {
+            self.fail_cuts -= 1;
+            return Err(std::io::Error::other("injected truncate failure"));
+        }
         let len = self.durable_len_bytes;
-        self.file
-            .set_len(len)
-            .and_then(|()| self.file.sync_all())
-            .and_then(|()| self.file.seek(SeekFrom::Start(len)).map(|_| ()))
-            .map_err(Error::io(path))?;
+        self.file.set_len(len)?;
+        self.file.seek(SeekFrom::Start(len))?;
+        self.file.sync_all()?;
         self.needs_truncate = false;
         Ok(())
+    }
+
+    /// A batch's write or fsync failed with `source`: cut off whatever of it
+    /// reached the file, at once, and say whether that worked.
+    ///
+    /// Why at once, and not at the next write as the journal used to:
+    /// until the next write, a crash would leave the failed batch's bytes in
+    /// the segment, and a complete copy is indistinguishable from acknowledged
+    /// records, so the next open would replay a batch whose commands the
+    /// server had refused ("a refusal changes nothing" would be false).
+    ///
+    /// Why truncating is the way to learn what the file holds after a failed
+    /// fdatasync ("fsyncgate"): Linux may mark the pages whose writeback
+    /// failed clean again (or drop them), and reports the error once per open
+    /// file, so a second fdatasync can succeed although the bytes never
+    /// reached the disk. The writer therefore never retries the fsync of a
+    /// failed batch and never counts it as durable. Instead it drops the
+    /// pages in doubt: after `set_len(durable_len_bytes)` the file has no
+    /// bytes past the durable length whatever became of those pages, and
+    /// what is left was made durable by earlier fsyncs that succeeded. The
+    /// fsync after the cut makes the new length itself durable, and, as the
+    /// old error has been reported, only a new failure makes it fail. Only
+    /// when all of that succeeded is the batch known to be gone.
+    fn undo_failed_batch(&mut self, path: PathBuf, source: std::io::Error) -> Error {
+        match self.cut_to_durable() {
+            Ok(()) => Error::Io { path, source },
+            // `needs_truncate` stays set: the next write retries the cut first.
+            Err(cut_error) => Error::UncutBatch {
+                path,
+                source,
+                cut_error,
+            },
+        }
     }
 
     /// Brings the writer to a clean state before writing anything.
@@ -529,10 +585,11 @@ impl Journal {
         let path = self.segments.last().expect("a current segment").1.clone();
         // From here on a failure may leave bytes past the durable length.
         self.needs_truncate = true;
-        self.write_bytes(bytes).map_err(Error::io(&path))?;
         // fdatasync is enough: it also flushes the file size, which is the
         // only metadata needed to read the appended bytes back.
-        self.sync_data().map_err(Error::io(&path))?;
+        if let Err(source) = self.write_bytes(bytes).and_then(|()| self.sync_data()) {
+            return Err(self.undo_failed_batch(path, source));
+        }
         self.needs_truncate = false;
         self.durable_len_bytes += bytes.len() as u64;
         self.next_seq += count;
@@ -570,6 +627,21 @@ impl Journal {
     pub fn inject_failures(&mut self, writes: u32, syncs: u32) {
         self.fail_writes = writes;
         self.fail_syncs = syncs;
+    }
+
+    /// Test hook (feature `fault-injection`): the next `cuts` cuts of a failed
+    /// batch fail, whether made at once by the failing call or retried before
+    /// the next write, simulating a disk that cannot even truncate.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn inject_cut_failures(&mut self, cuts: u32) {
+        self.fail_cuts = cuts;
+    }
+
+    /// Whether a failed batch could not be cut off (see "After an I/O error"):
+    /// until the next write or snapshot cuts it, it may be on disk and would
+    /// be replayed if the process stopped.
+    pub fn has_uncut_tail(&self) -> bool {
+        self.needs_truncate
     }
 
     /// The sequence number the next appended record will get.
@@ -812,19 +884,147 @@ mod tests {
         assert_eq!(all_records(t.path()), vec![(1, b"kept".to_vec())]);
     }
 
+    /// The length of the current segment on disk, and the writer's durable length.
+    fn lengths(j: &Journal) -> (u64, u64) {
+        let path = &j.segments.last().unwrap().1;
+        (fs::metadata(path).unwrap().len(), j.durable_len_bytes)
+    }
+
+    /// A failed write is cut off by the failing call itself: nothing of it is
+    /// left past the durable length, so a crash right after (here: a drop
+    /// without any further write) has nothing to cut or replay.
     #[test]
-    fn failed_batch_left_on_disk_without_repair_is_cut_or_replayed_never_duplicated() {
+    fn failed_batch_is_cut_at_once_so_a_crash_leaves_nothing_of_it() {
         let t = TestDir::new("failed-no-repair");
         {
             let mut j = Journal::open(t.path()).unwrap().journal;
             j.append_batch([&b"one"[..]]).unwrap();
             j.inject_failures(1, 0);
-            assert!(j.append_batch([&b"two-two-two"[..]]).is_err());
-            // Dropped without a retry: the half batch stays on disk.
+            let err = j.append_batch([&b"two-two-two"[..]]).unwrap_err();
+            assert!(matches!(err, Error::Io { .. }), "{err}");
+            assert!(!err.batch_may_remain() && !j.has_uncut_tail(), "{err}");
+            let (on_disk, durable) = lengths(&j);
+            assert_eq!(on_disk, durable, "the half batch was left on disk");
+            // Dropped without a retry: nothing of the failed batch is left.
         }
         let opened = Journal::open(t.path()).unwrap();
         assert_eq!(opened.records_after_snapshot, vec![(1, b"one".to_vec())]);
-        assert!(opened.repaired.is_some(), "the half batch is a torn tail");
+        assert_eq!(opened.repaired, None, "nothing was left to repair");
+    }
+
+    /// A failed fsync leaves the whole batch in the file (the write itself
+    /// succeeded), complete and checksummed: before the cut at once, a crash
+    /// then replayed a batch the caller had been told failed. Now the failing
+    /// call cuts it, so the next open finds only the durable records.
+    #[test]
+    fn failed_fsync_batch_is_not_replayed_after_a_crash() {
+        let t = TestDir::new("failed-sync-crash");
+        {
+            let mut j = Journal::open(t.path()).unwrap().journal;
+            j.append_batch([&b"one"[..]]).unwrap();
+            j.inject_failures(0, 1);
+            let err = j.append_batch([&b"refused"[..], &b"too"[..]]).unwrap_err();
+            assert!(matches!(err, Error::Io { .. }), "{err}");
+            assert!(!err.batch_may_remain() && !j.has_uncut_tail(), "{err}");
+            assert_eq!(j.next_seq(), 2);
+            let (on_disk, durable) = lengths(&j);
+            assert_eq!(on_disk, durable, "the unsynced batch was left on disk");
+        }
+        let opened = Journal::open(t.path()).unwrap();
+        assert_eq!(opened.records_after_snapshot, vec![(1, b"one".to_vec())]);
+        assert_eq!(opened.repaired, None);
+        assert_eq!(opened.journal.next_seq(), 2);
+    }
+
+    /// When the cut of a failed batch fails too, the error says the batch may
+    /// remain (it is all still there: a reader sees it), and the next write
+    /// cuts it before writing, so it never ends up in the journal next to
+    /// what follows. While the cut keeps failing, nothing more is written, and
+    /// such a write's own batch is plainly not on disk.
+    #[test]
+    fn failed_cut_is_reported_and_the_next_write_still_cuts_it() {
+        let t = TestDir::new("failed-cut");
+        {
+            let mut j = Journal::open(t.path()).unwrap().journal;
+            j.append_batch([&b"one"[..]]).unwrap();
+            j.inject_failures(0, 1);
+            j.inject_cut_failures(2);
+            let err = j.append_batch([&b"maybe"[..]]).unwrap_err();
+            assert!(matches!(err, Error::UncutBatch { .. }), "{err}");
+            assert!(err.batch_may_remain() && j.has_uncut_tail());
+            assert!(err.to_string().contains("may stay in the journal"), "{err}");
+            let (on_disk, durable) = lengths(&j);
+            assert!(
+                on_disk > durable,
+                "the injected fsync failure wrote the batch"
+            );
+            // What a crash now would replay: the failed batch, complete.
+            let reader = crate::Reader::open(t.path()).unwrap();
+            let seen: Vec<_> = reader
+                .records_from(1)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(seen, vec![(1, b"one".to_vec()), (2, b"maybe".to_vec())]);
+
+            // The retried cut fails: this batch is refused unwritten.
+            let err = j.append_batch([&b"not-written"[..]]).unwrap_err();
+            assert!(matches!(err, Error::Io { .. }), "{err}");
+            assert!(!err.batch_may_remain() && j.has_uncut_tail(), "{err}");
+            assert_eq!(
+                lengths(&j).0,
+                on_disk,
+                "a batch was written after an uncut one"
+            );
+
+            // The cut works again: the tail goes, then the batch is written.
+            assert_eq!(j.append_batch([&b"two"[..]]).unwrap(), 2);
+            assert!(!j.has_uncut_tail());
+        }
+        let opened = Journal::open(t.path()).unwrap();
+        assert_eq!(
+            opened.records_after_snapshot,
+            vec![(1, b"one".to_vec()), (2, b"two".to_vec())]
+        );
+        assert_eq!(opened.repaired, None);
+    }
+
+    /// The window the error warns of: a failed batch whose cut failed, and a
+    /// crash before any later write, is replayed whole by the next open (its
+    /// outcome is unknown, which is why the error says so); a snapshot, like a
+    /// write, cuts it first.
+    #[test]
+    fn uncut_failed_batch_is_replayed_after_a_crash_unless_a_snapshot_cuts_it() {
+        let t = TestDir::new("uncut-crash");
+        {
+            let mut j = Journal::open(t.path()).unwrap().journal;
+            j.append_batch([&b"one"[..]]).unwrap();
+            j.inject_failures(0, 1);
+            j.inject_cut_failures(1);
+            assert!(j
+                .append_batch([&b"maybe"[..]])
+                .unwrap_err()
+                .batch_may_remain());
+        }
+        let opened = Journal::open(t.path()).unwrap();
+        assert_eq!(
+            opened.records_after_snapshot,
+            vec![(1, b"one".to_vec()), (2, b"maybe".to_vec())]
+        );
+        let mut j = opened.journal;
+        j.inject_failures(0, 1);
+        j.inject_cut_failures(1);
+        assert!(j
+            .append_batch([&b"gone"[..]])
+            .unwrap_err()
+            .batch_may_remain());
+        j.write_snapshot(2, b"state").unwrap();
+        assert!(!j.has_uncut_tail());
+        drop(j);
+        let opened = Journal::open(t.path()).unwrap();
+        assert_eq!(opened.snapshot.unwrap().covered_seq, 2);
+        assert!(opened.records_after_snapshot.is_empty());
+        assert_eq!(opened.journal.next_seq(), 3);
     }
 
     #[test]

@@ -18,6 +18,10 @@
 //!
 //! If the journal cannot be written, state-changing commands are refused with an error and
 //! nothing is applied, and work the server starts itself (ticks, BMP completions) waits.
+//! The journal cuts a failed batch off before the refusal is sent, so a refusal changes
+//! nothing, after a crash either; if that cut fails too, the clients are told their
+//! commands may or may not have been carried out (`Server::refused`), never that they were
+//! not.
 //! Keepalives are never refused for the server's own trouble (see `Server::refused`): a
 //! job its client keeps alive must not expire because the disk filled up.
 //!

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use polling::Events;
 
 use super::connections::JobCounts;
+use super::durability::Refused;
 use super::touched::Touched;
 use super::{admin, http, Action, Server, ADMIN_LISTENER_KEY, LISTENER_KEY};
 use crate::bmp::BmpCompletion;
@@ -318,7 +319,9 @@ impl Server {
     }
 
     /// An event of a pass the journal could not record (`why`). A change is refused (its
-    /// client told so), and a BMP completion kept to be retried. But a keepalive is never
+    /// client told so: that it was not carried out, or, if the failed batch could not be cut
+    /// off the journal, that it may or may not have been, as a restart before the next
+    /// journal write would replay it), and a BMP completion kept to be retried. But a keepalive is never
     /// refused because of the server's own trouble: it is folded and kept to be written
     /// later if there is room, else answered without folding and its job's timer reset
     /// once the journal can be written ([`Event::KeptAliveUnrecorded`]). Either way no
@@ -328,7 +331,7 @@ impl Server {
         &mut self,
         client: Option<usize>,
         event: &Event,
-        why: &str,
+        why: &Refused,
         now: TimeUs,
         touched: &mut Touched,
     ) {
@@ -362,9 +365,22 @@ impl Server {
             }
             _ => {
                 if let Some(c) = client {
-                    let msg = format!(
-                        "the server could not record this command, so it was not carried out: {why}"
-                    );
+                    // Never "not carried out" unless that is certain: a batch left in the
+                    // journal comes back if the server stops before the next write cuts it.
+                    let msg = if why.may_be_recorded {
+                        format!(
+                            "the server could not record this command, nor remove what it had \
+                             written of it, so it may or may not have been carried out (it is \
+                             not in effect now, but may take effect if the server restarts \
+                             before its journal is next written): {}",
+                            why.why
+                        )
+                    } else {
+                        format!(
+                            "the server could not record this command, so it was not carried out: {}",
+                            why.why
+                        )
+                    };
                     self.send(c, &protocol::render_exception(&msg), touched);
                 }
             }

@@ -5,10 +5,12 @@
 //! - **Time** is the simulation's: each pass is given its `now`, and the loop's own wait
 //!   ([`Server::next_wait`]) says when the next pass is due if nothing else happens first.
 //! - **The journal** is [`MemJournal`], behind the durability module's [`Storage`] seam, with
-//!   an inline flusher (no thread). It fails writes and fsyncs when told to, and a crash keeps
-//!   what was synced plus, like a real disk, any prefix of a batch whose write or fsync
-//!   failed (the bytes may have reached the disk). Restarts go through the production
-//!   recovery fold ([`recovery::fold`]) and start-up batch ([`startup::journal_startup`]).
+//!   an inline flusher (no thread). It fails writes, fsyncs and snapshots when told to, and,
+//!   like the journal, cuts a failed batch off at once; when told to fail that cut too, a
+//!   crash before the next write keeps what was synced plus, like a real disk, any prefix of
+//!   the failed batch (the bytes may have reached the disk). Restarts go through the
+//!   production recovery fold ([`recovery::fold`]) and start-up batch
+//!   ([`startup::journal_startup`]).
 //! - **Clients** speak the real JSON line protocol over in-memory pipes ([`client::SimPipe`]):
 //!   the server reads, parses, answers and notifies through its production code.
 //! - **BMPs** are the channels the BMP threads use ([`BmpRuntime::simulated`]): requests are
@@ -17,8 +19,10 @@
 //! Every run is replayable from its seed (`SPALLOC_SEED` in `tests/sim_server.rs`), and
 //! checks, as it goes: nothing a client was told is lost across crashes (acknowledged jobs
 //! and destructions are in the state after every restart, and no job id is handed out
-//! twice), no job a connected client keeps alive expires, no board is in two live jobs, and
-//! at the end replaying the journal gives the live state byte for byte.
+//! twice), nothing a client was told was not carried out comes back after a crash (no
+//! refused `create_job` or `destroy_job` is in the journal after a restart), no job a
+//! connected client keeps alive expires, no board is in two live jobs, and at the end
+//! replaying the journal gives the live state byte for byte.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{SocketAddr, TcpListener};
@@ -37,7 +41,7 @@ use super::{recovery, startup, Limits, Logger, Options, Server};
 use crate::bmp::{BmpCompletion, BmpRuntime};
 use crate::config::Config;
 use crate::core::rng::Rng;
-use crate::core::{BmpRequest, JobId, TimeUs, TIMED_OUT};
+use crate::core::{BmpRequest, Command, Event, JobId, TimeUs, TIMED_OUT};
 
 /// Where the simulated journal "is", for messages.
 const SIM_JOURNAL: &str = "(simulated journal)";
@@ -51,34 +55,93 @@ pub struct MemDisk {
     records: Vec<Vec<u8>>,
     /// The newest snapshot: the sequence number it covers, and the encoded core.
     snapshot: Option<(u64, Vec<u8>)>,
-    /// Records of the last batch whose write or fsync failed: they may or may not be on
-    /// the disk. The next write cuts them off (as the journal truncates to its durable
-    /// length); a crash before it keeps a prefix of them, of the simulation's choosing.
+    /// Records of a batch whose write or fsync failed and that could not be cut off (see
+    /// `needs_cut`): they may or may not be on the disk. A crash keeps a prefix of them, of
+    /// the simulation's choosing (a complete record comes back as the journal's open replays
+    /// it; a partial one it cuts as a torn tail).
     unsynced: Vec<Vec<u8>>,
+    /// A failed batch is not cut off yet: like the journal, the next write or snapshot cuts
+    /// it first, and writes nothing if that fails. (Set with `unsynced` possibly empty: half
+    /// a one-record batch is a torn record, not a record.)
+    needs_cut: bool,
     /// The next this-many batch writes fail (half the batch written).
     pub fail_writes: u32,
     /// Then the next this-many fsyncs fail (the whole batch written, not synced).
     pub fail_syncs: u32,
+    /// The next this-many cuts of a failed batch fail (at once, or retried before a write).
+    pub fail_cuts: u32,
     /// The next this-many snapshot writes fail.
     pub fail_snapshots: u32,
     /// Sabotage, to show the checks catch a broken disk: a crash also loses the last
     /// `lose_on_crash` durable records (an fsync that lied).
     pub lose_on_crash: usize,
+    /// Sabotage, to show the checks catch it: a failed batch is not cut off at once but
+    /// left until the next write (the journal before it cut at once), and the error still
+    /// says nothing of it remains.
+    pub keep_failed_batches: bool,
     /// Records that survived crashes from failed batches (a finding worth counting).
     pub unsynced_survived: u64,
 }
 
 impl MemDisk {
     /// The process died: what was synced stays, with a prefix (`keep` of them) of the records
-    /// of a failed batch; a sabotaged disk also loses its last records.
+    /// of a failed batch not cut off; a sabotaged disk also loses its last records.
     fn crash(&mut self, rng: &mut Rng) {
         let keep = rng.below(self.unsynced.len() as u64 + 1) as usize;
         self.unsynced_survived += keep as u64;
         let survived: Vec<Vec<u8>> = self.unsynced.drain(..).take(keep).collect();
         self.records.extend(survived);
+        self.needs_cut = false;
         let covered = self.snapshot.as_ref().map_or(0, |s| s.0) as usize;
         let lose = self.lose_on_crash.min(self.records.len() - covered);
         self.records.truncate(self.records.len() - lose);
+    }
+
+    /// Cut off a failed batch, if one is left (the journal's truncate to its durable length),
+    /// unless a cut failure is injected.
+    fn cut(&mut self) -> std::io::Result<()> {
+        if !self.needs_cut {
+            return Ok(());
+        }
+        if self.fail_cuts > 0 {
+            self.fail_cuts -= 1;
+            return Err(std::io::Error::other("injected truncate failure"));
+        }
+        self.unsynced.clear();
+        self.needs_cut = false;
+        Ok(())
+    }
+
+    /// A batch's `what` failed after `landed` (a prefix of its records) reached the disk: as
+    /// the journal does, cut it off at once; the error says whether that worked.
+    fn failed(&mut self, landed: Vec<Vec<u8>>, what: &str) -> JournalError {
+        self.unsynced = landed;
+        self.needs_cut = true;
+        let source = std::io::Error::other(format!("injected {what} failure"));
+        let cut = if self.keep_failed_batches {
+            Ok(())
+        } else {
+            self.cut()
+        };
+        match cut {
+            Ok(()) => JournalError::Io {
+                path: PathBuf::from(SIM_JOURNAL),
+                source,
+            },
+            Err(cut_error) => JournalError::UncutBatch {
+                path: PathBuf::from(SIM_JOURNAL),
+                source,
+                cut_error,
+            },
+        }
+    }
+
+    /// Before a write or snapshot: cut off what a failed batch may have left, or fail.
+    fn prepare(&mut self) -> Result<(), JournalError> {
+        self.cut().map_err(|source| JournalError::Io {
+            path: PathBuf::from(SIM_JOURNAL),
+            source,
+        })
     }
 }
 
@@ -111,16 +174,14 @@ impl Storage for MemJournal {
             return Ok(disk.records.len() as u64);
         }
         // A write first cuts off what a failed one may have left.
-        disk.unsynced.clear();
+        disk.prepare()?;
         if disk.fail_writes > 0 {
             disk.fail_writes -= 1;
-            disk.unsynced = batch[..batch.len() / 2].to_vec();
-            return Err(injected("write"));
+            return Err(disk.failed(batch[..batch.len() / 2].to_vec(), "write"));
         }
         if disk.fail_syncs > 0 {
             disk.fail_syncs -= 1;
-            disk.unsynced = batch;
-            return Err(injected("fsync"));
+            return Err(disk.failed(batch, "fsync"));
         }
         disk.records.extend(batch);
         Ok(disk.records.len() as u64)
@@ -133,7 +194,7 @@ impl Storage for MemJournal {
     fn write_snapshot(&mut self, covered_seq: u64, data: &[u8]) -> Result<(), JournalError> {
         let mut disk = self.disk();
         assert!(covered_seq <= disk.records.len() as u64);
-        disk.unsynced.clear();
+        disk.prepare()?;
         if disk.fail_snapshots > 0 {
             disk.fail_snapshots -= 1;
             return Err(injected("snapshot"));
@@ -147,6 +208,11 @@ impl Storage for MemJournal {
         let mut disk = self.disk();
         disk.fail_writes = writes;
         disk.fail_syncs = syncs;
+    }
+
+    #[cfg(test)]
+    fn inject_cut_failures(&mut self, cuts: u32) {
+        self.disk().fail_cuts = cuts;
     }
 }
 
@@ -274,6 +340,10 @@ pub struct SimConfig {
     pub clients: usize,
     /// Server crashes in the run (at most; each at a random time).
     pub crashes_max: u64,
+    /// Chance that a client's being refused for journal trouble is soon followed by a crash
+    /// (at most `crashes_max` such crashes per run, besides the others): the moment when
+    /// what is left of a refused batch on the disk decides what a restart brings back.
+    pub crash_after_refusal_chance: f64,
     /// Journal outages (failing writes or fsyncs) in the run (at most).
     pub disk_faults_max: u64,
     /// Chance that a BMP request fails.
@@ -282,6 +352,8 @@ pub struct SimConfig {
     pub snapshot_every_events: u64,
     /// Sabotage (see [`MemDisk::lose_on_crash`]): 0 for a correct disk.
     pub lose_on_crash: usize,
+    /// Sabotage (see [`MemDisk::keep_failed_batches`]): false for a correct journal.
+    pub keep_failed_batches: bool,
 }
 
 impl Default for SimConfig {
@@ -290,10 +362,12 @@ impl Default for SimConfig {
             duration_us: 60_000_000,
             clients: 4,
             crashes_max: 2,
+            crash_after_refusal_chance: 0.5,
             disk_faults_max: 2,
             bmp_failure_chance: 0.1,
             snapshot_every_events: 40,
             lose_on_crash: 0,
+            keep_failed_batches: false,
         }
     }
 }
@@ -313,6 +387,12 @@ pub struct Report {
     pub jobs_acknowledged: u64,
     /// Commands refused for journal trouble.
     pub refused: u64,
+    /// Of those, refused as "may or may not have been carried out" (the failed batch could
+    /// not be cut off the journal).
+    pub refused_maybe_recorded: u64,
+    /// Commands refused as not carried out that a restart came after (each checked to be
+    /// absent from the journal then: the property is not vacuous).
+    pub refusals_checked_after_restart: u64,
     /// BMP requests completed (and failed).
     pub bmp_completed: u64,
     /// BMP requests failed.
@@ -336,6 +416,44 @@ enum Req {
     Query,
     Notify,
     Garbage,
+}
+
+/// A `create_job` or `destroy_job` a client was told was not carried out: the event the
+/// server would have journaled for it, as far as the client knows it.
+#[derive(Clone, Debug)]
+struct RefusedCommand {
+    /// The event time of the pass that refused it (the pass that read it: replies to
+    /// changes leave in the pass their event was committed or refused in).
+    at_us: TimeUs,
+    /// The client's IP, as the server records it.
+    peer: String,
+    /// What it asked for.
+    req: Req,
+    /// A restart has come since it was refused (and was checked).
+    restarted: bool,
+    /// Found in the journal (reported once).
+    found: bool,
+}
+
+impl RefusedCommand {
+    /// Whether the journaled `event` is this command.
+    fn is(&self, event: &Event) -> bool {
+        let Event::Command {
+            now_us,
+            peer,
+            command,
+        } = event
+        else {
+            return false;
+        };
+        *now_us == self.at_us
+            && *peer == self.peer
+            && match (&self.req, command) {
+                (Req::Create, Command::CreateJob(_)) => true,
+                (Req::Destroy(j), Command::DestroyJob { job_id, .. }) => job_id == j,
+                _ => false,
+            }
+    }
 }
 
 /// A client's connection.
@@ -402,6 +520,10 @@ struct World {
     created: BTreeSet<JobId>,
     /// Job ids whose destruction was acknowledged.
     destroyed: BTreeSet<JobId>,
+    /// Changes clients were told were not carried out.
+    refused: Vec<RefusedCommand>,
+    /// Crashes scheduled because a client was refused (`SimConfig::crash_after_refusal_chance`).
+    crashes_after_refusal: u64,
     report: Report,
 }
 
@@ -421,6 +543,7 @@ pub fn run(seed: u64, cfg: &SimConfig) -> Report {
         .collect();
     let disk = MemJournal::default();
     disk.disk().lose_on_crash = cfg.lose_on_crash;
+    disk.disk().keep_failed_batches = cfg.keep_failed_batches;
     let mut w = World {
         cfg: cfg.clone(),
         rng,
@@ -436,6 +559,8 @@ pub fn run(seed: u64, cfg: &SimConfig) -> Report {
         hung_up: Vec::new(),
         created: BTreeSet::new(),
         destroyed: BTreeSet::new(),
+        refused: Vec::new(),
+        crashes_after_refusal: 0,
         report: Report {
             seed,
             trace: 0xcbf2_9ce4_8422_2325,
@@ -534,6 +659,7 @@ impl World {
             }
         }
         self.finish();
+        self.check_refused(false);
         self.report.unsynced_survived = self.disk.disk().unsynced_survived;
     }
 
@@ -579,10 +705,16 @@ impl World {
             Due::Restart => self.start_process(),
             Due::DiskFault => {
                 let mut disk = self.disk.disk();
-                match self.rng.below(3) {
+                match self.rng.below(4) {
                     0 => disk.fail_writes += 1 + self.rng.below(3) as u32,
                     1 => disk.fail_syncs += 1 + self.rng.below(3) as u32,
-                    _ => disk.fail_snapshots += 1,
+                    2 => disk.fail_snapshots += 1,
+                    _ => {
+                        // A disk that cannot even truncate: failed batches stay until a
+                        // later cut works.
+                        disk.fail_syncs += 1 + self.rng.below(3) as u32;
+                        disk.fail_cuts += 1 + self.rng.below(3) as u32;
+                    }
                 }
             }
         }
@@ -619,6 +751,7 @@ impl World {
                 self.incarnation += 1;
                 self.process = Some(p);
                 self.check_acknowledged();
+                self.check_refused(true);
                 self.take_bmp_requests();
             }
             Err(e) => {
@@ -809,6 +942,27 @@ impl World {
         if let Some(e) = exception {
             if e.contains("could not record") {
                 self.report.refused += 1;
+                if self.crashes_after_refusal < self.cfg.crashes_max
+                    && self.rng.chance(self.cfg.crash_after_refusal_chance)
+                {
+                    self.crashes_after_refusal += 1;
+                    let t = self.now + self.rng.below(300_000);
+                    self.at(t, Due::Crash);
+                }
+            }
+            if e.contains("may or may not have been carried out") {
+                self.report.refused_maybe_recorded += 1;
+            }
+            if e.contains("so it was not carried out") {
+                if let Req::Create | Req::Destroy(_) = req {
+                    self.refused.push(RefusedCommand {
+                        at_us: self.now,
+                        peer: self.clients[i].peer.ip().to_string(),
+                        req: req.clone(),
+                        restarted: false,
+                        found: false,
+                    });
+                }
             }
         }
         match req {
@@ -874,6 +1028,51 @@ impl World {
         }
     }
 
+    /// After a restart (`restarted`), and at the end: no command a client was told was not
+    /// carried out is in the journal, so none is in effect, whatever crashes came between
+    /// (a refusal changes nothing).
+    fn check_refused(&mut self, restarted: bool) {
+        if self.refused.is_empty() {
+            return;
+        }
+        let mut found = Vec::new();
+        {
+            let disk = self.disk.disk();
+            for (i, record) in disk.records.iter().enumerate() {
+                let Ok(event) = crate::server::decode_event(record) else {
+                    continue; // (the recovery fold reports those)
+                };
+                for r in self.refused.iter_mut().filter(|r| !r.found && r.is(&event)) {
+                    r.found = true;
+                    found.push(format!(
+                        "{:?} from {}, refused at t={}us as not carried out, is record {} of \
+                         the journal {}: it is in effect",
+                        r.req,
+                        r.peer,
+                        r.at_us - EPOCH_US,
+                        i + 1,
+                        if restarted {
+                            "after a restart"
+                        } else {
+                            "at the end of the run"
+                        }
+                    ));
+                }
+            }
+        }
+        if restarted {
+            for r in &mut self.refused {
+                if !r.restarted {
+                    r.restarted = true;
+                    self.report.refusals_checked_after_restart += 1;
+                }
+            }
+        }
+        for f in found {
+            self.violation(f);
+        }
+    }
+
     /// After every pass: no kept-alive job expired, no board is in two live jobs.
     fn check_state(&mut self) {
         let Some(p) = &self.process else { return };
@@ -922,6 +1121,7 @@ impl World {
             let mut disk = self.disk.disk();
             disk.fail_writes = 0;
             disk.fail_syncs = 0;
+            disk.fail_cuts = 0;
             disk.fail_snapshots = 0;
         }
         // Anything the server still owes the journal (unrecorded keepalives, completions).

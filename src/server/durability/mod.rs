@@ -46,6 +46,18 @@ pub const DEFERRED_MAX_RECORDS: usize = 65_536;
 /// After a snapshot could not be written, the next is not tried for this long.
 const SNAPSHOT_RETRY_US: TimeUs = 10_000_000;
 
+/// Why a pass's events were refused: the `Err` of [`Durability::commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The journal's trouble, worded for the refused commands' clients.
+    pub why: String,
+    /// The failed batch could not be cut off the journal
+    /// ([`spalloc_journal::Error::batch_may_remain`]): it is not folded, but it may be replayed
+    /// if the server stops before its next journal write cuts it, so the refused commands may
+    /// or may not end up carried out. When false, nothing of the batch can come back.
+    pub may_be_recorded: bool,
+}
+
 /// The owner of everything on disk (module docs).
 pub struct Durability {
     /// The journal; `None` while it is lent to the flusher.
@@ -163,9 +175,10 @@ impl Durability {
     }
 
     /// Make `events` durable, behind every deferred record, with one fsync; they may be
-    /// folded only if this returns `Ok`. On `Err` (the message for refused commands)
-    /// nothing of `events` is kept, and every deferred record still is.
-    pub fn commit(&mut self, events: &[Event], now: TimeUs) -> Result<(), String> {
+    /// folded only if this returns `Ok`. On `Err` (what to tell the refused commands'
+    /// clients) nothing of `events` is kept in memory, and every deferred record still is;
+    /// nothing of `events` is in the journal either, unless [`Refused::may_be_recorded`].
+    pub fn commit(&mut self, events: &[Event], now: TimeUs) -> Result<(), Refused> {
         if events.is_empty() {
             self.start_flush_if_due(now);
             return Ok(());
@@ -325,7 +338,7 @@ impl Durability {
     }
 
     /// Append the deferred records as one batch with one fsync (the journal is here).
-    fn write_deferred(&mut self, now: TimeUs) -> Result<(), String> {
+    fn write_deferred(&mut self, now: TimeUs) -> Result<(), Refused> {
         let journal = self
             .journal
             .as_mut()
@@ -339,7 +352,10 @@ impl Durability {
                 self.health.written(now);
                 Ok(())
             }
-            Err(e) => Err(self.health.failed(&e, now, &self.log)),
+            Err(e) => Err(Refused {
+                may_be_recorded: e.batch_may_remain(),
+                why: self.health.failed(&e, now, &self.log),
+            }),
         }
     }
 
@@ -415,7 +431,11 @@ mod tests {
         assert_eq!(d.waiting_records(), 3);
         let refused = [Event::Tick { now_us: 500_000 }];
         let err = d.commit(&refused, 500_000).unwrap_err();
-        assert!(err.contains("journal write failed"), "{err}");
+        assert!(err.why.contains("journal write failed"), "{err:?}");
+        assert!(
+            !err.may_be_recorded,
+            "the failed batch was cut off: {err:?}"
+        );
         assert!(d.failing());
         assert_eq!(d.waiting_records(), 3, "a deferred keepalive was dropped");
         let accepted = [Event::Tick { now_us: 700_000 }];
@@ -424,6 +444,48 @@ mod tests {
         let mut want = folded.to_vec();
         want.extend(accepted);
         assert_eq!(journaled(&dir), want);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A commit whose failed batch cannot be cut off the journal says its events may be
+    /// recorded (a crash now would replay them); one whose batch was cut off says not, and
+    /// nothing of it is in the journal. Either way the deferred keepalive goes in once, in
+    /// its place, and no refused event is in the journal once a commit succeeds.
+    #[test]
+    fn a_batch_that_cannot_be_cut_off_is_refused_as_maybe_recorded() {
+        let (mut d, dir) = durability("uncut");
+        d.commit(&[Event::Tick { now_us: 1 }], 1).unwrap();
+        d.defer(&[keepalive(1, 10)], 10);
+        // Two fsyncs fail; the first failed batch's cut fails too.
+        d.journal_for_test().inject_failures(0, 2);
+        d.journal_for_test().inject_cut_failures(1);
+        let err = d.commit(&[Event::Tick { now_us: 20 }], 20).unwrap_err();
+        assert!(err.may_be_recorded, "{err:?}");
+        assert!(
+            err.why.contains("cutting the failed batch off failed too"),
+            "{err:?}"
+        );
+        // What a restart now would replay:
+        let maybe = vec![
+            Event::Tick { now_us: 1 },
+            keepalive(1, 10),
+            Event::Tick { now_us: 20 },
+        ];
+        assert_eq!(journaled(&dir), maybe);
+        // The next commit cuts it off first; its own batch fails, and is cut off.
+        let err = d.commit(&[Event::Tick { now_us: 30 }], 30).unwrap_err();
+        assert!(!err.may_be_recorded, "{err:?}");
+        assert_eq!(journaled(&dir), vec![Event::Tick { now_us: 1 }]);
+        assert_eq!(d.waiting_records(), 1);
+        d.commit(&[Event::Tick { now_us: 40 }], 40).unwrap();
+        assert_eq!(
+            journaled(&dir),
+            vec![
+                Event::Tick { now_us: 1 },
+                keepalive(1, 10),
+                Event::Tick { now_us: 40 }
+            ]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

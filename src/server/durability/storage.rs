@@ -13,7 +13,9 @@ use spalloc_journal::{Error, Journal};
 pub trait Storage: Send {
     /// Append `records` as one batch made durable with one fsync; the sequence number of
     /// the last record (see [`Journal::append_batch`]). On `Err` none of the batch counts
-    /// as written.
+    /// as written, and none of it is left in the store, unless the error says it may be
+    /// ([`Error::batch_may_remain`]: the failed batch could not be cut off, and comes back
+    /// after a crash unless a later write or snapshot cuts it first).
     fn append_batch(&mut self, records: &mut dyn Iterator<Item = &[u8]>) -> Result<u64, Error>;
 
     /// The sequence number the next appended record will get.
@@ -26,6 +28,10 @@ pub trait Storage: Send {
     /// Test hook: the next `writes` batch writes fail, then the next `syncs` fsyncs.
     #[cfg(test)]
     fn inject_failures(&mut self, writes: u32, syncs: u32);
+
+    /// Test hook: the next `cuts` cuts of a failed batch fail.
+    #[cfg(test)]
+    fn inject_cut_failures(&mut self, cuts: u32);
 }
 
 impl Storage for Journal {
@@ -44,5 +50,10 @@ impl Storage for Journal {
     #[cfg(test)]
     fn inject_failures(&mut self, writes: u32, syncs: u32) {
         Journal::inject_failures(self, writes, syncs)
+    }
+
+    #[cfg(test)]
+    fn inject_cut_failures(&mut self, cuts: u32) {
+        Journal::inject_cut_failures(self, cuts)
     }
 }
