@@ -266,6 +266,95 @@ fn the_api_shows_machines_jobs_and_ended_jobs() {
 }
 
 /// BMP requests that succeeded, over every BMP.
+/// Refusals and disconnections are counted by reason, every reason's series there from the
+/// start at zero, and the journal's health is shown.
+#[test]
+fn metrics_count_refusals_and_disconnections() {
+    let net = bmp_net();
+    let (server, port) = start(
+        "http-metrics-refusals",
+        simple_config(&net, json!({})),
+        &[
+            "--limit",
+            "jobs_per_owner_max=1",
+            "--limit",
+            "clients_max=1",
+        ],
+    );
+    let m = get(port, "/metrics").text();
+    for series in [
+        "spalloc_commands_refused_total{reason=\"journal\"}",
+        "spalloc_commands_refused_total{reason=\"limit\"}",
+        "spalloc_clients_disconnected_total{reason=\"output_unread\"}",
+        "spalloc_clients_disconnected_total{reason=\"input_unfinished\"}",
+        "spalloc_clients_disconnected_total{reason=\"line_too_long\"}",
+        "spalloc_clients_disconnected_total{reason=\"not_a_request\"}",
+        "spalloc_connections_refused_total",
+        "spalloc_journal_write_failures_total",
+        "spalloc_journal_failing",
+    ] {
+        assert_eq!(sample(&m, series), Some(0.0), "{series}:\n{m}");
+    }
+
+    // Past jobs_per_owner_max: refused by a limit.
+    let mut c = server.client();
+    c.create(json!([]), json!({"owner": "lab"}));
+    let refused = c.call_raw("create_job", json!([]), json!({"owner": "lab"}));
+    assert!(refused.get("exception").is_some(), "{refused}");
+    // A second client while the first is connected: the server is full.
+    let mut second = server.client();
+    let full = second.read_line();
+    assert!(
+        full.as_ref().and_then(|v| v.get("exception")).is_some(),
+        "{full:?}"
+    );
+    // A line that is not a request: answered, then disconnected.
+    c.send_raw(b"not json\n");
+    assert!(c
+        .read_line()
+        .and_then(|v| v.get("exception").cloned())
+        .is_some());
+    assert_eq!(c.read_line(), None, "still connected after a framing error");
+    // A line longer than the protocol allows, from a client that may now connect.
+    wait_until("the first client to be gone", || {
+        sample(&get(port, "/metrics").text(), "spalloc_connected_clients") == Some(0.0)
+    });
+    let mut long = server.client();
+    long.send_raw(&vec![b'x'; 70 * 1024]);
+    long.send_raw(b"\n");
+    assert!(long
+        .read_line()
+        .and_then(|v| v.get("exception").cloned())
+        .is_some());
+    assert_eq!(
+        long.read_line(),
+        None,
+        "still connected after a line too long"
+    );
+
+    let m = get(port, "/metrics").text();
+    let count = |series: &str| sample(&m, series).unwrap_or_else(|| panic!("{series}:\n{m}"));
+    assert_eq!(
+        count("spalloc_commands_refused_total{reason=\"limit\"}"),
+        1.0
+    );
+    assert_eq!(
+        count("spalloc_commands_refused_total{reason=\"journal\"}"),
+        0.0
+    );
+    assert_eq!(count("spalloc_connections_refused_total"), 1.0);
+    assert_eq!(
+        count("spalloc_clients_disconnected_total{reason=\"not_a_request\"}"),
+        1.0
+    );
+    assert_eq!(
+        count("spalloc_clients_disconnected_total{reason=\"line_too_long\"}"),
+        1.0
+    );
+    assert_eq!(count("spalloc_journal_failing"), 0.0);
+    assert!(m.contains("# TYPE spalloc_commands_refused counter"), "{m}");
+}
+
 fn bmp_requests_ok(metrics: &str) -> f64 {
     metrics
         .lines()

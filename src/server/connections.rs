@@ -9,6 +9,7 @@ use std::io;
 use polling::{Event as PollEvent, PollMode};
 
 use super::client::{Client, ReadOutcome};
+use super::metrics::{DisconnectedBecause, RefusedBecause};
 use super::touched::Touched;
 use super::{admin, Action, Limits, Server, ADMIN_LISTENER_KEY, LISTENER_KEY};
 use crate::core::{Command, Core, Event, Response, TimeUs};
@@ -124,6 +125,7 @@ impl Server {
     /// that the server is full, and close it. One non-blocking write: a client that does not
     /// read cannot hold the loop.
     fn refuse_full(&self, stream: std::net::TcpStream) {
+        self.metrics.connection_refused();
         let _ = stream.set_nonblocking(true);
         let msg = format!(
             "server is full ({} clients); try again later",
@@ -163,6 +165,8 @@ impl Server {
                 c.pending_input(),
                 self.opts.limits.input_total_bytes_max
             ));
+            self.metrics
+                .client_disconnected(DisconnectedBecause::InputUnfinished);
             self.close_client(key);
         }
     }
@@ -212,6 +216,8 @@ impl Server {
                         bytes: protocol::render_exception(&msg),
                     });
                     actions.push(Action::Close { client: key });
+                    self.metrics
+                        .client_disconnected(DisconnectedBecause::LineTooLong);
                     fatal = true;
                     break;
                 }
@@ -227,7 +233,8 @@ impl Server {
                     if client.jobs.len() >= limits.watch_entries_max
                         || self.watch_total >= limits.watch_entries_total_max =>
                 {
-                    actions.push(watch_refused(key, limits, self.watch_total))
+                    actions.push(watch_refused(key, limits, self.watch_total));
+                    self.metrics.command_refused(RefusedBecause::Limit);
                 }
                 Parsed::NotifyJob(id) => {
                     client.jobs.add(id);
@@ -245,13 +252,15 @@ impl Server {
                             name.len(),
                             limits,
                         )),
-                    })
+                    });
+                    self.metrics.command_refused(RefusedBecause::Limit);
                 }
                 Parsed::NotifyMachine(Some(_))
                     if client.machines.len() >= limits.watch_entries_max
                         || self.watch_total >= limits.watch_entries_total_max =>
                 {
-                    actions.push(watch_refused(key, limits, self.watch_total))
+                    actions.push(watch_refused(key, limits, self.watch_total));
+                    self.metrics.command_refused(RefusedBecause::Limit);
                 }
                 Parsed::NotifyMachine(name) => {
                     client.machines.add(name);
@@ -275,6 +284,7 @@ impl Server {
                             client: key,
                             bytes: protocol::render_exception(&msg),
                         });
+                        self.metrics.command_refused(RefusedBecause::Limit);
                         continue;
                     }
                     actions.push(Action::Event {
@@ -297,6 +307,8 @@ impl Server {
                         bytes: protocol::render_exception(&msg),
                     });
                     actions.push(Action::Close { client: key });
+                    self.metrics
+                        .client_disconnected(DisconnectedBecause::NotARequest);
                     fatal = true;
                     break;
                 }
@@ -389,6 +401,8 @@ impl Server {
                 client.peer,
                 backlog.min(limits.output_bytes_max)
             ));
+            self.metrics
+                .client_disconnected(DisconnectedBecause::OutputUnread);
             self.close_client(key);
             return;
         }

@@ -1,7 +1,8 @@
 //! The server's Prometheus metrics, encoded by `prometheus-client` for `GET /metrics`.
 //!
 //! Two kinds of series. Counters and histograms (jobs ended by reason, BMP requests by
-//! outcome and their durations, journal writes, events journaled) are updated by the loop
+//! outcome and their durations, journal writes and their failures, events journaled,
+//! commands refused, clients disconnected and connections refused, by reason) are updated by the loop
 //! as things happen, and count from the process's start, as Prometheus expects of a
 //! counter. Gauges that describe the state (boards by machine and state, jobs by state,
 //! connected clients) are not kept up to date at every change: they are set from the core
@@ -36,9 +37,65 @@ pub struct Metrics {
     bmp_requests: Family<Labels, Counter>,
     bmp_request_duration: Family<Labels, Histogram, fn() -> Histogram>,
     journal_write_duration: Histogram,
+    journal_write_failures: Counter,
+    journal_failing: Gauge,
     events_journaled: Counter,
+    commands_refused: Family<Labels, Counter>,
+    clients_disconnected: Family<Labels, Counter>,
+    connections_refused: Counter,
     connected_clients: Gauge,
     status_subscribers: Gauge,
+}
+
+/// Why the server refused a command without carrying it out (`commands_refused`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusedBecause {
+    /// The journal could not record it.
+    Journal,
+    /// A limit (jobs per owner or host, string lengths...) forbade it.
+    Limit,
+}
+
+/// Why the server disconnected a client (`clients_disconnected`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisconnectedBecause {
+    /// It left more replies unread than the output bounds allow.
+    OutputUnread,
+    /// It held more unfinished input than the input bound allows.
+    InputUnfinished,
+    /// It sent a line longer than the protocol's limit.
+    LineTooLong,
+    /// It sent a line that is not a request at all (not JSON, not an object...).
+    NotARequest,
+}
+
+impl RefusedBecause {
+    const ALL: [RefusedBecause; 2] = [RefusedBecause::Journal, RefusedBecause::Limit];
+
+    fn name(self) -> &'static str {
+        match self {
+            RefusedBecause::Journal => "journal",
+            RefusedBecause::Limit => "limit",
+        }
+    }
+}
+
+impl DisconnectedBecause {
+    const ALL: [DisconnectedBecause; 4] = [
+        DisconnectedBecause::OutputUnread,
+        DisconnectedBecause::InputUnfinished,
+        DisconnectedBecause::LineTooLong,
+        DisconnectedBecause::NotARequest,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            DisconnectedBecause::OutputUnread => "output_unread",
+            DisconnectedBecause::InputUnfinished => "input_unfinished",
+            DisconnectedBecause::LineTooLong => "line_too_long",
+            DisconnectedBecause::NotARequest => "not_a_request",
+        }
+    }
 }
 
 fn bmp_histogram() -> Histogram {
@@ -91,6 +148,47 @@ impl Metrics {
             Unit::Seconds,
             journal_write_duration.clone(),
         );
+        let journal_write_failures = Counter::default();
+        registry.register(
+            "journal_write_failures",
+            "Journal writes (an append and its fsync) that failed; while the last one failed, \
+             changes are refused",
+            journal_write_failures.clone(),
+        );
+        let journal_failing = Gauge::default();
+        registry.register(
+            "journal_failing",
+            "1 while the journal's last write failed (changes are refused), else 0",
+            journal_failing.clone(),
+        );
+        let commands_refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "commands_refused",
+            "Commands refused without being carried out, by reason (journal: it could not \
+             be recorded; limit: a limit forbade it)",
+            commands_refused.clone(),
+        );
+        for reason in RefusedBecause::ALL {
+            // Every reason from the start: a series that appears only on the first refusal
+            // reads as "no data" until then.
+            let _ = commands_refused.get_or_create(&vec![("reason", reason.name().into())]);
+        }
+        let clients_disconnected = Family::<Labels, Counter>::default();
+        registry.register(
+            "clients_disconnected",
+            "Protocol clients the server disconnected, by reason (output_unread, \
+             input_unfinished, line_too_long, not_a_request)",
+            clients_disconnected.clone(),
+        );
+        for reason in DisconnectedBecause::ALL {
+            let _ = clients_disconnected.get_or_create(&vec![("reason", reason.name().into())]);
+        }
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections refused because the server was full (clients_max, or no descriptors)",
+            connections_refused.clone(),
+        );
         let events_journaled = Counter::default();
         registry.register(
             "events_journaled",
@@ -122,7 +220,12 @@ impl Metrics {
             bmp_requests,
             bmp_request_duration,
             journal_write_duration,
+            journal_write_failures,
+            journal_failing,
             events_journaled,
+            commands_refused,
+            clients_disconnected,
+            connections_refused,
             connected_clients,
             status_subscribers,
         }
@@ -149,6 +252,31 @@ impl Metrics {
     /// A journal write (append and fsync) took `took`.
     pub fn journal_write(&self, took: Duration) {
         self.journal_write_duration.observe(took.as_secs_f64());
+    }
+
+    /// `n` journal writes failed since the last call; `failing` whether the last one did.
+    pub fn journal_health(&self, failures: u64, failing: bool) {
+        self.journal_write_failures.inc_by(failures);
+        self.journal_failing.set(i64::from(failing));
+    }
+
+    /// A command was refused, not carried out.
+    pub fn command_refused(&self, because: RefusedBecause) {
+        self.commands_refused
+            .get_or_create(&vec![("reason", because.name().into())])
+            .inc();
+    }
+
+    /// The server disconnected a protocol client.
+    pub fn client_disconnected(&self, because: DisconnectedBecause) {
+        self.clients_disconnected
+            .get_or_create(&vec![("reason", because.name().into())])
+            .inc();
+    }
+
+    /// A connection was refused: the server was full.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     /// `n` events were journaled (or deferred to be).

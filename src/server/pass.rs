@@ -13,6 +13,7 @@ use polling::Events;
 
 use super::connections::JobCounts;
 use super::durability::Refused;
+use super::metrics::RefusedBecause;
 use super::touched::Touched;
 use super::{admin, http, Action, Server, ADMIN_LISTENER_KEY, LISTENER_KEY};
 use crate::bmp::BmpCompletion;
@@ -282,6 +283,10 @@ impl Server {
         for took in self.durability.take_write_times() {
             self.metrics.journal_write(took);
         }
+        self.metrics.journal_health(
+            self.durability.take_write_failures(),
+            self.durability.failing(),
+        );
         // The HTTP port last: it answers from the state this pass left.
         if let Some(h) = &mut self.http {
             let http_ready: Vec<(usize, bool, bool)> = ready
@@ -382,6 +387,7 @@ impl Server {
                         )
                     };
                     self.send(c, &protocol::render_exception(&msg), touched);
+                    self.metrics.command_refused(RefusedBecause::Journal);
                 }
             }
         }

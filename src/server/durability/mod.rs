@@ -74,6 +74,8 @@ pub struct Durability {
     log: Logger,
     /// How long each journal write took, until the server takes them (for the metrics).
     write_times: Vec<std::time::Duration>,
+    /// Journal writes failed since [`Durability::take_write_failures`] was last called.
+    write_failures: u64,
 }
 
 /// At most this many journal write durations wait to be taken ([`Durability::take_write_times`]);
@@ -130,6 +132,7 @@ impl Durability {
             flusher,
             health: Health::default(),
             write_times: Vec::new(),
+            write_failures: 0,
             last_snapshot_seq,
             snapshot_every_events,
             snapshot_retry_at_us: 0,
@@ -148,7 +151,6 @@ impl Durability {
     }
 
     /// True while the journal's last write failed: changes are refused.
-    #[cfg(test)]
     pub fn failing(&self) -> bool {
         self.health.failing()
     }
@@ -313,7 +315,7 @@ impl Durability {
             Ok(_) => self.health.written(now),
             Err(e) => {
                 self.deferred.prepend(done.records);
-                self.health.failed(&e, now, &self.log);
+                self.write_failed(&e, now);
             }
         }
         match done.snapshot {
@@ -354,7 +356,7 @@ impl Durability {
             }
             Err(e) => Err(Refused {
                 may_be_recorded: e.batch_may_remain(),
-                why: self.health.failed(&e, now, &self.log),
+                why: self.write_failed(&e, now),
             }),
         }
     }
@@ -365,6 +367,18 @@ impl Durability {
         if self.write_times.len() < WRITE_TIMES_MAX {
             self.write_times.push(took);
         }
+    }
+
+    /// A journal write failed with `e`: counted for the metrics, and the outage noted (the
+    /// message for refused commands).
+    fn write_failed(&mut self, e: &spalloc_journal::Error, now: TimeUs) -> String {
+        self.write_failures += 1;
+        self.health.failed(e, now, &self.log)
+    }
+
+    /// How many journal writes failed since the last call, for the metrics.
+    pub fn take_write_failures(&mut self) -> u64 {
+        std::mem::take(&mut self.write_failures)
     }
 
     /// The durations of the journal writes (each an append and its fsync) since the last
@@ -438,9 +452,13 @@ mod tests {
         );
         assert!(d.failing());
         assert_eq!(d.waiting_records(), 3, "a deferred keepalive was dropped");
+        // Both failures are counted for the metrics, once.
+        assert_eq!(d.take_write_failures(), 2);
+        assert_eq!(d.take_write_failures(), 0);
         let accepted = [Event::Tick { now_us: 700_000 }];
         d.commit(&accepted, 700_000).unwrap();
         assert!(!d.failing());
+        assert_eq!(d.take_write_failures(), 0);
         let mut want = folded.to_vec();
         want.extend(accepted);
         assert_eq!(journaled(&dir), want);

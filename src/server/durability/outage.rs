@@ -45,7 +45,6 @@ pub struct Health {
 
 impl Health {
     /// True while the last journal write failed.
-    #[cfg(test)]
     pub fn failing(&self) -> bool {
         self.outage
             .as_ref()
