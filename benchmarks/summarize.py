@@ -16,9 +16,9 @@ from collections import defaultdict
 # The figures worth a column, per workload (missing keys are skipped).
 KEYS = {
     "version": ["req_per_s", "lat_p50_us", "lat_p99_us", "lat_p999_us",
-                "server_cpu_us_per_req", "server_vmhwm_kb"],
+                "server_cpu_us_per_req", "server_user_us_per_req", "server_vmhwm_kb"],
     "keepalive": ["req_per_s", "lat_p50_us", "lat_p99_us", "lat_p999_us",
-                  "server_cpu_us_per_req", "server_vmhwm_kb"],
+                  "server_cpu_us_per_req", "server_user_us_per_req", "server_vmhwm_kb"],
     "churn": ["jobs_per_s", "cycle_p50_us", "cycle_p99_us", "server_cpu_us_per_job",
               "failed_jobs", "server_vmhwm_kb"],
     "fanout": ["rounds_per_s", "reach_all_p50_us", "reach_all_p99_us", "reach_all_p999_us",
@@ -53,6 +53,17 @@ def ratios(groups):
             print(f"{what}: not measured (run the workloads and servers it compares)")
             continue
         print(f"{what}: {ours:g} vs {ref:g} {unit} = {ours / ref:.2f}x (target {target})")
+    # The keepalive ratio round by round: run.sh measures the servers one after another in
+    # each round, so pairing the i-th keepalive run of ours with the i-th `version` run of
+    # the echo server compares figures taken seconds apart, under the same load from the
+    # rest of the machine (the kernel's share of the server's CPU moves with it).
+    ours = [float(r["server_cpu_us_per_req"]) for r in groups.get(("keepalive", "ours"), [])]
+    echo = [float(r["server_cpu_us_per_req"]) for r in groups.get(("version", "echo"), [])]
+    pairs = [o / e for o, e in zip(ours, echo) if e > 0]
+    if pairs:
+        print("keepalive CPU/req ÷ echo floor, round by round: "
+              + ", ".join(f"{p:.2f}" for p in pairs)
+              + f" (median {statistics.median(pairs):.2f}x)")
 
 
 def main():
