@@ -2,11 +2,12 @@
 //!
 //! Two kinds of series. Counters and histograms (jobs ended by reason, BMP requests by
 //! outcome and their durations, journal writes and their failures, events journaled,
-//! commands refused, clients disconnected and connections refused, by reason) are updated by the loop
-//! as things happen, and count from the process's start, as Prometheus expects of a
-//! counter. Gauges that describe the state (boards by machine and state, jobs by state,
+//! commands refused, clients disconnected and connections refused, by reason) are updated
+//! by the loop as things happen, and count from the process's start, as Prometheus expects
+//! of a counter. Gauges that describe the state (boards by machine and state, jobs by state,
 //! connected clients) are not kept up to date at every change: they are set from the core
-//! when a scrape asks, so they can never drift from it.
+//! when a scrape asks, so they can never drift from it. (`journal_failing` is the one gauge
+//! the loop sets, every pass: the journal's health is the loop's to know, not the core's.)
 //!
 //! Names follow Prometheus' rules: the `spalloc_` prefix, base units (seconds) named in the
 //! suffix, `_total` on counters (the encoder adds it), and label values that are the

@@ -29,7 +29,8 @@ const BUFFER_KEPT_MAX: usize = 4096;
 
 /// What a pass fills and empties (the ready list, the pass's events and actions, the
 /// connections it touched), kept between passes so that a busy loop does not allocate them
-/// anew each time. Empty between passes.
+/// anew each time. Empty between passes. (The ready list needs no bound of its own: it
+/// holds one poller event batch.)
 #[derive(Default)]
 pub(super) struct PassBuffers {
     ready: Vec<(usize, bool, bool)>,
@@ -45,7 +46,6 @@ impl PassBuffers {
         events.clear();
         events.shrink_to(BUFFER_KEPT_MAX);
         actions.shrink_to(BUFFER_KEPT_MAX);
-        self.ready.shrink_to(BUFFER_KEPT_MAX);
         (self.events, self.actions, self.touched) = (events, actions, touched);
     }
 }
@@ -326,11 +326,11 @@ impl Server {
     /// An event of a pass the journal could not record (`why`). A change is refused (its
     /// client told so: that it was not carried out, or, if the failed batch could not be cut
     /// off the journal, that it may or may not have been, as a restart before the next
-    /// journal write would replay it), and a BMP completion kept to be retried. But a keepalive is never
-    /// refused because of the server's own trouble: it is folded and kept to be written
-    /// later if there is room, else answered without folding and its job's timer reset
-    /// once the journal can be written ([`Event::KeptAliveUnrecorded`]). Either way no
-    /// kept-alive job can expire of the outage, and the journal still receives every
+    /// journal write would replay it), and a BMP completion kept to be retried. But a
+    /// keepalive is never refused because of the server's own trouble: it is folded and kept
+    /// to be written later if there is room, else answered without folding and its job's
+    /// timer reset once the journal can be written ([`Event::KeptAliveUnrecorded`]). Either
+    /// way no kept-alive job can expire of the outage, and the journal still receives every
     /// folded event in order (nothing else of this pass is folded).
     fn refused(
         &mut self,
