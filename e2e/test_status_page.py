@@ -177,6 +177,42 @@ def test_page_reconnects_after_a_restart(page, http_server):
     page.wait_for_selector("#conn.live", timeout=WAIT_TIMEOUT_S * 1000)
 
 
+def test_journal_trouble_shows_as_a_banner(browser, http_server):
+    """While the journal cannot be written the page says so above everything else, with
+    how long it has lasted. The event is the server's own view with `journal` set to
+    failing, served in place of the stream (a full disk, and the event the server then
+    sends, are tested through the real server in tests/reliability_disk.rs)."""
+    machines = json.loads(http_get(http_server, "/api/machines")[2])
+    jobs = json.loads(http_get(http_server, "/api/jobs")[2])
+    sent_us = int(time.time() * 1e6)
+    status = {
+        "version": "test",
+        "sent_us": sent_us,
+        "facility": {"now_us": sent_us, "machines": machines, "jobs": jobs},
+        "ended": [],
+        "journal": {"failing": True, "since_us": sent_us - 90_000_000},
+    }
+    pg = browser.new_page(viewport={"width": 1200, "height": 900})
+    pg.route("**/events", lambda route: route.fulfill(
+        status=200, headers={"Content-Type": "text/event-stream"},
+        body="retry: 100000\nevent: facility\ndata: " + json.dumps(status) + "\n\n"))
+    pg.goto(http_server.url("/"))
+    banner = pg.locator("#journal")
+    banner.wait_for(state="visible", timeout=WAIT_TIMEOUT_S * 1000)
+    text = banner.inner_text()
+    assert "cannot write its journal" in text and "refuses new jobs" in text, text
+    assert "1m 30s" in text or "1m 31s" in text, text
+    # The machines are still drawn under it.
+    assert pg.locator("polygon.board").count() > 0
+    pg.close()
+    # The real stream: a healthy journal, no banner.
+    pg = browser.new_page(viewport={"width": 1200, "height": 900})
+    pg.goto(http_server.url("/"))
+    pg.wait_for_selector("#conn.live", timeout=WAIT_TIMEOUT_S * 1000)
+    assert pg.locator("#journal").is_hidden()
+    pg.close()
+
+
 def test_metrics_parse_with_the_prometheus_parser(http_server):
     try:
         from prometheus_client.openmetrics.parser import text_string_to_metric_families

@@ -8,10 +8,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use common::http::{get, http_port, knock, raw, sample, wait_until, Subscriber, WAIT};
 use common::{bmp_net, scratch_dir, simple_config, Server};
 use serde_json::{json, Value};
-
-const WAIT: Duration = Duration::from_secs(20);
 
 /// A server with its HTTP port on an ephemeral loopback port; returns it and that port.
 fn start(tag: &str, config: Value, extra: &[&str]) -> (Server, u16) {
@@ -19,175 +18,8 @@ fn start(tag: &str, config: Value, extra: &[&str]) -> (Server, u16) {
     let mut args = vec!["--http", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let mut server = Server::start(&dir, &config, &args);
-    let line = server
-        .wait_for_log("http listening on ", WAIT)
-        .unwrap_or_else(|| panic!("no HTTP port; log:\n{}", server.log_text()));
-    let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+    let port = http_port(&mut server);
     (server, port)
-}
-
-/// A response: status code, headers (lower-case names), body.
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.body.clone()).expect("UTF-8")
-    }
-}
-
-/// Send raw request bytes and read the whole response (the server closes after it).
-fn raw(port: u16, request: &[u8]) -> Response {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.write_all(request).unwrap();
-    let mut bytes = Vec::new();
-    s.read_to_end(&mut bytes)
-        .expect("the server closes after its response");
-    parse_response(&bytes)
-}
-
-fn parse_response(bytes: &[u8]) -> Response {
-    let end = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(bytes)));
-    let head = std::str::from_utf8(&bytes[..end]).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .map(|l| {
-            let (n, v) = l.split_once(':').unwrap();
-            (n.trim().to_ascii_lowercase(), v.trim().to_string())
-        })
-        .collect();
-    Response {
-        status,
-        headers,
-        body: bytes[end + 4..].to_vec(),
-    }
-}
-
-/// Connect and send nothing (half-closing at once): the status of the response, if any.
-fn knock(port: u16) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut bytes = Vec::new();
-    s.read_to_end(&mut bytes).expect("closed by the server");
-    (!bytes.is_empty()).then(|| parse_response(&bytes).status)
-}
-
-fn get(port: u16, path: &str) -> Response {
-    raw(
-        port,
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes(),
-    )
-}
-
-/// The value of the first sample line of the exposition starting with `series`.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
-}
-
-/// Wait (bounded) until `f` holds.
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + WAIT;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A `text/event-stream` subscriber.
-struct Subscriber {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Subscriber {
-    fn connect(port: u16) -> Subscriber {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        stream
-            .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-            .unwrap();
-        let mut sub = Subscriber {
-            stream,
-            buf: Vec::new(),
-        };
-        let head = sub.read_until(b"\r\n\r\n");
-        assert!(
-            head.starts_with(b"HTTP/1.1 200"),
-            "{}",
-            String::from_utf8_lossy(&head)
-        );
-        assert!(String::from_utf8_lossy(&head).contains("text/event-stream"));
-        sub
-    }
-
-    fn read_until(&mut self, delim: &[u8]) -> Vec<u8> {
-        loop {
-            if let Some(i) = self.buf.windows(delim.len()).position(|w| w == delim) {
-                return self.buf.drain(..i + delim.len()).collect();
-            }
-            let mut chunk = [0u8; 65536];
-            let n = self
-                .stream
-                .read(&mut chunk)
-                .expect("an event before the timeout");
-            assert!(n > 0, "the stream ended");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// The next `facility` event's data.
-    fn next(&mut self) -> Value {
-        loop {
-            let event = String::from_utf8(self.read_until(b"\n\n")).unwrap();
-            if let Some(data) = event
-                .strip_prefix("event: facility\ndata: ")
-                .map(|d| d.trim_end())
-            {
-                return serde_json::from_str(data).unwrap();
-            }
-        }
-    }
-
-    /// Events until one satisfies `pred` (bounded by the read timeout).
-    fn until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            let v = self.next();
-            if pred(&v) {
-                return v;
-            }
-        }
-    }
 }
 
 #[test]
@@ -468,6 +300,11 @@ fn the_event_stream_pushes_every_change() {
     let mut sub = Subscriber::connect(port);
     let first = sub.next();
     assert_eq!(first["facility"]["jobs"], json!([]));
+    assert_eq!(
+        first["journal"],
+        json!({"failing": false, "since_us": null}),
+        "the journal is healthy"
+    );
     assert_eq!(
         first["facility"]["machines"][0]["boards"]
             .as_array()

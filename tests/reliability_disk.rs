@@ -542,3 +542,77 @@ fn a_failed_snapshot_leaves_no_temporary_file() {
     let (code, out, err) = common::replay(&journal, &["--verify"]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// An admin sees the outage without reading the log: `/metrics` counts the failed writes
+/// and the refused commands and says the journal is failing (a gauge to alert on), and the
+/// status page's event says so with the time it began (the page shows a banner); once
+/// space is freed and a change is written, both say it is healthy again. (No job has a
+/// keepalive, so nothing but the test's own commands writes to the journal meanwhile.)
+#[test]
+fn the_outage_shows_in_the_metrics_and_on_the_status_page() {
+    use common::http::{get, http_port, sample, wait_until, Subscriber};
+    let dir = scratch_dir("disk-visible");
+    let Some(disk) = Tmpfs::mount_or_skip(&dir.join("journal"), "256k") else {
+        return;
+    };
+    let cfg = simple_config(&bmp_net(), json!({}));
+    let mut server = Server::start(
+        &dir,
+        &cfg,
+        &[
+            "--limit",
+            "string_bytes_max=100000",
+            "--http",
+            "127.0.0.1:0",
+        ],
+    );
+    let http = http_port(&mut server);
+    let mut c = Conn::connect(server.port, REPLY_WAIT).unwrap();
+    let healthy = Subscriber::connect(http).next();
+    assert_eq!(
+        healthy["journal"],
+        json!({"failing": false, "since_us": null})
+    );
+
+    let filler = fill(&disk.0);
+    let huge_owner = "o".repeat(8000);
+    for _ in 0..3 {
+        let r = c
+            .call_raw("create_job", json!([1]), json!({"owner": huge_owner}))
+            .unwrap();
+        let msg = r["exception"].as_str().unwrap_or_default();
+        assert!(msg.starts_with(REFUSED), "{r}");
+    }
+    let m = get(http, "/metrics").text();
+    assert_eq!(sample(&m, "spalloc_journal_failing"), Some(1.0), "{m}");
+    assert_eq!(
+        sample(&m, "spalloc_journal_write_failures_total"),
+        Some(3.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "spalloc_commands_refused_total{reason=\"journal\"}"),
+        Some(3.0),
+        "{m}"
+    );
+    let during = Subscriber::connect(http).next();
+    assert_eq!(during["journal"]["failing"], json!(true), "{during}");
+    let since = during["journal"]["since_us"].as_u64().expect("since when");
+    assert!(since <= during["sent_us"].as_u64().unwrap(), "{during}");
+
+    std::fs::remove_file(&filler).unwrap();
+    let id = c
+        .call("create_job", json!([1]), json!({"owner": "disk"}))
+        .expect("a change is acknowledged once there is space");
+    assert!(id.as_u64().is_some(), "{id}");
+    wait_until("the gauge to say healthy", || {
+        sample(&get(http, "/metrics").text(), "spalloc_journal_failing") == Some(0.0)
+    });
+    let after = Subscriber::connect(http).next();
+    assert_eq!(
+        after["journal"],
+        json!({"failing": false, "since_us": null})
+    );
+    drop(c);
+    assert!(server.stop().success());
+}

@@ -162,6 +162,17 @@ struct Status<'a> {
     sent_us: TimeUs,
     facility: &'a FacilityView,
     ended: &'a VecDeque<EndedJob>,
+    journal: JournalStatus,
+}
+
+/// The journal's health as the page shows it: while its writes fail, the server refuses
+/// changes (a banner says so), which the facility view alone would not show.
+#[derive(Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct JournalStatus {
+    /// The journal's last write failed: changes are refused.
+    failing: bool,
+    /// Since when (the server's clock), while failing.
+    since_us: Option<TimeUs>,
 }
 
 /// A job as `/api/jobs/ID` shows one that has ended.
@@ -184,6 +195,7 @@ pub struct Http {
     changed: bool,
     last_push_us: TimeUs,
     ended: VecDeque<EndedJob>,
+    journal: JournalStatus,
     /// The time of the pass being served.
     now_us: TimeUs,
     log: super::Logger,
@@ -213,6 +225,7 @@ impl Http {
             changed: false,
             last_push_us: 0,
             ended: VecDeque::new(),
+            journal: JournalStatus::default(),
             now_us: 0,
             log,
         })
@@ -231,6 +244,18 @@ impl Http {
     /// The facility changed (a job or machine did): subscribers hear of it.
     pub fn note_change(&mut self) {
         self.changed = true;
+    }
+
+    /// Whether the journal's last write failed, as of `now`: when that changes, subscribers
+    /// hear of it.
+    pub fn note_journal(&mut self, failing: bool, now: TimeUs) {
+        if failing != self.journal.failing {
+            self.journal = JournalStatus {
+                failing,
+                since_us: failing.then_some(now),
+            };
+            self.changed = true;
+        }
     }
 
     /// A job ended: the page lists it (the newest [`ENDED_SHOWN`]).
@@ -565,6 +590,7 @@ impl Http {
             sent_us: self.now_us,
             facility: view,
             ended: &self.ended,
+            journal: self.journal,
         };
         // Compact JSON has no raw newline (serde escapes those in strings), so it is one
         // `data:` line.

@@ -289,6 +289,7 @@ impl Server {
         );
         // The HTTP port last: it answers from the state this pass left.
         if let Some(h) = &mut self.http {
+            h.note_journal(self.durability.failing(), now);
             let http_ready: Vec<(usize, bool, bool)> = ready
                 .iter()
                 .copied()

@@ -159,6 +159,7 @@ function renderJobs() {
 // Age and time left move with the clock between updates.
 function tickTimes() {
   if (!status) return;
+  renderJournal();
   const now = nowUs();
   for (const j of status.facility.jobs) {
     const tr = document.querySelector('#jobs tr[data-job="' + j.job_id + '"]');
@@ -207,7 +208,20 @@ function renderEnded() {
   }
 }
 
+// While the journal cannot be written the server refuses every change (keepalives are
+// still answered): say so above everything else, with how long it has lasted.
+function renderJournal() {
+  const banner = document.getElementById("journal");
+  const j = status.journal;
+  banner.hidden = !(j && j.failing);
+  if (banner.hidden) return;
+  banner.textContent = "The server cannot write its journal (for " +
+    duration((nowUs() - j.since_us) / 1e6) + "): it refuses new jobs and every other " +
+    "change until it can; keepalives are still answered. The server's log says why.";
+}
+
 function render() {
+  renderJournal();
   const machines = document.getElementById("machines");
   machines.replaceChildren(...status.facility.machines.map(drawMachine));
   renderJobs();

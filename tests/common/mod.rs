@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use spalloc::testkit::{request_line, LineClient, LineError};
 
+pub mod http;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A fresh scratch directory under the system temp dir.
