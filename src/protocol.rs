@@ -71,6 +71,30 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// client written against it — and every later one — accepts us.
 pub const VERSION: &str = "1.0.0";
 
+/// Every command a request may name, in the original's order of definition (plus
+/// `report_problem`, the Java server's v1 compatibility command): for tests and fuzzers that
+/// need the list. Any other name is an "unknown command".
+pub const COMMANDS: &[&str] = &[
+    "version",
+    "create_job",
+    "job_keepalive",
+    "get_job_state",
+    "get_job_machine_info",
+    "power_on_job_boards",
+    "power_off_job_boards",
+    "destroy_job",
+    "notify_job",
+    "no_notify_job",
+    "notify_machine",
+    "no_notify_machine",
+    "list_jobs",
+    "list_machines",
+    "get_board_position",
+    "get_board_at_position",
+    "where_is",
+    "report_problem",
+];
+
 /// The meaning of one request line.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Parsed {

@@ -1386,27 +1386,9 @@ fn arbitrary_key(g: &mut quickcheck::Gen) -> String {
 
 impl quickcheck::Arbitrary for Request {
     fn arbitrary(g: &mut quickcheck::Gen) -> Self {
+        // Every command, and now and then one that does not exist.
         let name = g
-            .choose(&[
-                "version",
-                "create_job",
-                "job_keepalive",
-                "get_job_state",
-                "get_job_machine_info",
-                "power_on_job_boards",
-                "power_off_job_boards",
-                "destroy_job",
-                "notify_job",
-                "no_notify_job",
-                "notify_machine",
-                "no_notify_machine",
-                "list_jobs",
-                "list_machines",
-                "get_board_position",
-                "get_board_at_position",
-                "where_is",
-                "bogus",
-            ])
+            .choose(&[COMMANDS, &["bogus"]].concat())
             .copied()
             .unwrap_or("version");
         let args = Json::Array(
@@ -1518,4 +1500,19 @@ fn large_objects_keep_python_dict_order_with_repeats() {
             .collect();
         assert_eq!(got, expect, "n = {n}");
     }
+}
+
+/// [`COMMANDS`] names every command the parser knows: each is dispatched (an exception about
+/// its arguments at worst, never "unknown command"), and a name not in it is unknown.
+#[test]
+fn protocol_commands_lists_every_known_command() {
+    for name in COMMANDS {
+        let line = format!("{{\"command\": \"{name}\", \"args\": [], \"kwargs\": {{}}}}");
+        match p(&line) {
+            Parsed::Exception(msg) => assert!(!msg.starts_with("unknown command"), "{name}: {msg}"),
+            Parsed::Fatal(msg) => panic!("{name}: {msg}"),
+            _ => {}
+        }
+    }
+    assert!(exception("{\"command\": \"bogus\"}").starts_with("unknown command"));
 }

@@ -14,25 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 /// Every command of the protocol, for the fuzzers.
-pub const COMMANDS: &[&str] = &[
-    "version",
-    "create_job",
-    "job_keepalive",
-    "get_job_state",
-    "get_job_machine_info",
-    "power_on_job_boards",
-    "power_off_job_boards",
-    "destroy_job",
-    "notify_job",
-    "no_notify_job",
-    "list_jobs",
-    "list_machines",
-    "notify_machine",
-    "no_notify_machine",
-    "get_board_position",
-    "get_board_at_position",
-    "where_is",
-];
+pub use spalloc::protocol::COMMANDS;
 
 /// Every keyword any command takes, plus a few it must refuse or ignore.
 pub const KEYWORDS: &[&str] = &[
