@@ -61,12 +61,20 @@ fn properties_hold_over_many_seeds() {
         totals.bmp_completed += r.bmp_completed;
         totals.bmp_failed += r.bmp_failed;
         totals.unsynced_survived += r.unsynced_survived;
+        totals.boards_blamed += r.boards_blamed;
+        totals.boards_out_of_service += r.boards_out_of_service;
+        totals.boards_drained += r.boards_drained;
+        totals.jobs_reallocated += r.jobs_reallocated;
+        totals.allocations_checked += r.allocations_checked;
+        totals.power_offs_failed += r.power_offs_failed;
     }
     let took = started.elapsed().as_secs_f64();
     eprintln!(
         "{} seeds in {took:.1} s ({:.0} seeds/s): {} passes, {} crashes, {} requests, {} jobs \
          acknowledged, {} refused for journal trouble, {} BMP completions ({} failed), {} \
-         records of failed writes kept by crashes",
+         records of failed writes kept by crashes; {} boards blamed by failed power-ons, {} \
+         seen out of service ({} drained), {} jobs re-allocated, {} allocations checked, {} \
+         power-offs failed",
         seeds.len(),
         seeds.len() as f64 / took,
         totals.passes,
@@ -76,12 +84,25 @@ fn properties_hold_over_many_seeds() {
         totals.refused,
         totals.bmp_completed,
         totals.bmp_failed,
-        totals.unsynced_survived
+        totals.unsynced_survived,
+        totals.boards_blamed,
+        totals.boards_out_of_service,
+        totals.boards_drained,
+        totals.jobs_reallocated,
+        totals.allocations_checked,
+        totals.power_offs_failed
     );
     // The runs must exercise what they claim to (else a property holds vacuously).
     if seeds.len() > 1 {
         assert!(totals.crashes > 0 && totals.refused > 0 && totals.bmp_failed > 0);
         assert!(totals.jobs_acknowledged > 0);
+        // Board health: failures blamed on boards, boards taken out of service (drained
+        // after repeated failures, not only frames whose BMP did not answer), jobs given
+        // new boards, power-offs failing (boards held), and allocations checked.
+        assert!(totals.boards_blamed > 0 && totals.boards_drained > 0);
+        assert!(totals.boards_out_of_service > totals.boards_drained);
+        assert!(totals.jobs_reallocated > 0 && totals.power_offs_failed > 0);
+        assert!(totals.allocations_checked > 0);
     }
 }
 

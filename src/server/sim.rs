@@ -12,13 +12,21 @@
 //! - **Clients** speak the real JSON line protocol over in-memory pipes ([`client::SimPipe`]):
 //!   the server reads, parses, answers and notifies through its production code.
 //! - **BMPs** are the channels the BMP threads use ([`BmpRuntime::simulated`]): requests are
-//!   taken from the server and completed after a simulated delay, sometimes failing.
+//!   taken from the server and completed after a simulated delay, sometimes failing: the BMP
+//!   does not answer, or answers with an error, and a share of failed power-ons blame some
+//!   of their boards (`failed_boards`, as the runtime does for wrong FPGA ids). Each run has
+//!   up to [`SimConfig::flaky_boards_max`] flaky boards whose power-ons fail more often, so
+//!   boards reach `drain_after_failures` and are drained, and jobs are given new boards.
 //!
 //! Every run is replayable from its seed (`SPALLOC_SEED` in `tests/sim_server.rs`), and
 //! checks, as it goes: nothing a client was told is lost across crashes (acknowledged jobs
 //! and destructions are in the state after every restart, and no job id is handed out
 //! twice), no job a connected client keeps alive expires, no board is in two live jobs, and
-//! at the end replaying the journal gives the live state byte for byte.
+//! at the end replaying the journal gives the live state byte for byte. Board health: a job
+//! given boards in a pass got none that was out of service before it (drained, or in a frame
+//! whose BMP does not answer), and none held for a power-off in flight or failed; and the
+//! server never powers a board on while a power-off of it is in flight or failed last (the
+//! simulated hardware keeps that record, apart from the server's).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{SocketAddr, TcpListener};
@@ -36,7 +44,9 @@ use super::durability::{Durability, Storage};
 use super::{recovery, startup, Limits, Logger, Options, Server};
 use crate::bmp::{BmpCompletion, BmpRuntime};
 use crate::config::Config;
+use crate::core::coordinates::Board;
 use crate::core::rng::Rng;
+use crate::core::types::{BmpAction, BmpRequestId};
 use crate::core::{BmpRequest, JobId, TimeUs, TIMED_OUT};
 
 /// Where the simulated journal "is", for messages.
@@ -278,6 +288,15 @@ pub struct SimConfig {
     pub disk_faults_max: u64,
     /// Chance that a BMP request fails.
     pub bmp_failure_chance: f64,
+    /// Chance that a failed power-on the BMP answered blames some of its boards (wrong FPGA
+    /// ids, a board's own error code: `BmpCompletion::failed_boards`), so the board-health
+    /// machinery (failure counts, drains, re-allocation of the job) runs.
+    pub bmp_blame_chance: f64,
+    /// Boards (at most) that are flaky in a run (chosen by the seed, each run its own).
+    pub flaky_boards_max: u64,
+    /// Chance that a power-on including a flaky board fails, blaming it (failures
+    /// concentrate on bad boards, so some reach `drain_after_failures` in a row).
+    pub flaky_failure_chance: f64,
     /// Journaled events between snapshots.
     pub snapshot_every_events: u64,
     /// Sabotage (see [`MemDisk::lose_on_crash`]): 0 for a correct disk.
@@ -292,6 +311,9 @@ impl Default for SimConfig {
             crashes_max: 2,
             disk_faults_max: 2,
             bmp_failure_chance: 0.1,
+            bmp_blame_chance: 0.6,
+            flaky_boards_max: 2,
+            flaky_failure_chance: 0.5,
             snapshot_every_events: 40,
             lose_on_crash: 0,
         }
@@ -319,6 +341,19 @@ pub struct Report {
     pub bmp_failed: u64,
     /// Records of failed journal writes that a crash kept (see [`MemDisk::unsynced`]).
     pub unsynced_survived: u64,
+    /// Boards blamed by failed power-ons (`failed_boards`, counted per completion).
+    pub boards_blamed: u64,
+    /// Boards seen out of service (drained, or in a frame whose BMP does not answer) at the
+    /// end of some pass, each counted once per run.
+    pub boards_out_of_service: u64,
+    /// Of those, boards seen drained (after `drain_after_failures` failures).
+    pub boards_drained: u64,
+    /// Jobs seen to give up their boards while live (re-queued after a blamed failure).
+    pub jobs_reallocated: u64,
+    /// Allocations checked against the boards out of service when they were made.
+    pub allocations_checked: u64,
+    /// Power-offs that failed (their boards are unknown: held until one succeeds).
+    pub power_offs_failed: u64,
     /// A hash of everything every client received, and when: equal for equal runs.
     pub trace: u64,
     /// Broken properties, in the order found (empty: the run passed).
@@ -378,6 +413,8 @@ enum Due {
 const KEEPALIVE_S: f64 = 10.0;
 /// How often a diligent client sends its keepalives.
 const KEEPALIVE_EVERY_US: TimeUs = 3_000_000;
+/// The simulated machine's name (2x2 triads: cabinet x, frame y, board z).
+const MACHINE: &str = "m";
 /// Event time at the start of every run (any fixed time).
 const EPOCH_US: TimeUs = 1_800_000_000_000_000;
 /// At most this many passes at one instant (a loop that never waits is a bug).
@@ -402,13 +439,54 @@ struct World {
     created: BTreeSet<JobId>,
     /// Job ids whose destruction was acknowledged.
     destroyed: BTreeSet<JobId>,
+    /// BMP requests of the running process not completed yet (to know what a completion
+    /// was for).
+    bmp_requests: BTreeMap<BmpRequestId, BmpRequest>,
+    /// The hardware: physical boards whose last power-off failed (their power is unknown),
+    /// and power-offs in flight per board (of the running process).
+    power_off_failed: BTreeSet<[u32; 3]>,
+    power_off_in_flight: BTreeMap<[u32; 3], u32>,
+    /// Each live job's boards when last seen (a change is a new allocation).
+    seen_boards: BTreeMap<JobId, Vec<[u32; 3]>>,
+    /// Frames (cabinet, frame) of answered BMP completions handed to the server and maybe
+    /// not yet folded: such a frame may have been reachable for a moment.
+    answered_frames: BTreeSet<(u32, u32)>,
+    /// The flaky boards of the run (physical).
+    flaky: BTreeSet<[u32; 3]>,
+    /// Boards seen out of service, and seen drained (for the report).
+    out_of_service_seen: BTreeSet<[u32; 3]>,
+    drained_seen: BTreeSet<[u32; 3]>,
     report: Report,
+}
+
+/// The boards the core holds out of service (of the simulated machine `m`): drained ones
+/// (logical), and the frames whose BMP does not answer.
+struct OutOfService {
+    drained: BTreeSet<[u32; 3]>,
+    unreachable: BTreeSet<(u32, u32)>,
+}
+
+fn out_of_service(core: &crate::core::Core) -> OutOfService {
+    let health = core.health();
+    OutOfService {
+        drained: health
+            .drained(MACHINE)
+            .into_iter()
+            .map(|b| [b.x, b.y, b.z])
+            .collect(),
+        unreachable: health
+            .unreachable
+            .iter()
+            .filter(|(m, _, _)| m == MACHINE)
+            .map(|&(_, c, f)| (c, f))
+            .collect(),
+    }
 }
 
 /// Run the simulation for `seed`.
 pub fn run(seed: u64, cfg: &SimConfig) -> Report {
     let mut rng = Rng::new(seed);
-    let machine = crate::core::sim::simple_machine("m", 2, 2);
+    let machine = crate::core::sim::simple_machine(MACHINE, 2, 2);
     let config = crate::core::sim::config(vec![machine], 0.0);
     let clients = (0..cfg.clients)
         .map(|i| SimClient {
@@ -436,6 +514,14 @@ pub fn run(seed: u64, cfg: &SimConfig) -> Report {
         hung_up: Vec::new(),
         created: BTreeSet::new(),
         destroyed: BTreeSet::new(),
+        bmp_requests: BTreeMap::new(),
+        power_off_failed: BTreeSet::new(),
+        power_off_in_flight: BTreeMap::new(),
+        seen_boards: BTreeMap::new(),
+        answered_frames: BTreeSet::new(),
+        flaky: BTreeSet::new(),
+        out_of_service_seen: BTreeSet::new(),
+        drained_seen: BTreeSet::new(),
         report: Report {
             seed,
             trace: 0xcbf2_9ce4_8422_2325,
@@ -476,6 +562,15 @@ impl World {
             self.at(t, Due::Client(i));
             let t = self.now + self.rng.below(KEEPALIVE_EVERY_US);
             self.at(t, Due::Keepalive(i));
+        }
+        let boards: Vec<[u32; 3]> = self.config.machines[0]
+            .boards
+            .iter()
+            .map(|b| [b.cabinet, b.frame, b.board])
+            .collect();
+        for _ in 0..self.rng.below(self.cfg.flaky_boards_max + 1) {
+            let b = *self.rng.pick(&boards);
+            self.flaky.insert(b);
         }
         for _ in 0..self.rng.below(self.cfg.crashes_max + 1) {
             let t = self.now + self.rng.below(self.cfg.duration_us);
@@ -535,6 +630,8 @@ impl World {
         }
         self.finish();
         self.report.unsynced_survived = self.disk.disk().unsynced_survived;
+        self.report.boards_out_of_service = self.out_of_service_seen.len() as u64;
+        self.report.boards_drained = self.drained_seen.len() as u64;
     }
 
     fn happen(&mut self, d: Due) {
@@ -560,7 +657,8 @@ impl World {
                     if let Some(p) = &self.process {
                         self.report.bmp_completed += 1;
                         self.report.bmp_failed += u64::from(c.failure.is_some());
-                        let _ = p.bmp_completions.send(c);
+                        let _ = p.bmp_completions.send(c.clone());
+                        self.bmp_completed(&c);
                     }
                 }
             }
@@ -617,6 +715,28 @@ impl World {
         ) {
             Ok(p) => {
                 self.incarnation += 1;
+                // The old process's BMP work died with it (its completions are dropped);
+                // what the new one resumes is taken below. Allocations recovered from the
+                // journal are not new ones.
+                self.bmp_requests.clear();
+                self.power_off_in_flight.clear();
+                self.answered_frames.clear();
+                self.seen_boards = p
+                    .server
+                    .core
+                    .live_job_ids()
+                    .into_iter()
+                    .map(|id| {
+                        (
+                            id,
+                            p.server
+                                .core
+                                .job_machine_info(id)
+                                .boards
+                                .unwrap_or_default(),
+                        )
+                    })
+                    .collect();
                 self.process = Some(p);
                 self.check_acknowledged();
                 self.take_bmp_requests();
@@ -649,6 +769,7 @@ impl World {
             ready.push((*key, true, false));
         }
         ready.sort_unstable();
+        let before = out_of_service(&p.server.core);
         p.server.pass(self.now, &ready, false);
         self.report.passes += 1;
         self.take_bmp_requests();
@@ -656,21 +777,184 @@ impl World {
             self.receive(i);
         }
         self.check_state();
+        self.check_allocations(&before);
     }
 
+    /// Take the BMP requests the server issued, check them against the hardware's state,
+    /// and schedule their completions: a share fail (the BMP did not answer, or answered
+    /// with an error), and a share of the failed power-ons the BMP answered blame some of
+    /// the request's boards, as the BMP runtime does for wrong FPGA ids.
     fn take_bmp_requests(&mut self) {
         let Some(p) = &self.process else { return };
         let requests: Vec<BmpRequest> = p.bmp_requests.try_iter().collect();
         for r in requests {
-            let fails = self.rng.chance(self.cfg.bmp_failure_chance);
+            let mut fails = self.rng.chance(self.cfg.bmp_failure_chance);
+            let unreachable = fails && self.rng.chance(0.5);
+            let mut failed_boards = Vec::new();
+            let flaky: Vec<u32> = match &r.action {
+                BmpAction::PowerOn { boards, .. } => boards
+                    .iter()
+                    .copied()
+                    .filter(|&n| self.flaky.contains(&[r.cabinet, r.frame, n]))
+                    .collect(),
+                BmpAction::PowerOff { .. } => Vec::new(),
+            };
+            if !unreachable && !flaky.is_empty() && self.rng.chance(self.cfg.flaky_failure_chance) {
+                fails = true;
+                failed_boards = flaky;
+            }
+            match &r.action {
+                BmpAction::PowerOn { boards, .. } => {
+                    let mut held = Vec::new();
+                    for &n in boards {
+                        let b = [r.cabinet, r.frame, n];
+                        if self.power_off_failed.contains(&b)
+                            || self.power_off_in_flight.get(&b).is_some_and(|&k| k > 0)
+                        {
+                            held.push(n);
+                        }
+                    }
+                    if !held.is_empty() {
+                        self.violation(format!(
+                            "job {} powers on board(s) {held:?} of cabinet {}, frame {} while a \
+                             power-off of them is in flight or failed last",
+                            r.job_id, r.cabinet, r.frame
+                        ));
+                    }
+                    if fails
+                        && !unreachable
+                        && failed_boards.is_empty()
+                        && self.rng.chance(self.cfg.bmp_blame_chance)
+                    {
+                        // Each board blamed with even chance, at least one (ascending, as
+                        // the request lists them).
+                        failed_boards = boards
+                            .iter()
+                            .copied()
+                            .filter(|_| self.rng.chance(0.5))
+                            .collect();
+                        if failed_boards.is_empty() && !boards.is_empty() {
+                            failed_boards.push(*self.rng.pick(boards));
+                        }
+                    }
+                }
+                BmpAction::PowerOff { boards } => {
+                    for &n in boards {
+                        *self
+                            .power_off_in_flight
+                            .entry([r.cabinet, r.frame, n])
+                            .or_default() += 1;
+                    }
+                }
+            }
             let completion = BmpCompletion {
                 request_id: r.id,
                 failure: fails.then(|| format!("Requests failed on BMP {}", r.address)),
-                failed_boards: Vec::new(),
-                bmp_unreachable: fails && self.rng.chance(0.5),
+                failed_boards,
+                bmp_unreachable: unreachable,
             };
+            self.bmp_requests.insert(r.id, r);
             let t = self.now + self.rng.range(1_000, 3_000_000);
             self.at(t, Due::Bmp(self.incarnation, completion));
+        }
+    }
+
+    /// A completion was handed to the running server: what it means for the hardware.
+    fn bmp_completed(&mut self, c: &BmpCompletion) {
+        let Some(r) = self.bmp_requests.remove(&c.request_id) else {
+            return;
+        };
+        self.report.boards_blamed += c.failed_boards.len() as u64;
+        if !c.bmp_unreachable {
+            self.answered_frames.insert((r.cabinet, r.frame));
+        }
+        if let BmpAction::PowerOff { boards } = &r.action {
+            self.report.power_offs_failed += u64::from(c.failure.is_some());
+            for &n in boards {
+                let b = [r.cabinet, r.frame, n];
+                if let Some(k) = self.power_off_in_flight.get_mut(&b) {
+                    *k = k.saturating_sub(1);
+                }
+                if c.failure.is_some() {
+                    self.power_off_failed.insert(b);
+                } else {
+                    self.power_off_failed.remove(&b);
+                }
+            }
+        }
+    }
+
+    /// Where a logical board of the simulated machine is: (cabinet, frame, board).
+    fn location(&self, b: [u32; 3]) -> Option<[u32; 3]> {
+        self.config.machines[0]
+            .boards
+            .iter()
+            .find(|c| c.logical == Board::new(b[0], b[1], b[2]))
+            .map(|c| [c.cabinet, c.frame, c.board])
+    }
+
+    /// After every pass: a job given boards in the pass (new, or re-allocated after a
+    /// blamed failure) got none that was out of service before the pass (drained, or in a
+    /// frame whose BMP did not answer, and still did not after the pass), and none whose
+    /// power-off is in flight or failed last (held back: their power is unknown).
+    fn check_allocations(&mut self, before: &OutOfService) {
+        let Some(p) = &self.process else { return };
+        let core = &p.server.core;
+        let after = out_of_service(core);
+        let mut found = Vec::new();
+        let mut seen = BTreeMap::new();
+        for id in core.live_job_ids() {
+            let boards = core.job_machine_info(id).boards.unwrap_or_default();
+            let prev = self.seen_boards.get(&id);
+            if prev.is_some_and(|b| !b.is_empty()) && boards.is_empty() {
+                self.report.jobs_reallocated += 1;
+            }
+            if !boards.is_empty() && prev != Some(&boards) {
+                self.report.allocations_checked += 1;
+                for &b in &boards {
+                    let Some(at) = self.location(b) else { continue };
+                    let frame = (at[0], at[1]);
+                    if before.drained.contains(&b) {
+                        found.push(format!("job {id} was given board {b:?}, drained before"));
+                    }
+                    if before.unreachable.contains(&frame)
+                        && after.unreachable.contains(&frame)
+                        && !self.answered_frames.contains(&frame)
+                    {
+                        found.push(format!(
+                            "job {id} was given board {b:?} of frame {frame:?}, whose BMP \
+                             does not answer"
+                        ));
+                    }
+                    if self.power_off_failed.contains(&at)
+                        || self.power_off_in_flight.get(&at).is_some_and(|&k| k > 0)
+                    {
+                        found.push(format!(
+                            "job {id} was given board {b:?}, held for a power-off in flight \
+                             or failed"
+                        ));
+                    }
+                }
+            }
+            seen.insert(id, boards);
+        }
+        self.seen_boards = seen;
+        if p.server.unjournaled_completions.is_empty() {
+            // Every completion handed over is folded now.
+            self.answered_frames.clear();
+        }
+        for &b in &after.drained {
+            self.drained_seen.insert(b);
+            self.out_of_service_seen.insert(b);
+        }
+        for c in &self.config.machines[0].boards {
+            if after.unreachable.contains(&(c.cabinet, c.frame)) {
+                let l = c.logical;
+                self.out_of_service_seen.insert([l.x, l.y, l.z]);
+            }
+        }
+        for f in found {
+            self.violation(f);
         }
     }
 
