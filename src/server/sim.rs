@@ -459,6 +459,9 @@ struct World {
     report: Report,
 }
 
+/// A live job as the checks see it: its id, machine name and boards (logical).
+type LiveJob = (JobId, String, Vec<[u32; 3]>);
+
 /// The boards the core holds out of service (of the simulated machine `m`): drained ones
 /// (logical), and the frames whose BMP does not answer.
 struct OutOfService {
@@ -776,8 +779,23 @@ impl World {
         for i in 0..self.clients.len() {
             self.receive(i);
         }
-        self.check_state();
-        self.check_allocations(&before);
+        let Some(p) = &self.process else { return };
+        let core = &p.server.core;
+        // Every live job's machine and boards, looked up once for the checks.
+        let live: Vec<LiveJob> = core
+            .live_job_ids()
+            .into_iter()
+            .map(|id| {
+                let m = core.job_machine_info(id);
+                (
+                    id,
+                    m.machine_name.unwrap_or_default(),
+                    m.boards.unwrap_or_default(),
+                )
+            })
+            .collect();
+        self.check_state(&live);
+        self.check_allocations(&before, &live);
     }
 
     /// Take the BMP requests the server issued, check them against the hardware's state,
@@ -897,14 +915,14 @@ impl World {
     /// blamed failure) got none that was out of service before the pass (drained, or in a
     /// frame whose BMP did not answer, and still did not after the pass), and none whose
     /// power-off is in flight or failed last (held back: their power is unknown).
-    fn check_allocations(&mut self, before: &OutOfService) {
+    fn check_allocations(&mut self, before: &OutOfService, live: &[LiveJob]) {
         let Some(p) = &self.process else { return };
         let core = &p.server.core;
         let after = out_of_service(core);
         let mut found = Vec::new();
         let mut seen = BTreeMap::new();
-        for id in core.live_job_ids() {
-            let boards = core.job_machine_info(id).boards.unwrap_or_default();
+        for (id, _, boards) in live {
+            let (id, boards) = (*id, boards.clone());
             let prev = self.seen_boards.get(&id);
             if prev.is_some_and(|b| !b.is_empty()) && boards.is_empty() {
                 self.report.jobs_reallocated += 1;
@@ -1159,7 +1177,7 @@ impl World {
     }
 
     /// After every pass: no kept-alive job expired, no board is in two live jobs.
-    fn check_state(&mut self) {
+    fn check_state(&mut self, live: &[LiveJob]) {
         let Some(p) = &self.process else { return };
         let core = &p.server.core;
         let mut found = Vec::new();
@@ -1182,10 +1200,9 @@ impl World {
             }
         }
         let mut owner: BTreeMap<(String, [u32; 3]), JobId> = BTreeMap::new();
-        for id in core.live_job_ids() {
-            let m = core.job_machine_info(id);
-            let machine = m.machine_name.clone().unwrap_or_default();
-            for b in m.boards.unwrap_or_default() {
+        for (id, machine, boards) in live {
+            let (id, machine) = (*id, machine.clone());
+            for &b in boards {
                 if let Some(other) = owner.insert((machine.clone(), b), id) {
                     found.push(format!(
                         "board {b:?} of {machine} is in jobs {other} and {id}"
