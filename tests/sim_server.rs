@@ -67,6 +67,13 @@ fn properties_hold_over_many_seeds() {
         totals.jobs_reallocated += r.jobs_reallocated;
         totals.allocations_checked += r.allocations_checked;
         totals.power_offs_failed += r.power_offs_failed;
+        totals.readers_paused += r.readers_paused;
+        totals.readers_stopped += r.readers_stopped;
+        totals.readers_resumed += r.readers_resumed;
+        totals.slow_readers_disconnected += r.slow_readers_disconnected;
+        totals.backlog_max = totals.backlog_max.max(r.backlog_max);
+        totals.writable_with_backlog += r.writable_with_backlog;
+        totals.disconnected_at_total_bound += r.disconnected_at_total_bound;
     }
     let took = started.elapsed().as_secs_f64();
     eprintln!(
@@ -74,7 +81,9 @@ fn properties_hold_over_many_seeds() {
          acknowledged, {} refused for journal trouble, {} BMP completions ({} failed), {} \
          records of failed writes kept by crashes; {} boards blamed by failed power-ons, {} \
          seen out of service ({} drained), {} jobs re-allocated, {} allocations checked, {} \
-         power-offs failed",
+         power-offs failed; {} clients paused reading ({} read again), {} stopped, {} \
+         disconnected for not reading ({} at the total bound), largest backlog {} bytes, \
+         {} writable with a backlog",
         seeds.len(),
         seeds.len() as f64 / took,
         totals.passes,
@@ -90,7 +99,14 @@ fn properties_hold_over_many_seeds() {
         totals.boards_drained,
         totals.jobs_reallocated,
         totals.allocations_checked,
-        totals.power_offs_failed
+        totals.power_offs_failed,
+        totals.readers_paused,
+        totals.readers_resumed,
+        totals.readers_stopped,
+        totals.slow_readers_disconnected,
+        totals.disconnected_at_total_bound,
+        totals.backlog_max,
+        totals.writable_with_backlog
     );
     // The runs must exercise what they claim to (else a property holds vacuously).
     if seeds.len() > 1 {
@@ -103,6 +119,13 @@ fn properties_hold_over_many_seeds() {
         assert!(totals.boards_out_of_service > totals.boards_drained);
         assert!(totals.jobs_reallocated > 0 && totals.power_offs_failed > 0);
         assert!(totals.allocations_checked > 0);
+        // Output bounds: clients stopped reading, backlogs reached output_bytes_max, the
+        // server disconnected such clients, paused ones read again and were sent their
+        // backlog when their pipe had room.
+        assert!(totals.readers_paused > 0 && totals.readers_stopped > 0);
+        assert!(totals.backlog_max > cfg.output_bytes_max as u64);
+        assert!(totals.slow_readers_disconnected > 0 && totals.readers_resumed > 0);
+        assert!(totals.writable_with_backlog > 0);
     }
 }
 

@@ -10,7 +10,12 @@
 //!   failed (the bytes may have reached the disk). Restarts go through the production
 //!   recovery fold ([`recovery::fold`]) and start-up batch ([`startup::journal_startup`]).
 //! - **Clients** speak the real JSON line protocol over in-memory pipes ([`client::SimPipe`]):
-//!   the server reads, parses, answers and notifies through its production code.
+//!   the server reads, parses, answers and notifies through its production code. A pipe
+//!   holds at most [`SimConfig::pipe_bytes_max`] toward the client, like a socket's buffers
+//!   (a write that does not fit is cut short or would block), and is reported writable,
+//!   level-triggered, while the server wants to write and it has room. Some clients stop
+//!   reading for a while, some for good (and keep sending requests), so the server's
+//!   output bounds (`output_bytes_max`, `output_total_bytes_max`, set small) are reached.
 //! - **BMPs** are the channels the BMP threads use ([`BmpRuntime::simulated`]): requests are
 //!   taken from the server and completed after a simulated delay, sometimes failing: the BMP
 //!   does not answer, or answers with an error, and a share of failed power-ons blame some
@@ -26,7 +31,12 @@
 //! given boards in a pass got none that was out of service before it (drained, or in a frame
 //! whose BMP does not answer), and none held for a power-off in flight or failed; and the
 //! server never powers a board on while a power-off of it is in flight or failed last (the
-//! simulated hardware keeps that record, apart from the server's).
+//! simulated hardware keeps that record, apart from the server's). Output: a client that
+//! always reads is never disconnected and is never left waiting for a reply (whoever else
+//! stopped reading); the server disconnects only clients that stopped reading, and logs
+//! why; no backlog exceeds `output_bytes_max` plus one reply; a backlog always has write
+//! interest registered, and a writable pass sends it until the pipe is full; the server's
+//! count of unsent output is its clients' sum.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{SocketAddr, TcpListener};
@@ -38,7 +48,7 @@ use crossbeam::channel::{Receiver, Sender};
 use polling::Poller;
 use spalloc_journal::Error as JournalError;
 
-use super::client::{self, Client, PipeState, SimPipe};
+use super::client::{self, Client, PipeState, SimPipe, Stream};
 use super::clock::EventClock;
 use super::durability::{Durability, Storage};
 use super::{recovery, startup, Limits, Logger, Options, Server};
@@ -299,6 +309,21 @@ pub struct SimConfig {
     pub flaky_failure_chance: f64,
     /// Journaled events between snapshots.
     pub snapshot_every_events: u64,
+    /// Bytes each connection's pipe holds toward the client (its socket buffers): the
+    /// server's writes beyond it are cut short or would block until the client reads.
+    pub pipe_bytes_max: usize,
+    /// The server's `output_bytes_max` (small, so clients that stop reading reach it).
+    pub output_bytes_max: usize,
+    /// The server's `output_total_bytes_max`.
+    pub output_total_bytes_max: usize,
+    /// The server's `reply_bytes_max`.
+    pub reply_bytes_max: usize,
+    /// Chance, at each thing a reading client does, that it stops reading for a while (1 to
+    /// 20 s).
+    pub pause_chance: f64,
+    /// Chance, at each thing a reading client does, that it never reads on this
+    /// connection again.
+    pub stop_reading_chance: f64,
     /// Sabotage (see [`MemDisk::lose_on_crash`]): 0 for a correct disk.
     pub lose_on_crash: usize,
 }
@@ -316,6 +341,12 @@ impl Default for SimConfig {
             flaky_failure_chance: 0.5,
             snapshot_every_events: 40,
             lose_on_crash: 0,
+            pipe_bytes_max: 8 * 1024,
+            output_bytes_max: 8 * 1024,
+            output_total_bytes_max: 16 * 1024,
+            reply_bytes_max: 16 * 1024,
+            pause_chance: 0.03,
+            stop_reading_chance: 0.01,
         }
     }
 }
@@ -354,6 +385,21 @@ pub struct Report {
     pub allocations_checked: u64,
     /// Power-offs that failed (their boards are unknown: held until one succeeds).
     pub power_offs_failed: u64,
+    /// Clients that stopped reading for a while.
+    pub readers_paused: u64,
+    /// Clients that stopped reading for good (on that connection).
+    pub readers_stopped: u64,
+    /// Paused clients that read again while still connected.
+    pub readers_resumed: u64,
+    /// Clients the server disconnected that had stopped reading (at some time).
+    pub slow_readers_disconnected: u64,
+    /// Of those, disconnected with all clients' output at `output_total_bytes_max` (the
+    /// server's log says which bound).
+    pub disconnected_at_total_bound: u64,
+    /// The largest output backlog the server held for one client (at the end of a pass).
+    pub backlog_max: u64,
+    /// Clients reported writable to a pass with output waiting for them.
+    pub writable_with_backlog: u64,
     /// A hash of everything every client received, and when: equal for equal runs.
     pub trace: u64,
     /// Broken properties, in the order found (empty: the run passed).
@@ -378,7 +424,24 @@ struct Conn {
     key: usize,
     pipe: Arc<Mutex<PipeState>>,
     inbuf: Vec<u8>,
-    pending: VecDeque<Req>,
+    /// Requests awaiting their replies, and when each was sent.
+    pending: VecDeque<(Req, TimeUs)>,
+    reading: Reading,
+    /// Since when it reads (again).
+    reading_since: TimeUs,
+    /// It has stopped reading at some time on this connection.
+    ever_paused: bool,
+}
+
+/// Whether a client reads what the server sends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reading {
+    /// After every pass, everything.
+    Always,
+    /// Not until this time.
+    PausedUntil(TimeUs),
+    /// Never again (on this connection); it keeps sending requests.
+    Never,
 }
 
 /// A simulated client.
@@ -417,6 +480,13 @@ const KEEPALIVE_EVERY_US: TimeUs = 3_000_000;
 const MACHINE: &str = "m";
 /// Event time at the start of every run (any fixed time).
 const EPOCH_US: TimeUs = 1_800_000_000_000_000;
+/// A client that reads the reply to its `create_job` later than this after sending it does
+/// not count on keeping the job alive (its first keepalive may come after the job's
+/// `KEEPALIVE_S`, counted from its creation).
+const CREATE_REPLY_IN_TIME_US: TimeUs = 4_000_000;
+/// Longest a client that reads waits for a reply (from its request, or from when it read
+/// again): the server answers everyone, whoever else stopped reading.
+const REPLY_WAIT_MAX_US: TimeUs = 15_000_000;
 /// At most this many passes at one instant (a loop that never waits is a bug).
 const PASSES_AT_ONE_INSTANT_MAX: u32 = 1000;
 
@@ -635,6 +705,12 @@ impl World {
         self.report.unsynced_survived = self.disk.disk().unsynced_survived;
         self.report.boards_out_of_service = self.out_of_service_seen.len() as u64;
         self.report.boards_drained = self.drained_seen.len() as u64;
+        self.report.disconnected_at_total_bound = self
+            .log
+            .lines()
+            .iter()
+            .filter(|l| l.contains("of replies unread") && l.contains("output_total_bytes_max"))
+            .count() as u64;
     }
 
     fn happen(&mut self, d: Due) {
@@ -709,6 +785,15 @@ impl World {
             simulated_bmp_latency_ms: 0,
             http: None,
         };
+        let opts = Options {
+            limits: Limits {
+                output_bytes_max: self.cfg.output_bytes_max,
+                output_total_bytes_max: self.cfg.output_total_bytes_max,
+                reply_bytes_max: self.cfg.reply_bytes_max,
+                ..Limits::default()
+            },
+            ..opts
+        };
         match Server::simulated(
             opts,
             &self.config,
@@ -761,8 +846,20 @@ impl World {
         for c in &self.clients {
             if let Some(conn) = &c.conn {
                 let pipe = conn.pipe.lock().unwrap();
-                if !pipe.to_server.is_empty() || (pipe.client_shut && !pipe.server_closed) {
-                    ready.push((conn.key, true, false));
+                let readable =
+                    !pipe.to_server.is_empty() || (pipe.client_shut && !pipe.server_closed);
+                // Writable, level-triggered as the poller registers clients: reported while
+                // the server wants to write and the pipe has room.
+                let wants = p
+                    .server
+                    .clients
+                    .get(&conn.key)
+                    .is_some_and(|c| c.registered.1);
+                let room = pipe
+                    .to_client_max
+                    .map_or(true, |m| pipe.to_client.len() < m);
+                if readable || (wants && room) {
+                    ready.push((conn.key, readable, wants && room));
                 }
             }
         }
@@ -773,8 +870,20 @@ impl World {
         }
         ready.sort_unstable();
         let before = out_of_service(&p.server.core);
+        // Backlogs the writable clients had before the pass.
+        let writable: Vec<(usize, usize)> = ready
+            .iter()
+            .filter(|r| r.2)
+            .map(|r| {
+                (
+                    r.0,
+                    p.server.clients.get(&r.0).map_or(0, |c| c.pending_output()),
+                )
+            })
+            .collect();
         p.server.pass(self.now, &ready, false);
         self.report.passes += 1;
+        self.check_writable(&writable);
         self.take_bmp_requests();
         for i in 0..self.clients.len() {
             self.receive(i);
@@ -796,6 +905,7 @@ impl World {
             .collect();
         self.check_state(&live);
         self.check_allocations(&before, &live);
+        self.check_output();
     }
 
     /// Take the BMP requests the server issued, check them against the hardware's state,
@@ -982,13 +1092,55 @@ impl World {
         if self.clients[i].conn.is_none() {
             if let Some(p) = &mut self.process {
                 let (key, pipe) = p.server.connect_simulated(self.clients[i].peer);
+                pipe.lock().unwrap().to_client_max = Some(self.cfg.pipe_bytes_max);
                 self.clients[i].conn = Some(Conn {
                     key,
                     pipe,
                     inbuf: Vec::new(),
                     pending: VecDeque::new(),
+                    reading: Reading::Always,
+                    reading_since: self.now,
+                    ever_paused: false,
                 });
             }
+            return;
+        }
+        // A reading client may stop reading for a while, or for good; a paused one reads
+        // again once its time has come. One not reading keeps sending requests (mostly
+        // list_jobs, the biggest reply), as a client stuck in a loop would.
+        let now = self.now;
+        let conn = self.clients[i].conn.as_mut().expect("connected");
+        match conn.reading {
+            Reading::Always => {
+                if self.rng.chance(self.cfg.stop_reading_chance) {
+                    conn.reading = Reading::Never;
+                    conn.ever_paused = true;
+                    self.report.readers_stopped += 1;
+                    self.log
+                        .info(&format!("SIM: client {i} stops reading for good"));
+                } else if self.rng.chance(self.cfg.pause_chance) {
+                    conn.reading =
+                        Reading::PausedUntil(now + self.rng.range(1_000_000, 20_000_000));
+                    conn.ever_paused = true;
+                    self.report.readers_paused += 1;
+                    self.log
+                        .info(&format!("SIM: client {i} stops reading for a while"));
+                }
+            }
+            Reading::PausedUntil(t) if t <= now => {
+                conn.reading = Reading::Always;
+                conn.reading_since = now;
+                self.report.readers_resumed += 1;
+                self.log.info(&format!("SIM: client {i} reads again"));
+            }
+            Reading::PausedUntil(_) | Reading::Never => {}
+        }
+        if conn.reading != Reading::Always && self.rng.chance(0.7) {
+            self.send(
+                i,
+                Req::Query,
+                r#"{"command": "list_jobs", "args": [], "kwargs": {}}"#,
+            );
             return;
         }
         let owner = self.clients[i].owner.clone();
@@ -1059,7 +1211,7 @@ impl World {
         }
         pipe.to_server.extend(line.as_bytes());
         pipe.to_server.push_back(b'\n');
-        conn.pending.push_back(req);
+        conn.pending.push_back((req, self.now));
         self.report.requests += 1;
     }
 
@@ -1068,9 +1220,15 @@ impl World {
         let Some(conn) = &mut self.clients[i].conn else {
             return;
         };
+        let reading = conn.reading == Reading::Always;
         let (bytes, closed) = {
             let mut pipe = conn.pipe.lock().unwrap();
-            (std::mem::take(&mut pipe.to_client), pipe.server_closed)
+            let bytes = if reading {
+                std::mem::take(&mut pipe.to_client)
+            } else {
+                Vec::new()
+            };
+            (bytes, pipe.server_closed)
         };
         conn.inbuf.extend_from_slice(&bytes);
         let mut lines = Vec::new();
@@ -1090,7 +1248,7 @@ impl World {
             if v.get("jobs_changed").is_some() || v.get("machines_changed").is_some() {
                 continue;
             }
-            let Some(req) = self.clients[i]
+            let Some((req, sent)) = self.clients[i]
                 .conn
                 .as_mut()
                 .and_then(|c| c.pending.pop_front())
@@ -1098,15 +1256,129 @@ impl World {
                 self.violation(format!("client {i} got a reply it did not ask for: {v}"));
                 continue;
             };
-            self.on_reply(i, req, &v);
+            self.on_reply(i, req, sent, &v);
         }
         if closed {
-            // The server closed the connection (a crash, or it hung up): reconnect later.
-            self.clients[i].conn = None;
+            // The server hung up (a crash closes no connection the clients still hold):
+            // only on a client that left its output unread. Reconnect later.
+            let Some(conn) = self.clients[i].conn.take() else {
+                return;
+            };
+            if !conn.ever_paused {
+                self.violation(format!(
+                    "client {i}, which read everything it was sent, was disconnected by the \
+                     server with {} replies outstanding",
+                    conn.pending.len()
+                ));
+                return;
+            }
+            // Its jobs are no longer kept alive.
+            self.log
+                .info(&format!("SIM: client {i} finds itself disconnected"));
+            self.clients[i].jobs.clear();
+            self.report.slow_readers_disconnected += 1;
+            let logged = self
+                .log
+                .lines()
+                .iter()
+                .filter(|l| l.contains("of replies unread"))
+                .count() as u64;
+            if logged < self.report.slow_readers_disconnected {
+                self.violation(format!(
+                    "client {i} was disconnected by the server while not reading, but not \
+                     for its unread output ({logged} such disconnections logged, {} seen)",
+                    self.report.slow_readers_disconnected
+                ));
+            }
         }
     }
 
-    fn on_reply(&mut self, i: usize, req: Req, v: &serde_json::Value) {
+    /// After a pass: a client reported writable was sent its backlog until it was all sent
+    /// or the pipe was full (before the client read from it).
+    fn check_writable(&mut self, writable: &[(usize, usize)]) {
+        let Some(p) = &self.process else { return };
+        let mut found = Vec::new();
+        for &(key, backlog) in writable {
+            self.report.writable_with_backlog += u64::from(backlog > 0);
+            let Some(c) = p.server.clients.get(&key) else {
+                continue;
+            };
+            let Stream::Sim(pipe) = &c.stream else {
+                continue;
+            };
+            let pipe = pipe.0.lock().unwrap();
+            let full = pipe
+                .to_client_max
+                .is_some_and(|m| pipe.to_client.len() >= m);
+            if c.pending_output() > 0 && !full {
+                found.push(format!(
+                    "connection {key} was writable with {backlog} bytes waiting, and after the \
+                     pass {} bytes wait with the pipe not full ({} of {:?} bytes)",
+                    c.pending_output(),
+                    pipe.to_client.len(),
+                    pipe.to_client_max
+                ));
+            }
+        }
+        for f in found {
+            self.violation(f);
+        }
+    }
+
+    /// After every pass: the server's count of unsent output is the sum of its clients'
+    /// backlogs; no backlog is past `output_bytes_max` plus one reply (a client that stops
+    /// reading is disconnected once past the bound); and a client that reads is not left
+    /// waiting for a reply.
+    fn check_output(&mut self) {
+        let Some(p) = &self.process else { return };
+        let s = &p.server;
+        let mut found = Vec::new();
+        let mut sum = 0;
+        for (key, c) in &s.clients {
+            let backlog = c.pending_output();
+            sum += backlog;
+            self.report.backlog_max = self.report.backlog_max.max(backlog as u64);
+            if backlog > 0 && !c.registered.1 {
+                found.push(format!(
+                    "connection {key} has {backlog} bytes of output waiting and no interest in \
+                     writability: they would wait for its next request"
+                ));
+            }
+            if backlog > self.cfg.output_bytes_max + self.cfg.reply_bytes_max {
+                found.push(format!(
+                    "connection {key} has {backlog} bytes of output unread, past \
+                     output_bytes_max = {} plus one reply",
+                    self.cfg.output_bytes_max
+                ));
+            }
+        }
+        if sum != s.output_total {
+            found.push(format!(
+                "the server counts {} bytes of unsent output, its clients hold {sum}",
+                s.output_total
+            ));
+        }
+        for (i, c) in self.clients.iter().enumerate() {
+            let Some(conn) = &c.conn else { continue };
+            if conn.reading != Reading::Always {
+                continue;
+            }
+            if let Some((req, sent)) = conn.pending.front() {
+                let waited = self.now - (*sent).max(conn.reading_since);
+                if waited > REPLY_WAIT_MAX_US {
+                    found.push(format!(
+                        "client {i} has waited {:.1} s for the reply to {req:?}",
+                        waited as f64 / 1e6
+                    ));
+                }
+            }
+        }
+        for f in found {
+            self.violation(f);
+        }
+    }
+
+    fn on_reply(&mut self, i: usize, req: Req, sent: TimeUs, v: &serde_json::Value) {
         let exception = v.get("exception").and_then(|e| e.as_str());
         if let Some(e) = exception {
             if e.contains("could not record") {
@@ -1122,7 +1394,9 @@ impl World {
                             "job id {id} handed out twice: an acknowledged create_job was lost"
                         ));
                     }
-                    if self.clients[i].diligent {
+                    // A client keeps alive the jobs it hears of in time: one that read the
+                    // reply late (it had stopped reading) may find the job expired already.
+                    if self.clients[i].diligent && self.now - sent <= CREATE_REPLY_IN_TIME_US {
                         self.clients[i].jobs.insert(id);
                     }
                 }
