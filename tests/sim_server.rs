@@ -74,6 +74,8 @@ fn properties_hold_over_many_seeds() {
         totals.backlog_max = totals.backlog_max.max(r.backlog_max);
         totals.writable_with_backlog += r.writable_with_backlog;
         totals.disconnected_at_total_bound += r.disconnected_at_total_bound;
+        totals.reloads += r.reloads;
+        totals.reloads_applied += r.reloads_applied;
     }
     let took = started.elapsed().as_secs_f64();
     eprintln!(
@@ -83,7 +85,8 @@ fn properties_hold_over_many_seeds() {
          seen out of service ({} drained), {} jobs re-allocated, {} allocations checked, {} \
          power-offs failed; {} clients paused reading ({} read again), {} stopped, {} \
          disconnected for not reading ({} at the total bound), largest backlog {} bytes, \
-         {} writable with a backlog",
+         {} writable with a backlog; \
+         {} reloads ({} applied)",
         seeds.len(),
         seeds.len() as f64 / took,
         totals.passes,
@@ -106,7 +109,9 @@ fn properties_hold_over_many_seeds() {
         totals.slow_readers_disconnected,
         totals.disconnected_at_total_bound,
         totals.backlog_max,
-        totals.writable_with_backlog
+        totals.writable_with_backlog,
+        totals.reloads,
+        totals.reloads_applied
     );
     // The runs must exercise what they claim to (else a property holds vacuously).
     if seeds.len() > 1 {

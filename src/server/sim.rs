@@ -31,7 +31,12 @@
 //! given boards in a pass got none that was out of service before it (drained, or in a frame
 //! whose BMP does not answer), and none held for a power-off in flight or failed; and the
 //! server never powers a board on while a power-off of it is in flight or failed last (the
-//! simulated hardware keeps that record, apart from the server's). Output: a client that
+//! simulated hardware keeps that record, apart from the server's). Reloads: an admin
+//! edits the configuration file (a real file, read by the production SIGHUP path) to mark
+//! a board dead or alive again or change a health threshold, or writes one that is not
+//! valid; afterwards the configuration in force is the file's (or the previous one, if the
+//! journal refused it), a file that is not valid changes nothing, and no job is given a
+//! board dead in the configuration. Output: a client that
 //! always reads is never disconnected and is never left waiting for a reply (whoever else
 //! stopped reading); the server disconnects only clients that stopped reading, and logs
 //! why; no backlog exceeds `output_bytes_max` plus one reply; a backlog always has write
@@ -309,6 +314,9 @@ pub struct SimConfig {
     pub flaky_failure_chance: f64,
     /// Journaled events between snapshots.
     pub snapshot_every_events: u64,
+    /// Configuration reloads (SIGHUP after the file changed) in the run (at most): a board
+    /// marked dead or alive again, a health threshold changed, or a file that is not valid.
+    pub reloads_max: u64,
     /// Bytes each connection's pipe holds toward the client (its socket buffers): the
     /// server's writes beyond it are cut short or would block until the client reads.
     pub pipe_bytes_max: usize,
@@ -340,6 +348,7 @@ impl Default for SimConfig {
             flaky_boards_max: 2,
             flaky_failure_chance: 0.5,
             snapshot_every_events: 40,
+            reloads_max: 3,
             lose_on_crash: 0,
             pipe_bytes_max: 8 * 1024,
             output_bytes_max: 8 * 1024,
@@ -385,6 +394,10 @@ pub struct Report {
     pub allocations_checked: u64,
     /// Power-offs that failed (their boards are unknown: held until one succeeds).
     pub power_offs_failed: u64,
+    /// Configuration reloads signalled to a running server (valid files and not).
+    pub reloads: u64,
+    /// Valid configurations seen applied by a reload.
+    pub reloads_applied: u64,
     /// Clients that stopped reading for a while.
     pub readers_paused: u64,
     /// Clients that stopped reading for good (on that connection).
@@ -470,6 +483,8 @@ enum Due {
     Restart,
     /// The disk starts failing.
     DiskFault,
+    /// The configuration file is changed and the server told to re-read it (SIGHUP).
+    Reload,
 }
 
 /// The keepalive interval the simulated clients ask for.
@@ -498,7 +513,13 @@ struct World {
     due: BTreeMap<(TimeUs, u64), Due>,
     disk: MemJournal,
     log: Logger,
+    /// The configuration file's content (the last valid one written): what a restart reads.
     config: Config,
+    /// The configuration the run started with (every board's location).
+    base_config: Config,
+    /// A reload signalled and not yet seen through a pass: the configuration in force before,
+    /// and the file's, if valid.
+    reload_pending: Option<(Config, Option<Config>)>,
     process: Option<Process>,
     /// Which process incarnation is running (BMP completions of older ones are dropped).
     incarnation: u64,
@@ -529,12 +550,35 @@ struct World {
     report: Report,
 }
 
+/// FNV-1a of some bytes (a file name for a content).
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Write `text` to `path` unless it is there already, whole or not at all (a temporary
+/// file renamed): simulations in parallel may write the same file.
+fn write_once(dir: &Path, path: &Path, text: &str) -> std::io::Result<()> {
+    static TEMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if path.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    let n = TEMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temp = dir.join(format!(".{}-{n}.tmp", std::process::id()));
+    std::fs::write(&temp, text)?;
+    std::fs::rename(&temp, path)
+}
+
 /// A live job as the checks see it: its id, machine name and boards (logical).
 type LiveJob = (JobId, String, Vec<[u32; 3]>);
 
-/// The boards the core holds out of service (of the simulated machine `m`): drained ones
-/// (logical), and the frames whose BMP does not answer.
+/// The boards the core holds out of service (of the simulated machine `m`): dead ones in
+/// the configuration in force and drained ones (logical), and the frames whose BMP does
+/// not answer.
 struct OutOfService {
+    dead: BTreeSet<[u32; 3]>,
     drained: BTreeSet<[u32; 3]>,
     unreachable: BTreeSet<(u32, u32)>,
 }
@@ -542,6 +586,11 @@ struct OutOfService {
 fn out_of_service(core: &crate::core::Core) -> OutOfService {
     let health = core.health();
     OutOfService {
+        dead: core
+            .config()
+            .machine(MACHINE)
+            .map(|m| m.dead_boards.iter().map(|b| [b.x, b.y, b.z]).collect())
+            .unwrap_or_default(),
         drained: health
             .drained(MACHINE)
             .into_iter()
@@ -580,7 +629,9 @@ pub fn run(seed: u64, cfg: &SimConfig) -> Report {
         due: BTreeMap::new(),
         disk,
         log: Logger::capture(),
+        base_config: config.clone(),
         config,
+        reload_pending: None,
         process: None,
         incarnation: 0,
         clients,
@@ -636,7 +687,7 @@ impl World {
             let t = self.now + self.rng.below(KEEPALIVE_EVERY_US);
             self.at(t, Due::Keepalive(i));
         }
-        let boards: Vec<[u32; 3]> = self.config.machines[0]
+        let boards: Vec<[u32; 3]> = self.base_config.machines[0]
             .boards
             .iter()
             .map(|b| [b.cabinet, b.frame, b.board])
@@ -648,6 +699,10 @@ impl World {
         for _ in 0..self.rng.below(self.cfg.crashes_max + 1) {
             let t = self.now + self.rng.below(self.cfg.duration_us);
             self.at(t, Due::Crash);
+        }
+        for _ in 0..self.rng.below(self.cfg.reloads_max + 1) {
+            let t = self.now + self.rng.below(self.cfg.duration_us);
+            self.at(t, Due::Reload);
         }
         for _ in 0..self.rng.below(self.cfg.disk_faults_max + 1) {
             let t = self.now + self.rng.below(self.cfg.duration_us);
@@ -754,6 +809,7 @@ impl World {
                 }
             }
             Due::Restart => self.start_process(),
+            Due::Reload => self.reload(),
             Due::DiskFault => {
                 let mut disk = self.disk.disk();
                 match self.rng.below(3) {
@@ -762,6 +818,108 @@ impl World {
                     _ => disk.fail_snapshots += 1,
                 }
             }
+        }
+    }
+
+    /// An admin edits the configuration file (a board marked dead or alive again, a health
+    /// threshold changed, or a mistake that is not valid JSON) and sends SIGHUP. The file is
+    /// real (named by its content, in one directory, so runs in parallel never see each
+    /// other's half-written files), read by the production reload.
+    fn reload(&mut self) {
+        let mut next = self.config.clone();
+        let valid = match self.rng.below(4) {
+            0 | 1 => {
+                // Toggle a board's death, keeping a working board in every frame (a frame
+                // with none would need its BMP dropped: a different change).
+                let base = &self.base_config.machines[0];
+                let b = self.rng.pick(&base.boards).clone();
+                let m = &mut next.machines[0];
+                let frame_has_dead = base.boards.iter().any(|o| {
+                    (o.cabinet, o.frame) == (b.cabinet, b.frame)
+                        && m.dead_boards.contains(&o.logical)
+                });
+                if let Some(i) = m.dead_boards.iter().position(|&d| d == b.logical) {
+                    m.dead_boards.remove(i);
+                } else if !frame_has_dead {
+                    m.dead_boards.push(b.logical);
+                    m.dead_boards.sort_unstable();
+                }
+                let dead = m.dead_boards.clone();
+                m.boards = base
+                    .boards
+                    .iter()
+                    .filter(|o| !dead.contains(&o.logical))
+                    .cloned()
+                    .collect();
+                true
+            }
+            2 => {
+                next.health.drain_after_failures = 1 + self.rng.below(3) as u32;
+                true
+            }
+            _ => false,
+        };
+        let text = if valid {
+            serde_json::to_string_pretty(&next.to_json()).expect("a configuration encodes")
+        } else {
+            "{\"machines\": [".to_string()
+        };
+        let dir = std::env::temp_dir().join("spalloc-sim-configs");
+        let path = dir.join(format!("{:016x}.json", fnv(text.as_bytes())));
+        if let Err(e) = write_once(&dir, &path, &text) {
+            self.violation(format!("cannot write {}: {e}", path.display()));
+            return;
+        }
+        let file = if valid {
+            match crate::config::parse(&text, &dir) {
+                Ok(c) => {
+                    self.config = c.clone();
+                    Some(c)
+                }
+                Err(e) => {
+                    self.violation(format!("the simulation wrote a bad configuration: {e}"));
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        self.log.info(&format!(
+            "SIM: configuration file {} ({}); SIGHUP",
+            path.display(),
+            if valid { "valid" } else { "not valid" }
+        ));
+        if let Some(p) = &mut self.process {
+            p.server.opts.config = Some(path);
+            p.server
+                .signals
+                .reload
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.report.reloads += 1;
+            self.reload_pending = Some((p.server.core.config().clone(), file));
+        }
+    }
+
+    /// After the pass that took a reload: the configuration in force is the file's (or,
+    /// if the journal refused to record it, the one before); a file that is not valid
+    /// changed nothing.
+    fn check_reload(&mut self) {
+        let Some((before, file)) = self.reload_pending.take() else {
+            return;
+        };
+        let Some(p) = &self.process else { return };
+        let now = p.server.core.config();
+        match file {
+            Some(f) if *now == f => self.report.reloads_applied += 1,
+            _ if *now == before => {}
+            Some(_) => self.violation(
+                "after a reload the configuration in force is neither the file's nor the \
+                 one before"
+                    .into(),
+            ),
+            None => self.violation(
+                "a configuration file that is not valid changed the configuration in force".into(),
+            ),
         }
     }
 
@@ -884,6 +1042,7 @@ impl World {
         p.server.pass(self.now, &ready, false);
         self.report.passes += 1;
         self.check_writable(&writable);
+        self.check_reload();
         self.take_bmp_requests();
         for i in 0..self.clients.len() {
             self.receive(i);
@@ -1014,7 +1173,7 @@ impl World {
 
     /// Where a logical board of the simulated machine is: (cabinet, frame, board).
     fn location(&self, b: [u32; 3]) -> Option<[u32; 3]> {
-        self.config.machines[0]
+        self.base_config.machines[0]
             .boards
             .iter()
             .find(|c| c.logical == Board::new(b[0], b[1], b[2]))
@@ -1042,6 +1201,11 @@ impl World {
                 for &b in &boards {
                     let Some(at) = self.location(b) else { continue };
                     let frame = (at[0], at[1]);
+                    if before.dead.contains(&b) && after.dead.contains(&b) {
+                        found.push(format!(
+                            "job {id} was given board {b:?}, dead in the configuration"
+                        ));
+                    }
                     if before.drained.contains(&b) {
                         found.push(format!("job {id} was given board {b:?}, drained before"));
                     }
@@ -1075,7 +1239,7 @@ impl World {
             self.drained_seen.insert(b);
             self.out_of_service_seen.insert(b);
         }
-        for c in &self.config.machines[0].boards {
+        for c in &self.base_config.machines[0].boards {
             if after.unreachable.contains(&(c.cabinet, c.frame)) {
                 let l = c.logical;
                 self.out_of_service_seen.insert([l.x, l.y, l.z]);
