@@ -131,6 +131,7 @@ fn properties_hold_over_many_seeds() {
         assert!(totals.backlog_max > cfg.output_bytes_max as u64);
         assert!(totals.slow_readers_disconnected > 0 && totals.readers_resumed > 0);
         assert!(totals.writable_with_backlog > 0);
+        assert!(totals.reloads_applied > 0);
     }
 }
 
@@ -168,4 +169,21 @@ fn a_lying_disk_is_caught_and_its_seed_reproduces() {
     let again = run(failing.seed, &cfg);
     assert_eq!(again.violations, failing.violations);
     assert_eq!(again, failing);
+}
+
+/// Known bug (ignored until fixed; `cargo test --test sim_server -- --ignored`): a board
+/// that a configuration reload marks dead while a job holds it is not powered off when the
+/// job ends. The job keeps the board, as documented (dead-board changes modify the machine
+/// in place), but the machine's location table is rebuilt from the new configuration,
+/// which no longer lists the board, and the job's power-off requests are built from that
+/// table, so they leave the board out: the BMP never switches it off. Seed 0 shows it
+/// (board (1, 1, 2) of job 7, marked dead at t=~14 s, left on from t=~29 s).
+#[test]
+#[ignore = "known bug: a board marked dead while held is left powered on"]
+fn a_board_marked_dead_while_held_is_powered_off() {
+    let cfg = SimConfig {
+        reload_kills_held_boards: true,
+        ..SimConfig::default()
+    };
+    check(&run(0, &cfg));
 }
