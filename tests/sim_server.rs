@@ -1,6 +1,7 @@
 //! Property tests over the deterministic simulation of the whole server loop
 //! (`spalloc::server::sim`): many seeds, each a run with crashes, journal outages, failing
-//! BMPs and clients speaking the line protocol, checked as it goes.
+//! BMPs (some blaming boards), configuration reloads and clients speaking the line
+//! protocol (some of them not reading), checked as it goes.
 //!
 //! A failing seed is printed; `SPALLOC_SEED=<seed> cargo test --test sim_server` runs only
 //! that seed, and prints its server log.
@@ -41,7 +42,10 @@ fn seeds() -> Vec<u64> {
 
 /// Every property holds over many seeds: nothing acknowledged is lost across crashes, nothing
 /// refused as not carried out comes back after one, the journal replays to the live state, no
-/// kept-alive job expires, no board is in two jobs.
+/// kept-alive job expires, no board is in two jobs; no job is given a board out of service,
+/// dead or held for a power-off, and no board is powered on while held or left on with no
+/// job; clients that read are served and never dropped, those that stop reading are dropped
+/// past the output bounds; reloads apply valid files only (see `spalloc::server::sim`).
 #[test]
 fn properties_hold_over_many_seeds() {
     let cfg = SimConfig::default();
@@ -64,13 +68,33 @@ fn properties_hold_over_many_seeds() {
         totals.bmp_completed += r.bmp_completed;
         totals.bmp_failed += r.bmp_failed;
         totals.unsynced_survived += r.unsynced_survived;
+        totals.boards_blamed += r.boards_blamed;
+        totals.boards_out_of_service += r.boards_out_of_service;
+        totals.boards_drained += r.boards_drained;
+        totals.jobs_reallocated += r.jobs_reallocated;
+        totals.allocations_checked += r.allocations_checked;
+        totals.power_offs_failed += r.power_offs_failed;
+        totals.readers_paused += r.readers_paused;
+        totals.readers_stopped += r.readers_stopped;
+        totals.readers_resumed += r.readers_resumed;
+        totals.slow_readers_disconnected += r.slow_readers_disconnected;
+        totals.backlog_max = totals.backlog_max.max(r.backlog_max);
+        totals.writable_with_backlog += r.writable_with_backlog;
+        totals.disconnected_at_total_bound += r.disconnected_at_total_bound;
+        totals.reloads += r.reloads;
+        totals.reloads_applied += r.reloads_applied;
     }
     let took = started.elapsed().as_secs_f64();
     eprintln!(
         "{} seeds in {took:.1} s ({:.0} seeds/s): {} passes, {} crashes, {} requests, {} jobs \
          acknowledged, {} refused for journal trouble ({} as maybe recorded; {} refused as not \
          carried out and checked after a restart), {} BMP completions ({} failed), {} records \
-         of failed writes kept by crashes",
+         of failed writes kept by crashes; {} boards blamed by failed power-ons, {} \
+         seen out of service ({} drained), {} jobs re-allocated, {} allocations checked, {} \
+         power-offs failed; {} clients paused reading ({} read again), {} stopped, {} \
+         disconnected for not reading ({} at the total bound), largest backlog {} bytes, \
+         {} writable with a backlog; \
+         {} reloads ({} applied)",
         seeds.len(),
         seeds.len() as f64 / took,
         totals.passes,
@@ -82,7 +106,22 @@ fn properties_hold_over_many_seeds() {
         totals.refusals_checked_after_restart,
         totals.bmp_completed,
         totals.bmp_failed,
-        totals.unsynced_survived
+        totals.unsynced_survived,
+        totals.boards_blamed,
+        totals.boards_out_of_service,
+        totals.boards_drained,
+        totals.jobs_reallocated,
+        totals.allocations_checked,
+        totals.power_offs_failed,
+        totals.readers_paused,
+        totals.readers_resumed,
+        totals.readers_stopped,
+        totals.slow_readers_disconnected,
+        totals.disconnected_at_total_bound,
+        totals.backlog_max,
+        totals.writable_with_backlog,
+        totals.reloads,
+        totals.reloads_applied
     );
     // The runs must exercise what they claim to (else a property holds vacuously).
     if seeds.len() > 1 {
@@ -91,6 +130,21 @@ fn properties_hold_over_many_seeds() {
         // Refusals a restart came after, and failed batches that could not be cut off.
         assert!(totals.refusals_checked_after_restart > 0);
         assert!(totals.refused_maybe_recorded > 0 && totals.unsynced_survived > 0);
+        // Board health: failures blamed on boards, boards taken out of service (drained
+        // after repeated failures, not only frames whose BMP did not answer), jobs given
+        // new boards, power-offs failing (boards held), and allocations checked.
+        assert!(totals.boards_blamed > 0 && totals.boards_drained > 0);
+        assert!(totals.boards_out_of_service > totals.boards_drained);
+        assert!(totals.jobs_reallocated > 0 && totals.power_offs_failed > 0);
+        assert!(totals.allocations_checked > 0);
+        // Output bounds: clients stopped reading, backlogs reached output_bytes_max, the
+        // server disconnected such clients, paused ones read again and were sent their
+        // backlog when their pipe had room.
+        assert!(totals.readers_paused > 0 && totals.readers_stopped > 0);
+        assert!(totals.backlog_max > cfg.output_bytes_max as u64);
+        assert!(totals.slow_readers_disconnected > 0 && totals.readers_resumed > 0);
+        assert!(totals.writable_with_backlog > 0);
+        assert!(totals.reloads_applied > 0);
     }
 }
 
@@ -137,12 +191,16 @@ fn a_lying_disk_is_caught_and_its_seed_reproduces() {
 fn a_journal_that_keeps_refused_batches_is_caught() {
     let cfg = SimConfig {
         keep_failed_batches: true,
+        // (A refusal followed by a crash before the next write, as often as can be.)
+        crash_after_refusal_chance: 1.0,
+        disk_faults_max: 4,
         ..SimConfig::default()
     };
-    let failing = (0..50)
+    let failing = (0..400)
         .map(|seed| run(seed, &cfg))
         .find(|r| !r.violations.is_empty())
         .expect("replaying refused batches must break a property on some seed");
+    eprintln!("seed {} found it", failing.seed);
     assert!(
         failing
             .violations
@@ -152,4 +210,22 @@ fn a_journal_that_keeps_refused_batches_is_caught() {
         failing.violations
     );
     assert_eq!(run(failing.seed, &cfg), failing);
+}
+
+/// Known bug (ignored until fixed; `cargo test --test sim_server -- --ignored`): a board
+/// that a configuration reload marks dead while a job holds it is not powered off when the
+/// job ends. The job keeps the board, as documented (dead-board changes modify the machine
+/// in place), but the machine's location table is rebuilt from the new configuration,
+/// which no longer lists the board, and the job's power-off requests are built from that
+/// table, so they leave the board out: the BMP never switches it off. Seed 0 shows it
+/// (board (1, 1, 2) of job 7, allocated at t≈19.2 s and marked dead
+/// just after; the job's power-off at t≈29.2 s names boards [0, 1] of its frame only).
+#[test]
+#[ignore = "known bug: a board marked dead while held is left powered on"]
+fn a_board_marked_dead_while_held_is_powered_off() {
+    let cfg = SimConfig {
+        reload_kills_held_boards: true,
+        ..SimConfig::default()
+    };
+    check(&run(0, &cfg));
 }

@@ -173,6 +173,9 @@ pub struct PipeState {
     pub client_gone: bool,
     /// The server has closed its end (dropped the client).
     pub server_closed: bool,
+    /// Most bytes `to_client` holds, like a socket's buffers (`None`: unbounded): a write
+    /// that does not fit is cut short, or would block if nothing fits.
+    pub to_client_max: Option<usize>,
 }
 
 /// The server's end of an in-memory connection (the simulation's). Non-blocking like a
@@ -201,8 +204,15 @@ impl SimPipe {
         if p.client_gone {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        p.to_client.extend_from_slice(buf);
-        Ok(buf.len())
+        let room = p
+            .to_client_max
+            .map_or(buf.len(), |max| max.saturating_sub(p.to_client.len()));
+        if room == 0 && !buf.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = room.min(buf.len());
+        p.to_client.extend_from_slice(&buf[..n]);
+        Ok(n)
     }
 }
 
@@ -410,6 +420,30 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bounded simulated pipe behaves as a socket: a write that does not fit is cut short,
+    /// one with no room would block, and room made by the reader is used again.
+    #[test]
+    fn a_bounded_sim_pipe_cuts_writes_short_and_would_block() {
+        let state = Arc::new(Mutex::new(PipeState {
+            to_client_max: Some(5),
+            ..PipeState::default()
+        }));
+        let mut pipe = SimPipe(Arc::clone(&state));
+        assert_eq!(pipe.write(b"abc").unwrap(), 3);
+        assert_eq!(pipe.write(b"defg").unwrap(), 2);
+        let e = pipe.write(b"h").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(state.lock().unwrap().to_client, b"abcde");
+        state.lock().unwrap().to_client.drain(..4);
+        assert_eq!(pipe.write(b"fghijk").unwrap(), 4);
+        assert_eq!(state.lock().unwrap().to_client, b"efghi");
+        state.lock().unwrap().client_gone = true;
+        assert_eq!(
+            pipe.write(b"x").unwrap_err().kind(),
+            io::ErrorKind::BrokenPipe
+        );
+    }
 
     #[test]
     fn watch_rules() {

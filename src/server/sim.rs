@@ -12,9 +12,18 @@
 //!   production recovery fold ([`recovery::fold`]) and start-up batch
 //!   ([`startup::journal_startup`]).
 //! - **Clients** speak the real JSON line protocol over in-memory pipes ([`client::SimPipe`]):
-//!   the server reads, parses, answers and notifies through its production code.
+//!   the server reads, parses, answers and notifies through its production code. A pipe
+//!   holds at most [`SimConfig::pipe_bytes_max`] toward the client, like a socket's buffers
+//!   (a write that does not fit is cut short or would block), and is reported writable,
+//!   level-triggered, while the server wants to write and it has room. Some clients stop
+//!   reading for a while, some for good (and keep sending requests), so the server's
+//!   output bounds (`output_bytes_max`, `output_total_bytes_max`, set small) are reached.
 //! - **BMPs** are the channels the BMP threads use ([`BmpRuntime::simulated`]): requests are
-//!   taken from the server and completed after a simulated delay, sometimes failing.
+//!   taken from the server and completed after a simulated delay, sometimes failing: the BMP
+//!   does not answer, or answers with an error, and a share of failed power-ons blame some
+//!   of their boards (`failed_boards`, as the runtime does for wrong FPGA ids). Each run has
+//!   up to [`SimConfig::flaky_boards_max`] flaky boards whose power-ons fail more often, so
+//!   boards reach `drain_after_failures` and are drained, and jobs are given new boards.
 //!
 //! Every run is replayable from its seed (`SPALLOC_SEED` in `tests/sim_server.rs`), and
 //! checks, as it goes: nothing a client was told is lost across crashes (acknowledged jobs
@@ -22,7 +31,21 @@
 //! twice), nothing a client was told was not carried out comes back after a crash (no
 //! refused `create_job` or `destroy_job` is in the journal after a restart), no job a
 //! connected client keeps alive expires, no board is in two live jobs, and at the end
-//! replaying the journal gives the live state byte for byte.
+//! replaying the journal gives the live state byte for byte. Board health: a job
+//! given boards in a pass got none that was out of service before it (drained, or in a frame
+//! whose BMP does not answer), and none held for a power-off in flight or failed; and the
+//! server never powers a board on while a power-off of it is in flight or failed last (the
+//! simulated hardware keeps that record, apart from the server's). Reloads: an admin
+//! edits the configuration file (a real file, read by the production SIGHUP path) to mark
+//! a board dead or alive again or change a health threshold, or writes one that is not
+//! valid; afterwards the configuration in force is the file's (or the previous one, if the
+//! journal refused it), a file that is not valid changes nothing, and no job is given a
+//! board dead in the configuration. Output: a client that
+//! always reads is never disconnected and is never left waiting for a reply (whoever else
+//! stopped reading); the server disconnects only clients that stopped reading, and logs
+//! why; no backlog exceeds `output_bytes_max` plus one reply; a backlog always has write
+//! interest registered, and a writable pass sends it until the pipe is full; the server's
+//! count of unsent output is its clients' sum.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{SocketAddr, TcpListener};
@@ -34,13 +57,15 @@ use crossbeam::channel::{Receiver, Sender};
 use polling::Poller;
 use spalloc_journal::Error as JournalError;
 
-use super::client::{self, Client, PipeState, SimPipe};
+use super::client::{self, Client, PipeState, SimPipe, Stream};
 use super::clock::EventClock;
 use super::durability::{Durability, Storage};
 use super::{recovery, startup, Limits, Logger, Options, Server};
 use crate::bmp::{BmpCompletion, BmpRuntime};
 use crate::config::Config;
+use crate::core::coordinates::Board;
 use crate::core::rng::Rng;
+use crate::core::types::{BmpAction, BmpRequestId};
 use crate::core::{BmpRequest, Command, Event, JobId, TimeUs, TIMED_OUT};
 
 /// Where the simulated journal "is", for messages.
@@ -348,8 +373,39 @@ pub struct SimConfig {
     pub disk_faults_max: u64,
     /// Chance that a BMP request fails.
     pub bmp_failure_chance: f64,
+    /// Chance that a failed power-on the BMP answered blames some of its boards (wrong FPGA
+    /// ids, a board's own error code: `BmpCompletion::failed_boards`), so the board-health
+    /// machinery (failure counts, drains, re-allocation of the job) runs.
+    pub bmp_blame_chance: f64,
+    /// Boards (at most) that are flaky in a run (chosen by the seed, each run its own).
+    pub flaky_boards_max: u64,
+    /// Chance that a power-on including a flaky board fails, blaming it (failures
+    /// concentrate on bad boards, so some reach `drain_after_failures` in a row).
+    pub flaky_failure_chance: f64,
     /// Journaled events between snapshots.
     pub snapshot_every_events: u64,
+    /// Configuration reloads (SIGHUP after the file changed) in the run (at most): a board
+    /// marked dead or alive again, a health threshold changed, or a file that is not valid.
+    pub reloads_max: u64,
+    /// Whether a reload may mark dead a board a job holds. Off by default: the server then
+    /// leaves that board powered on after the job (a known bug, `notes/sim-coverage.md`;
+    /// the ignored test `a_board_marked_dead_while_held_is_powered_off` reproduces it).
+    pub reload_kills_held_boards: bool,
+    /// Bytes each connection's pipe holds toward the client (its socket buffers): the
+    /// server's writes beyond it are cut short or would block until the client reads.
+    pub pipe_bytes_max: usize,
+    /// The server's `output_bytes_max` (small, so clients that stop reading reach it).
+    pub output_bytes_max: usize,
+    /// The server's `output_total_bytes_max`.
+    pub output_total_bytes_max: usize,
+    /// The server's `reply_bytes_max`.
+    pub reply_bytes_max: usize,
+    /// Chance, at each thing a reading client does, that it stops reading for a while (1 to
+    /// 20 s).
+    pub pause_chance: f64,
+    /// Chance, at each thing a reading client does, that it never reads on this
+    /// connection again.
+    pub stop_reading_chance: f64,
     /// Sabotage (see [`MemDisk::lose_on_crash`]): 0 for a correct disk.
     pub lose_on_crash: usize,
     /// Sabotage (see [`MemDisk::keep_failed_batches`]): false for a correct journal.
@@ -365,9 +421,20 @@ impl Default for SimConfig {
             crash_after_refusal_chance: 0.5,
             disk_faults_max: 2,
             bmp_failure_chance: 0.1,
+            bmp_blame_chance: 0.6,
+            flaky_boards_max: 2,
+            flaky_failure_chance: 0.5,
             snapshot_every_events: 40,
+            reloads_max: 3,
+            reload_kills_held_boards: false,
             lose_on_crash: 0,
             keep_failed_batches: false,
+            pipe_bytes_max: 8 * 1024,
+            output_bytes_max: 8 * 1024,
+            output_total_bytes_max: 16 * 1024,
+            reply_bytes_max: 16 * 1024,
+            pause_chance: 0.03,
+            stop_reading_chance: 0.01,
         }
     }
 }
@@ -399,6 +466,38 @@ pub struct Report {
     pub bmp_failed: u64,
     /// Records of failed journal writes that a crash kept (see [`MemDisk::unsynced`]).
     pub unsynced_survived: u64,
+    /// Boards blamed by failed power-ons (`failed_boards`, counted per completion).
+    pub boards_blamed: u64,
+    /// Boards seen out of service (drained, or in a frame whose BMP does not answer) at the
+    /// end of some pass, each counted once per run.
+    pub boards_out_of_service: u64,
+    /// Of those, boards seen drained (after `drain_after_failures` failures).
+    pub boards_drained: u64,
+    /// Jobs seen to give up their boards while live (re-queued after a blamed failure).
+    pub jobs_reallocated: u64,
+    /// Allocations checked against the boards out of service when they were made.
+    pub allocations_checked: u64,
+    /// Power-offs that failed (their boards are unknown: held until one succeeds).
+    pub power_offs_failed: u64,
+    /// Configuration reloads signalled to a running server (valid files and not).
+    pub reloads: u64,
+    /// Valid configurations seen applied by a reload.
+    pub reloads_applied: u64,
+    /// Clients that stopped reading for a while.
+    pub readers_paused: u64,
+    /// Clients that stopped reading for good (on that connection).
+    pub readers_stopped: u64,
+    /// Paused clients that read again while still connected.
+    pub readers_resumed: u64,
+    /// Clients the server disconnected that had stopped reading (at some time).
+    pub slow_readers_disconnected: u64,
+    /// Of those, disconnected with all clients' output at `output_total_bytes_max` (the
+    /// server's log says which bound).
+    pub disconnected_at_total_bound: u64,
+    /// The largest output backlog the server held for one client (at the end of a pass).
+    pub backlog_max: u64,
+    /// Clients reported writable to a pass with output waiting for them.
+    pub writable_with_backlog: u64,
     /// A hash of everything every client received, and when: equal for equal runs.
     pub trace: u64,
     /// Broken properties, in the order found (empty: the run passed).
@@ -461,7 +560,24 @@ struct Conn {
     key: usize,
     pipe: Arc<Mutex<PipeState>>,
     inbuf: Vec<u8>,
-    pending: VecDeque<Req>,
+    /// Requests awaiting their replies, and when each was sent.
+    pending: VecDeque<(Req, TimeUs)>,
+    reading: Reading,
+    /// Since when it reads (again).
+    reading_since: TimeUs,
+    /// It has stopped reading at some time on this connection.
+    ever_paused: bool,
+}
+
+/// Whether a client reads what the server sends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reading {
+    /// After every pass, everything.
+    Always,
+    /// Not until this time.
+    PausedUntil(TimeUs),
+    /// Never again (on this connection); it keeps sending requests.
+    Never,
 }
 
 /// A simulated client.
@@ -490,14 +606,25 @@ enum Due {
     Restart,
     /// The disk starts failing.
     DiskFault,
+    /// The configuration file is changed and the server told to re-read it (SIGHUP).
+    Reload,
 }
 
 /// The keepalive interval the simulated clients ask for.
 const KEEPALIVE_S: f64 = 10.0;
 /// How often a diligent client sends its keepalives.
 const KEEPALIVE_EVERY_US: TimeUs = 3_000_000;
+/// The simulated machine's name (2x2 triads: cabinet x, frame y, board z).
+const MACHINE: &str = "m";
 /// Event time at the start of every run (any fixed time).
 const EPOCH_US: TimeUs = 1_800_000_000_000_000;
+/// A client that reads the reply to its `create_job` later than this after sending it does
+/// not count on keeping the job alive (its first keepalive may come after the job's
+/// `KEEPALIVE_S`, counted from its creation).
+const CREATE_REPLY_IN_TIME_US: TimeUs = 4_000_000;
+/// Longest a client that reads waits for a reply (from its request, or from when it read
+/// again): the server answers everyone, whoever else stopped reading.
+const REPLY_WAIT_MAX_US: TimeUs = 15_000_000;
 /// At most this many passes at one instant (a loop that never waits is a bug).
 const PASSES_AT_ONE_INSTANT_MAX: u32 = 1000;
 
@@ -509,7 +636,13 @@ struct World {
     due: BTreeMap<(TimeUs, u64), Due>,
     disk: MemJournal,
     log: Logger,
+    /// The configuration file's content (the last valid one written): what a restart reads.
     config: Config,
+    /// The configuration the run started with (every board's location).
+    base_config: Config,
+    /// A reload signalled and not yet seen through a pass: the configuration in force before,
+    /// and the file's, if valid.
+    reload_pending: Option<(Config, Option<Config>)>,
     process: Option<Process>,
     /// Which process incarnation is running (BMP completions of older ones are dropped).
     incarnation: u64,
@@ -524,13 +657,99 @@ struct World {
     refused: Vec<RefusedCommand>,
     /// Crashes scheduled because a client was refused (`SimConfig::crash_after_refusal_chance`).
     crashes_after_refusal: u64,
+    /// BMP requests of the running process not completed yet (to know what a completion
+    /// was for).
+    bmp_requests: BTreeMap<BmpRequestId, BmpRequest>,
+    /// The hardware: physical boards whose last power-off failed (their power is unknown),
+    /// and power-offs in flight per board (of the running process).
+    power_off_failed: BTreeSet<[u32; 3]>,
+    power_off_in_flight: BTreeMap<[u32; 3], u32>,
+    /// The boards' power as the BMPs left it (absent: off).
+    power: BTreeMap<[u32; 3], Power>,
+    /// When each BMP (by address) finishes the last request it was given: a BMP carries
+    /// out its requests one at a time, in order, as the runtime's thread per BMP does.
+    bmp_busy_until: BTreeMap<String, TimeUs>,
+    /// Each live job's boards when last seen (a change is a new allocation).
+    seen_boards: BTreeMap<JobId, Vec<[u32; 3]>>,
+    /// Frames (cabinet, frame) of answered BMP completions handed to the server and maybe
+    /// not yet folded: such a frame may have been reachable for a moment.
+    answered_frames: BTreeSet<(u32, u32)>,
+    /// The flaky boards of the run (physical).
+    flaky: BTreeSet<[u32; 3]>,
+    /// Boards seen out of service, and seen drained (for the report).
+    out_of_service_seen: BTreeSet<[u32; 3]>,
+    drained_seen: BTreeSet<[u32; 3]>,
     report: Report,
+}
+
+/// FNV-1a of some bytes (a file name for a content).
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Write `text` to `path` unless it is there already, whole or not at all (a temporary
+/// file renamed): simulations in parallel may write the same file.
+fn write_once(dir: &Path, path: &Path, text: &str) -> std::io::Result<()> {
+    static TEMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if path.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    let n = TEMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temp = dir.join(format!(".{}-{n}.tmp", std::process::id()));
+    std::fs::write(&temp, text)?;
+    std::fs::rename(&temp, path)
+}
+
+/// A board's power, as the simulated BMPs left it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Power {
+    On,
+    Off,
+    /// Its last request failed.
+    Unknown,
+}
+
+/// A live job as the checks see it: its id, machine name and boards (logical).
+type LiveJob = (JobId, String, Vec<[u32; 3]>);
+
+/// The boards the core holds out of service (of the simulated machine `m`): dead ones in
+/// the configuration in force and drained ones (logical), and the frames whose BMP does
+/// not answer.
+struct OutOfService {
+    dead: BTreeSet<[u32; 3]>,
+    drained: BTreeSet<[u32; 3]>,
+    unreachable: BTreeSet<(u32, u32)>,
+}
+
+fn out_of_service(core: &crate::core::Core) -> OutOfService {
+    let health = core.health();
+    OutOfService {
+        dead: core
+            .config()
+            .machine(MACHINE)
+            .map(|m| m.dead_boards.iter().map(|b| [b.x, b.y, b.z]).collect())
+            .unwrap_or_default(),
+        drained: health
+            .drained(MACHINE)
+            .into_iter()
+            .map(|b| [b.x, b.y, b.z])
+            .collect(),
+        unreachable: health
+            .unreachable
+            .iter()
+            .filter(|(m, _, _)| m == MACHINE)
+            .map(|&(_, c, f)| (c, f))
+            .collect(),
+    }
 }
 
 /// Run the simulation for `seed`.
 pub fn run(seed: u64, cfg: &SimConfig) -> Report {
     let mut rng = Rng::new(seed);
-    let machine = crate::core::sim::simple_machine("m", 2, 2);
+    let machine = crate::core::sim::simple_machine(MACHINE, 2, 2);
     let config = crate::core::sim::config(vec![machine], 0.0);
     let clients = (0..cfg.clients)
         .map(|i| SimClient {
@@ -552,7 +771,9 @@ pub fn run(seed: u64, cfg: &SimConfig) -> Report {
         due: BTreeMap::new(),
         disk,
         log: Logger::capture(),
+        base_config: config.clone(),
         config,
+        reload_pending: None,
         process: None,
         incarnation: 0,
         clients,
@@ -561,6 +782,16 @@ pub fn run(seed: u64, cfg: &SimConfig) -> Report {
         destroyed: BTreeSet::new(),
         refused: Vec::new(),
         crashes_after_refusal: 0,
+        bmp_requests: BTreeMap::new(),
+        power_off_failed: BTreeSet::new(),
+        power_off_in_flight: BTreeMap::new(),
+        power: BTreeMap::new(),
+        bmp_busy_until: BTreeMap::new(),
+        seen_boards: BTreeMap::new(),
+        answered_frames: BTreeSet::new(),
+        flaky: BTreeSet::new(),
+        out_of_service_seen: BTreeSet::new(),
+        drained_seen: BTreeSet::new(),
         report: Report {
             seed,
             trace: 0xcbf2_9ce4_8422_2325,
@@ -602,9 +833,22 @@ impl World {
             let t = self.now + self.rng.below(KEEPALIVE_EVERY_US);
             self.at(t, Due::Keepalive(i));
         }
+        let boards: Vec<[u32; 3]> = self.base_config.machines[0]
+            .boards
+            .iter()
+            .map(|b| [b.cabinet, b.frame, b.board])
+            .collect();
+        for _ in 0..self.rng.below(self.cfg.flaky_boards_max + 1) {
+            let b = *self.rng.pick(&boards);
+            self.flaky.insert(b);
+        }
         for _ in 0..self.rng.below(self.cfg.crashes_max + 1) {
             let t = self.now + self.rng.below(self.cfg.duration_us);
             self.at(t, Due::Crash);
+        }
+        for _ in 0..self.rng.below(self.cfg.reloads_max + 1) {
+            let t = self.now + self.rng.below(self.cfg.duration_us);
+            self.at(t, Due::Reload);
         }
         for _ in 0..self.rng.below(self.cfg.disk_faults_max + 1) {
             let t = self.now + self.rng.below(self.cfg.duration_us);
@@ -661,6 +905,14 @@ impl World {
         self.finish();
         self.check_refused(false);
         self.report.unsynced_survived = self.disk.disk().unsynced_survived;
+        self.report.boards_out_of_service = self.out_of_service_seen.len() as u64;
+        self.report.boards_drained = self.drained_seen.len() as u64;
+        self.report.disconnected_at_total_bound = self
+            .log
+            .lines()
+            .iter()
+            .filter(|l| l.contains("of replies unread") && l.contains("output_total_bytes_max"))
+            .count() as u64;
     }
 
     fn happen(&mut self, d: Due) {
@@ -686,7 +938,8 @@ impl World {
                     if let Some(p) = &self.process {
                         self.report.bmp_completed += 1;
                         self.report.bmp_failed += u64::from(c.failure.is_some());
-                        let _ = p.bmp_completions.send(c);
+                        let _ = p.bmp_completions.send(c.clone());
+                        self.bmp_completed(&c);
                     }
                 }
             }
@@ -703,6 +956,7 @@ impl World {
                 }
             }
             Due::Restart => self.start_process(),
+            Due::Reload => self.reload(),
             Due::DiskFault => {
                 let mut disk = self.disk.disk();
                 match self.rng.below(4) {
@@ -717,6 +971,126 @@ impl World {
                     }
                 }
             }
+        }
+    }
+
+    /// An admin edits the configuration file (a board marked dead or alive again, a health
+    /// threshold changed, or a mistake that is not valid JSON) and sends SIGHUP. The file is
+    /// real (named by its content, in one directory, so runs in parallel never see each
+    /// other's half-written files), read by the production reload.
+    fn reload(&mut self) {
+        let mut next = self.config.clone();
+        let valid = match self.rng.below(4) {
+            0 | 1 => {
+                // Toggle a board's death, keeping a working board in every frame (a frame
+                // with none would need its BMP dropped: a different change).
+                let base = &self.base_config.machines[0];
+                let b = self.rng.pick(&base.boards).clone();
+                let held = self.held(b.logical);
+                let m = &mut next.machines[0];
+                let frame_has_dead = base.boards.iter().any(|o| {
+                    (o.cabinet, o.frame) == (b.cabinet, b.frame)
+                        && m.dead_boards.contains(&o.logical)
+                });
+                if let Some(i) = m.dead_boards.iter().position(|&d| d == b.logical) {
+                    m.dead_boards.remove(i);
+                } else if !frame_has_dead && (!held || self.cfg.reload_kills_held_boards) {
+                    m.dead_boards.push(b.logical);
+                    m.dead_boards.sort_unstable();
+                }
+                let dead = m.dead_boards.clone();
+                m.boards = base
+                    .boards
+                    .iter()
+                    .filter(|o| !dead.contains(&o.logical))
+                    .cloned()
+                    .collect();
+                true
+            }
+            2 => {
+                next.health.drain_after_failures = 1 + self.rng.below(3) as u32;
+                true
+            }
+            _ => false,
+        };
+        let text = if valid {
+            serde_json::to_string_pretty(&next.to_json()).expect("a configuration encodes")
+        } else {
+            "{\"machines\": [".to_string()
+        };
+        let dir = std::env::temp_dir().join("spalloc-sim-configs");
+        let path = dir.join(format!("{:016x}.json", fnv(text.as_bytes())));
+        if let Err(e) = write_once(&dir, &path, &text) {
+            self.violation(format!("cannot write {}: {e}", path.display()));
+            return;
+        }
+        let file = if valid {
+            match crate::config::parse(&text, &dir) {
+                Ok(c) => {
+                    self.config = c.clone();
+                    Some(c)
+                }
+                Err(e) => {
+                    self.violation(format!("the simulation wrote a bad configuration: {e}"));
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        self.log.info(&format!(
+            "SIM: configuration file {} ({}); SIGHUP",
+            path.display(),
+            if valid { "valid" } else { "not valid" }
+        ));
+        if let Some(p) = &mut self.process {
+            p.server.opts.config = Some(path);
+            p.server
+                .signals
+                .reload
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.report.reloads += 1;
+            self.reload_pending = Some((p.server.core.config().clone(), file));
+        }
+    }
+
+    /// Whether a board is held by a live job of the running server or named by a BMP
+    /// request in flight (or no server runs: a restart may find it held).
+    fn held(&self, b: Board) -> bool {
+        let Some(p) = &self.process else { return true };
+        let core = &p.server.core;
+        let l = [b.x, b.y, b.z];
+        let at = self.location(l);
+        core.live_job_ids().into_iter().any(|id| {
+            core.job_machine_info(id)
+                .boards
+                .is_some_and(|bs| bs.contains(&l))
+        }) || self.bmp_requests.values().any(|r| {
+            let (BmpAction::PowerOn { boards, .. } | BmpAction::PowerOff { boards }) = &r.action;
+            boards.iter().any(|&n| Some([r.cabinet, r.frame, n]) == at)
+        })
+    }
+
+    /// After the pass that took a reload: the configuration in force is the file's (or,
+    /// if the journal refused to record it, the one before); a file that is not valid
+    /// changed nothing.
+    fn check_reload(&mut self) {
+        let Some((before, file)) = self.reload_pending.take() else {
+            return;
+        };
+        let Some(p) = &self.process else { return };
+        let now = p.server.core.config();
+        match file {
+            Some(f) if *now == f => self.report.reloads_applied += 1,
+            _ if *now == before => {}
+            Some(_) => self.violation(
+                "after a reload the configuration in force is neither the file's nor the \
+                 one before"
+                    .into(),
+            ),
+            None => self.violation(
+                "a configuration file that is not valid changed the configuration in force".into(),
+            ),
         }
     }
 
@@ -740,6 +1114,15 @@ impl World {
             simulated_bmp_latency_ms: 0,
             http: None,
         };
+        let opts = Options {
+            limits: Limits {
+                output_bytes_max: self.cfg.output_bytes_max,
+                output_total_bytes_max: self.cfg.output_total_bytes_max,
+                reply_bytes_max: self.cfg.reply_bytes_max,
+                ..Limits::default()
+            },
+            ..opts
+        };
         match Server::simulated(
             opts,
             &self.config,
@@ -749,6 +1132,29 @@ impl World {
         ) {
             Ok(p) => {
                 self.incarnation += 1;
+                // The old process's BMP work died with it (its completions are dropped);
+                // what the new one resumes is taken below. Allocations recovered from the
+                // journal are not new ones.
+                self.bmp_requests.clear();
+                self.power_off_in_flight.clear();
+                self.bmp_busy_until.clear();
+                self.answered_frames.clear();
+                self.seen_boards = p
+                    .server
+                    .core
+                    .live_job_ids()
+                    .into_iter()
+                    .map(|id| {
+                        (
+                            id,
+                            p.server
+                                .core
+                                .job_machine_info(id)
+                                .boards
+                                .unwrap_or_default(),
+                        )
+                    })
+                    .collect();
                 self.process = Some(p);
                 self.check_acknowledged();
                 self.check_refused(true);
@@ -771,8 +1177,20 @@ impl World {
         for c in &self.clients {
             if let Some(conn) = &c.conn {
                 let pipe = conn.pipe.lock().unwrap();
-                if !pipe.to_server.is_empty() || (pipe.client_shut && !pipe.server_closed) {
-                    ready.push((conn.key, true, false));
+                let readable =
+                    !pipe.to_server.is_empty() || (pipe.client_shut && !pipe.server_closed);
+                // Writable, level-triggered as the poller registers clients: reported while
+                // the server wants to write and the pipe has room.
+                let wants = p
+                    .server
+                    .clients
+                    .get(&conn.key)
+                    .is_some_and(|c| c.registered.1);
+                let room = pipe
+                    .to_client_max
+                    .map_or(true, |m| pipe.to_client.len() < m);
+                if readable || (wants && room) {
+                    ready.push((conn.key, readable, wants && room));
                 }
             }
         }
@@ -782,28 +1200,259 @@ impl World {
             ready.push((*key, true, false));
         }
         ready.sort_unstable();
+        let before = out_of_service(&p.server.core);
+        // Backlogs the writable clients had before the pass.
+        let writable: Vec<(usize, usize)> = ready
+            .iter()
+            .filter(|r| r.2)
+            .map(|r| {
+                (
+                    r.0,
+                    p.server.clients.get(&r.0).map_or(0, |c| c.pending_output()),
+                )
+            })
+            .collect();
         p.server.pass(self.now, &ready, false);
         self.report.passes += 1;
+        self.check_writable(&writable);
+        self.check_reload();
         self.take_bmp_requests();
         for i in 0..self.clients.len() {
             self.receive(i);
         }
-        self.check_state();
+        let Some(p) = &self.process else { return };
+        let core = &p.server.core;
+        // Every live job's machine and boards, looked up once for the checks.
+        let live: Vec<LiveJob> = core
+            .live_job_ids()
+            .into_iter()
+            .map(|id| {
+                let m = core.job_machine_info(id);
+                (
+                    id,
+                    m.machine_name.unwrap_or_default(),
+                    m.boards.unwrap_or_default(),
+                )
+            })
+            .collect();
+        self.check_state(&live);
+        self.check_allocations(&before, &live);
+        self.check_output();
     }
 
+    /// Take the BMP requests the server issued, check them against the hardware's state,
+    /// and schedule their completions: a share fail (the BMP did not answer, or answered
+    /// with an error), and a share of the failed power-ons the BMP answered blame some of
+    /// the request's boards, as the BMP runtime does for wrong FPGA ids.
     fn take_bmp_requests(&mut self) {
         let Some(p) = &self.process else { return };
         let requests: Vec<BmpRequest> = p.bmp_requests.try_iter().collect();
         for r in requests {
-            let fails = self.rng.chance(self.cfg.bmp_failure_chance);
+            let mut fails = self.rng.chance(self.cfg.bmp_failure_chance);
+            let unreachable = fails && self.rng.chance(0.5);
+            let mut failed_boards = Vec::new();
+            let flaky: Vec<u32> = match &r.action {
+                BmpAction::PowerOn { boards, .. } => boards
+                    .iter()
+                    .copied()
+                    .filter(|&n| self.flaky.contains(&[r.cabinet, r.frame, n]))
+                    .collect(),
+                BmpAction::PowerOff { .. } => Vec::new(),
+            };
+            if !unreachable && !flaky.is_empty() && self.rng.chance(self.cfg.flaky_failure_chance) {
+                fails = true;
+                failed_boards = flaky;
+            }
+            match &r.action {
+                BmpAction::PowerOn { boards, .. } => {
+                    let mut held = Vec::new();
+                    for &n in boards {
+                        let b = [r.cabinet, r.frame, n];
+                        if self.power_off_failed.contains(&b)
+                            || self.power_off_in_flight.get(&b).is_some_and(|&k| k > 0)
+                        {
+                            held.push(n);
+                        }
+                    }
+                    if !held.is_empty() {
+                        self.violation(format!(
+                            "job {} powers on board(s) {held:?} of cabinet {}, frame {} while a \
+                             power-off of them is in flight or failed last",
+                            r.job_id, r.cabinet, r.frame
+                        ));
+                    }
+                    if fails
+                        && !unreachable
+                        && failed_boards.is_empty()
+                        && self.rng.chance(self.cfg.bmp_blame_chance)
+                    {
+                        // Each board blamed with even chance, at least one (ascending, as
+                        // the request lists them).
+                        failed_boards = boards
+                            .iter()
+                            .copied()
+                            .filter(|_| self.rng.chance(0.5))
+                            .collect();
+                        if failed_boards.is_empty() && !boards.is_empty() {
+                            failed_boards.push(*self.rng.pick(boards));
+                        }
+                    }
+                }
+                BmpAction::PowerOff { boards } => {
+                    for &n in boards {
+                        *self
+                            .power_off_in_flight
+                            .entry([r.cabinet, r.frame, n])
+                            .or_default() += 1;
+                    }
+                }
+            }
             let completion = BmpCompletion {
                 request_id: r.id,
                 failure: fails.then(|| format!("Requests failed on BMP {}", r.address)),
-                failed_boards: Vec::new(),
-                bmp_unreachable: fails && self.rng.chance(0.5),
+                failed_boards,
+                bmp_unreachable: unreachable,
             };
-            let t = self.now + self.rng.range(1_000, 3_000_000);
+            let busy = self.bmp_busy_until.entry(r.address.clone()).or_default();
+            let t = (self.now + self.rng.range(1_000, 3_000_000)).max(*busy + 1);
+            *busy = t;
+            self.bmp_requests.insert(r.id, r);
             self.at(t, Due::Bmp(self.incarnation, completion));
+        }
+    }
+
+    /// A completion was handed to the running server: what it means for the hardware.
+    fn bmp_completed(&mut self, c: &BmpCompletion) {
+        let Some(r) = self.bmp_requests.remove(&c.request_id) else {
+            return;
+        };
+        self.report.boards_blamed += c.failed_boards.len() as u64;
+        if !c.bmp_unreachable {
+            self.answered_frames.insert((r.cabinet, r.frame));
+        }
+        let (boards, on) = match &r.action {
+            BmpAction::PowerOn { boards, .. } => (boards, true),
+            BmpAction::PowerOff { boards } => (boards, false),
+        };
+        for &n in boards {
+            let power = match (c.failure.is_some(), on) {
+                (true, _) => Power::Unknown,
+                (false, true) => Power::On,
+                (false, false) => Power::Off,
+            };
+            self.power.insert([r.cabinet, r.frame, n], power);
+        }
+        if let BmpAction::PowerOff { boards } = &r.action {
+            self.report.power_offs_failed += u64::from(c.failure.is_some());
+            for &n in boards {
+                let b = [r.cabinet, r.frame, n];
+                if let Some(k) = self.power_off_in_flight.get_mut(&b) {
+                    *k = k.saturating_sub(1);
+                }
+                if c.failure.is_some() {
+                    self.power_off_failed.insert(b);
+                } else {
+                    self.power_off_failed.remove(&b);
+                }
+            }
+        }
+    }
+
+    /// Where a logical board of the simulated machine is: (cabinet, frame, board).
+    fn location(&self, b: [u32; 3]) -> Option<[u32; 3]> {
+        self.base_config.machines[0]
+            .boards
+            .iter()
+            .find(|c| c.logical == Board::new(b[0], b[1], b[2]))
+            .map(|c| [c.cabinet, c.frame, c.board])
+    }
+
+    /// After every pass: a job given boards in the pass (new, or re-allocated after a
+    /// blamed failure) got none that was out of service before the pass (drained, or in a
+    /// frame whose BMP did not answer, and still did not after the pass), and none whose
+    /// power-off is in flight or failed last (held back: their power is unknown).
+    fn check_allocations(&mut self, before: &OutOfService, live: &[LiveJob]) {
+        let Some(p) = &self.process else { return };
+        let core = &p.server.core;
+        let after = out_of_service(core);
+        let mut found = Vec::new();
+        let mut seen = BTreeMap::new();
+        for (id, _, boards) in live {
+            let (id, boards) = (*id, boards.clone());
+            let prev = self.seen_boards.get(&id);
+            if prev.is_some_and(|b| !b.is_empty()) && boards.is_empty() {
+                self.report.jobs_reallocated += 1;
+            }
+            if !boards.is_empty() && prev != Some(&boards) {
+                self.report.allocations_checked += 1;
+                for &b in &boards {
+                    let Some(at) = self.location(b) else { continue };
+                    let frame = (at[0], at[1]);
+                    if before.dead.contains(&b) && after.dead.contains(&b) {
+                        found.push(format!(
+                            "job {id} was given board {b:?}, dead in the configuration"
+                        ));
+                    }
+                    if before.drained.contains(&b) {
+                        found.push(format!("job {id} was given board {b:?}, drained before"));
+                    }
+                    if before.unreachable.contains(&frame)
+                        && after.unreachable.contains(&frame)
+                        && !self.answered_frames.contains(&frame)
+                    {
+                        found.push(format!(
+                            "job {id} was given board {b:?} of frame {frame:?}, whose BMP \
+                             does not answer"
+                        ));
+                    }
+                    if self.power_off_failed.contains(&at)
+                        || self.power_off_in_flight.get(&at).is_some_and(|&k| k > 0)
+                    {
+                        found.push(format!(
+                            "job {id} was given board {b:?}, held for a power-off in flight \
+                             or failed"
+                        ));
+                    }
+                }
+            }
+            seen.insert(id, boards);
+        }
+        // No board is left powered on with nobody to power it off: one that is on is held
+        // by a live job or has a request in flight (a power-off, most likely).
+        let mut held: BTreeSet<[u32; 3]> = live
+            .iter()
+            .flat_map(|(_, _, boards)| boards.iter())
+            .filter_map(|&b| self.location(b))
+            .collect();
+        for r in self.bmp_requests.values() {
+            let (BmpAction::PowerOn { boards, .. } | BmpAction::PowerOff { boards }) = &r.action;
+            held.extend(boards.iter().map(|&n| [r.cabinet, r.frame, n]));
+        }
+        for (b, power) in &self.power {
+            if *power == Power::On && !held.contains(b) {
+                found.push(format!(
+                    "board {b:?} (cabinet, frame, board) is left powered on: no live job holds \
+                     it and no BMP request for it is in flight"
+                ));
+            }
+        }
+        self.seen_boards = seen;
+        if p.server.unjournaled_completions.is_empty() {
+            // Every completion handed over is folded now.
+            self.answered_frames.clear();
+        }
+        for &b in &after.drained {
+            self.drained_seen.insert(b);
+            self.out_of_service_seen.insert(b);
+        }
+        for c in &self.base_config.machines[0].boards {
+            if after.unreachable.contains(&(c.cabinet, c.frame)) {
+                let l = c.logical;
+                self.out_of_service_seen.insert([l.x, l.y, l.z]);
+            }
+        }
+        for f in found {
+            self.violation(f);
         }
     }
 
@@ -813,13 +1462,55 @@ impl World {
         if self.clients[i].conn.is_none() {
             if let Some(p) = &mut self.process {
                 let (key, pipe) = p.server.connect_simulated(self.clients[i].peer);
+                pipe.lock().unwrap().to_client_max = Some(self.cfg.pipe_bytes_max);
                 self.clients[i].conn = Some(Conn {
                     key,
                     pipe,
                     inbuf: Vec::new(),
                     pending: VecDeque::new(),
+                    reading: Reading::Always,
+                    reading_since: self.now,
+                    ever_paused: false,
                 });
             }
+            return;
+        }
+        // A reading client may stop reading for a while, or for good; a paused one reads
+        // again once its time has come. One not reading keeps sending requests (mostly
+        // list_jobs, the biggest reply), as a client stuck in a loop would.
+        let now = self.now;
+        let conn = self.clients[i].conn.as_mut().expect("connected");
+        match conn.reading {
+            Reading::Always => {
+                if self.rng.chance(self.cfg.stop_reading_chance) {
+                    conn.reading = Reading::Never;
+                    conn.ever_paused = true;
+                    self.report.readers_stopped += 1;
+                    self.log
+                        .info(&format!("SIM: client {i} stops reading for good"));
+                } else if self.rng.chance(self.cfg.pause_chance) {
+                    conn.reading =
+                        Reading::PausedUntil(now + self.rng.range(1_000_000, 20_000_000));
+                    conn.ever_paused = true;
+                    self.report.readers_paused += 1;
+                    self.log
+                        .info(&format!("SIM: client {i} stops reading for a while"));
+                }
+            }
+            Reading::PausedUntil(t) if t <= now => {
+                conn.reading = Reading::Always;
+                conn.reading_since = now;
+                self.report.readers_resumed += 1;
+                self.log.info(&format!("SIM: client {i} reads again"));
+            }
+            Reading::PausedUntil(_) | Reading::Never => {}
+        }
+        if conn.reading != Reading::Always && self.rng.chance(0.7) {
+            self.send(
+                i,
+                Req::Query,
+                r#"{"command": "list_jobs", "args": [], "kwargs": {}}"#,
+            );
             return;
         }
         let owner = self.clients[i].owner.clone();
@@ -890,7 +1581,7 @@ impl World {
         }
         pipe.to_server.extend(line.as_bytes());
         pipe.to_server.push_back(b'\n');
-        conn.pending.push_back(req);
+        conn.pending.push_back((req, self.now));
         self.report.requests += 1;
     }
 
@@ -899,9 +1590,15 @@ impl World {
         let Some(conn) = &mut self.clients[i].conn else {
             return;
         };
+        let reading = conn.reading == Reading::Always;
         let (bytes, closed) = {
             let mut pipe = conn.pipe.lock().unwrap();
-            (std::mem::take(&mut pipe.to_client), pipe.server_closed)
+            let bytes = if reading {
+                std::mem::take(&mut pipe.to_client)
+            } else {
+                Vec::new()
+            };
+            (bytes, pipe.server_closed)
         };
         conn.inbuf.extend_from_slice(&bytes);
         let mut lines = Vec::new();
@@ -921,7 +1618,7 @@ impl World {
             if v.get("jobs_changed").is_some() || v.get("machines_changed").is_some() {
                 continue;
             }
-            let Some(req) = self.clients[i]
+            let Some((req, sent)) = self.clients[i]
                 .conn
                 .as_mut()
                 .and_then(|c| c.pending.pop_front())
@@ -929,15 +1626,129 @@ impl World {
                 self.violation(format!("client {i} got a reply it did not ask for: {v}"));
                 continue;
             };
-            self.on_reply(i, req, &v);
+            self.on_reply(i, req, sent, &v);
         }
         if closed {
-            // The server closed the connection (a crash, or it hung up): reconnect later.
-            self.clients[i].conn = None;
+            // The server hung up (a crash closes no connection the clients still hold):
+            // only on a client that left its output unread. Reconnect later.
+            let Some(conn) = self.clients[i].conn.take() else {
+                return;
+            };
+            if !conn.ever_paused {
+                self.violation(format!(
+                    "client {i}, which read everything it was sent, was disconnected by the \
+                     server with {} replies outstanding",
+                    conn.pending.len()
+                ));
+                return;
+            }
+            // Its jobs are no longer kept alive.
+            self.log
+                .info(&format!("SIM: client {i} finds itself disconnected"));
+            self.clients[i].jobs.clear();
+            self.report.slow_readers_disconnected += 1;
+            let logged = self
+                .log
+                .lines()
+                .iter()
+                .filter(|l| l.contains("of replies unread"))
+                .count() as u64;
+            if logged < self.report.slow_readers_disconnected {
+                self.violation(format!(
+                    "client {i} was disconnected by the server while not reading, but not \
+                     for its unread output ({logged} such disconnections logged, {} seen)",
+                    self.report.slow_readers_disconnected
+                ));
+            }
         }
     }
 
-    fn on_reply(&mut self, i: usize, req: Req, v: &serde_json::Value) {
+    /// After a pass: a client reported writable was sent its backlog until it was all sent
+    /// or the pipe was full (before the client read from it).
+    fn check_writable(&mut self, writable: &[(usize, usize)]) {
+        let Some(p) = &self.process else { return };
+        let mut found = Vec::new();
+        for &(key, backlog) in writable {
+            self.report.writable_with_backlog += u64::from(backlog > 0);
+            let Some(c) = p.server.clients.get(&key) else {
+                continue;
+            };
+            let Stream::Sim(pipe) = &c.stream else {
+                continue;
+            };
+            let pipe = pipe.0.lock().unwrap();
+            let full = pipe
+                .to_client_max
+                .is_some_and(|m| pipe.to_client.len() >= m);
+            if c.pending_output() > 0 && !full {
+                found.push(format!(
+                    "connection {key} was writable with {backlog} bytes waiting, and after the \
+                     pass {} bytes wait with the pipe not full ({} of {:?} bytes)",
+                    c.pending_output(),
+                    pipe.to_client.len(),
+                    pipe.to_client_max
+                ));
+            }
+        }
+        for f in found {
+            self.violation(f);
+        }
+    }
+
+    /// After every pass: the server's count of unsent output is the sum of its clients'
+    /// backlogs; no backlog is past `output_bytes_max` plus one reply (a client that stops
+    /// reading is disconnected once past the bound); and a client that reads is not left
+    /// waiting for a reply.
+    fn check_output(&mut self) {
+        let Some(p) = &self.process else { return };
+        let s = &p.server;
+        let mut found = Vec::new();
+        let mut sum = 0;
+        for (key, c) in &s.clients {
+            let backlog = c.pending_output();
+            sum += backlog;
+            self.report.backlog_max = self.report.backlog_max.max(backlog as u64);
+            if backlog > 0 && !c.registered.1 {
+                found.push(format!(
+                    "connection {key} has {backlog} bytes of output waiting and no interest in \
+                     writability: they would wait for its next request"
+                ));
+            }
+            if backlog > self.cfg.output_bytes_max + self.cfg.reply_bytes_max {
+                found.push(format!(
+                    "connection {key} has {backlog} bytes of output unread, past \
+                     output_bytes_max = {} plus one reply",
+                    self.cfg.output_bytes_max
+                ));
+            }
+        }
+        if sum != s.output_total {
+            found.push(format!(
+                "the server counts {} bytes of unsent output, its clients hold {sum}",
+                s.output_total
+            ));
+        }
+        for (i, c) in self.clients.iter().enumerate() {
+            let Some(conn) = &c.conn else { continue };
+            if conn.reading != Reading::Always {
+                continue;
+            }
+            if let Some((req, sent)) = conn.pending.front() {
+                let waited = self.now - (*sent).max(conn.reading_since);
+                if waited > REPLY_WAIT_MAX_US {
+                    found.push(format!(
+                        "client {i} has waited {:.1} s for the reply to {req:?}",
+                        waited as f64 / 1e6
+                    ));
+                }
+            }
+        }
+        for f in found {
+            self.violation(f);
+        }
+    }
+
+    fn on_reply(&mut self, i: usize, req: Req, sent: TimeUs, v: &serde_json::Value) {
         let exception = v.get("exception").and_then(|e| e.as_str());
         if let Some(e) = exception {
             if e.contains("could not record") {
@@ -974,7 +1785,9 @@ impl World {
                             "job id {id} handed out twice: an acknowledged create_job was lost"
                         ));
                     }
-                    if self.clients[i].diligent {
+                    // A client keeps alive the jobs it hears of in time: one that read the
+                    // reply late (it had stopped reading) may find the job expired already.
+                    if self.clients[i].diligent && self.now - sent <= CREATE_REPLY_IN_TIME_US {
                         self.clients[i].jobs.insert(id);
                     }
                 }
@@ -1074,7 +1887,7 @@ impl World {
     }
 
     /// After every pass: no kept-alive job expired, no board is in two live jobs.
-    fn check_state(&mut self) {
+    fn check_state(&mut self, live: &[LiveJob]) {
         let Some(p) = &self.process else { return };
         let core = &p.server.core;
         let mut found = Vec::new();
@@ -1097,10 +1910,9 @@ impl World {
             }
         }
         let mut owner: BTreeMap<(String, [u32; 3]), JobId> = BTreeMap::new();
-        for id in core.live_job_ids() {
-            let m = core.job_machine_info(id);
-            let machine = m.machine_name.clone().unwrap_or_default();
-            for b in m.boards.unwrap_or_default() {
+        for (id, machine, boards) in live {
+            let (id, machine) = (*id, machine.clone());
+            for &b in boards {
                 if let Some(other) = owner.insert((machine.clone(), b), id) {
                     found.push(format!(
                         "board {b:?} of {machine} is in jobs {other} and {id}"

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 /// Every command of the protocol, for the fuzzers.
+#[allow(unused_imports)] // (not every test binary that includes this module fuzzes)
 pub use spalloc::protocol::COMMANDS;
 
 /// Every keyword any command takes, plus a few it must refuse or ignore.
