@@ -1649,6 +1649,51 @@ fn reload_marking_a_board_dead_is_a_minor_change() {
     );
 }
 
+/// A board marked dead by a reload while a job holds it is powered off with the job's other
+/// boards when the job ends (found by the whole-server simulation: the reload dropped its
+/// location, so the job's power-off left it out and it stayed on). Journals written before
+/// replay as they were served: under the old rules it is left out.
+#[test]
+fn a_board_marked_dead_while_held_is_powered_off_with_its_job() {
+    for current in [true, false] {
+        let mut sim = Sim::new(config(vec![simple_machine("m", 1, 1)], 0.0));
+        if !current {
+            sim.event(Event::Rules {
+                now_us: sim.now_us,
+                rules: spalloc::core::rules::Rules::default(),
+            });
+        }
+        let a = sim.create(JobRequest::Triads(1, 1));
+        assert_eq!(peek(&sim, a).state, 3);
+        reconfigure(
+            &mut sim,
+            config(
+                vec![with_dead(simple_machine("m", 1, 1), &[Board::new(0, 0, 2)])],
+                0.0,
+            ),
+        );
+        assert_eq!(peek(&sim, a).state, 3, "the job keeps its boards");
+        // It is dead to everything else: no location, no board at its position.
+        assert_eq!(
+            sim.core.query(&Command::GetBoardPosition {
+                machine: "m".into(),
+                x: 0,
+                y: 0,
+                z: 2
+            }),
+            Response::Triple(None)
+        );
+        sim.destroy(a, None);
+        let off = sim.bmp_log.last().map(|r| r.action.clone());
+        let boards = if current { vec![0, 1, 2] } else { vec![0, 1] };
+        assert_eq!(
+            off,
+            Some(BmpAction::PowerOff { boards }),
+            "current rules: {current}"
+        );
+    }
+}
+
 #[test]
 fn single_boards_follow_dead_board_changes() {
     let m = || simple_machine("m", 1, 1);

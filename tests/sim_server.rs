@@ -212,16 +212,14 @@ fn a_journal_that_keeps_refused_batches_is_caught() {
     assert_eq!(run(failing.seed, &cfg), failing);
 }
 
-/// Known bug (ignored until fixed; `cargo test --test sim_server -- --ignored`): a board
-/// that a configuration reload marks dead while a job holds it is not powered off when the
-/// job ends. The job keeps the board, as documented (dead-board changes modify the machine
-/// in place), but the machine's location table is rebuilt from the new configuration,
-/// which no longer lists the board, and the job's power-off requests are built from that
-/// table, so they leave the board out: the BMP never switches it off. Seed 0 shows it
-/// (board (1, 1, 2) of job 7, allocated at t≈19.2 s and marked dead
-/// just after; the job's power-off at t≈29.2 s names boards [0, 1] of its frame only).
+/// A board that a configuration reload marks dead while a job holds it is powered off when
+/// the job ends (the job keeps the board, as documented: dead-board changes modify the
+/// machine in place). It used not to be: the machine's location table was rebuilt from the
+/// new configuration, which no longer lists the board, and the job's power-off was built
+/// from it. Seed 0 showed it (board (1, 1, 2) of job 7, allocated at t≈19.2 s and marked
+/// dead just after; the job's power-off at t≈29.2 s named boards [0, 1] of its frame only),
+/// and checks it here with the hardware's record of every board's power.
 #[test]
-#[ignore = "known bug: a board marked dead while held is left powered on"]
 fn a_board_marked_dead_while_held_is_powered_off() {
     let cfg = SimConfig {
         reload_kills_held_boards: true,

@@ -51,6 +51,18 @@ pub struct Rules {
     /// Power changes one job may make back to back before `power_change_gap_us` applies.
     #[serde(default)]
     pub power_change_burst: u32,
+    /// Whether a board that a new configuration marks dead while a job holds it keeps its
+    /// location for that job's power requests, so that it is powered off with the job's
+    /// other boards. (Old rule: the reload dropped its location, and every later power
+    /// request of the job left it out: it stayed powered on after the job ended.) Not
+    /// written while false, so states under the older rules encode as they always did.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub power_dead_held_boards: bool,
+}
+
+/// For `skip_serializing_if`.
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// One job's sustained rate of power changes: one per this many microseconds
@@ -68,5 +80,6 @@ impl Rules {
         coalesce_power: true,
         power_change_gap_us: POWER_CHANGE_GAP_US,
         power_change_burst: POWER_CHANGE_BURST,
+        power_dead_held_boards: true,
     };
 }

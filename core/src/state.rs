@@ -72,6 +72,12 @@ struct Machine {
     /// each of its boards. Derived, so not in snapshots (rebuilt when one is read).
     #[serde(skip)]
     ip_table: Vec<Option<Arc<str>>>,
+    /// Boards a configuration reload marked dead, with the location they had: only for
+    /// power requests, so the jobs still holding them power them off (under
+    /// [`Rules::power_dead_held_boards`]; empty, and not written, otherwise). Every other
+    /// lookup treats them as dead.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    dead_locations: BTreeMap<Board, [u32; 3]>,
 }
 
 /// What a snapshot holds of a [`Machine`] (everything but the derived tables).
@@ -82,6 +88,8 @@ struct MachineFields {
     locations: Vec<Option<[u32; 3]>>,
     ips: BTreeMap<Board, Arc<str>>,
     bmps: BTreeMap<(u32, u32), String>,
+    #[serde(default)]
+    dead_locations: BTreeMap<Board, [u32; 3]>,
 }
 
 impl From<MachineFields> for Machine {
@@ -94,6 +102,7 @@ impl From<MachineFields> for Machine {
             ips: f.ips,
             bmps: f.bmps,
             ip_table,
+            dead_locations: f.dead_locations,
         }
     }
 }

@@ -387,9 +387,8 @@ pub struct SimConfig {
     /// Configuration reloads (SIGHUP after the file changed) in the run (at most): a board
     /// marked dead or alive again, a health threshold changed, or a file that is not valid.
     pub reloads_max: u64,
-    /// Whether a reload may mark dead a board a job holds. Off by default: the server then
-    /// leaves that board powered on after the job (a known bug, `notes/sim-coverage.md`;
-    /// the ignored test `a_board_marked_dead_while_held_is_powered_off` reproduces it).
+    /// Whether a reload may mark dead a board a job holds (the job keeps it, and must
+    /// power it off when it ends: [`crate::core::rules::Rules::power_dead_held_boards`]).
     pub reload_kills_held_boards: bool,
     /// Bytes each connection's pipe holds toward the client (its socket buffers): the
     /// server's writes beyond it are cut short or would block until the client reads.
@@ -426,7 +425,7 @@ impl Default for SimConfig {
             flaky_failure_chance: 0.5,
             snapshot_every_events: 40,
             reloads_max: 3,
-            reload_kills_held_boards: false,
+            reload_kills_held_boards: true,
             lose_on_crash: 0,
             keep_failed_batches: false,
             pipe_bytes_max: 8 * 1024,

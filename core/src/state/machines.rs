@@ -59,7 +59,34 @@ impl Machine {
             ips,
             bmps,
             ip_table,
+            dead_locations: BTreeMap::new(),
         }
+    }
+
+    /// The machine as `config` (a change of tags, dead boards or dead links only) describes
+    /// it, replacing `self`. Boards the new configuration marks dead keep the location they
+    /// had, for power requests only, when `keep_dead_locations` ([`Rules::power_dead_held_boards`]):
+    /// a job may still hold them, and must power them off.
+    pub(super) fn changed_to(&self, config: MachineConfig, keep_dead_locations: bool) -> Machine {
+        let mut m = Machine::new(self.uid, config);
+        if keep_dead_locations {
+            for &b in &m.config.dead_boards {
+                if let Some(at) = self
+                    .location(b)
+                    .or_else(|| self.dead_locations.get(&b).copied())
+                {
+                    m.dead_locations.insert(b, at);
+                }
+            }
+        }
+        m
+    }
+
+    /// Where to send power requests for board `b`: its location, or the one it had before a
+    /// reload marked it dead (see `dead_locations`).
+    pub(super) fn power_location(&self, b: Board) -> Option<[u32; 3]> {
+        self.location(b)
+            .or_else(|| self.dead_locations.get(&b).copied())
     }
 
     /// The (cabinet, frame, board) of a logical board, if it exists and works.

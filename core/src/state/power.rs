@@ -75,13 +75,13 @@ pub(super) fn power_requests(
     let mut last = ((u32::MAX, u32::MAX), 0);
     let sizes = (alloc.boards.len(), periphery.len());
     for b in &alloc.boards {
-        if let Some([c, f, n]) = machine.location(*b) {
+        if let Some([c, f, n]) = machine.power_location(*b) {
             let i = frame_index(&mut frames, &mut last, (c, f), sizes.0, sizes.1);
             frames[i].boards.push(n);
         }
     }
     for (b, link) in periphery {
-        if let Some([c, f, n]) = machine.location(*b) {
+        if let Some([c, f, n]) = machine.power_location(*b) {
             let i = frame_index(&mut frames, &mut last, (c, f), sizes.0, sizes.1);
             frames[i].stop_links.push((n, *link));
         }

@@ -82,9 +82,10 @@ impl Core {
             dead.extend(unavailable(&self.health, n));
             qm.allocator
                 .set_dead(dead, n.dead_links.iter().copied().collect());
-            // Rebuild the lookups too: a revived board brings its location and IP.
+            // Rebuild the lookups too: a revived board brings its location and IP, and one
+            // marked dead keeps its location for the power requests of a job holding it.
             let m = self.machines.get_mut(name).expect("changed machine exists");
-            *m = Machine::new(m.uid, n.clone());
+            *m = m.changed_to(n.clone(), self.rules.power_dead_held_boards);
         }
         let free_us = (self.config.seconds_before_free_s.max(0.0) * 1e6) as u64;
         for n in &added {
