@@ -83,6 +83,16 @@ fn properties_hold_over_many_seeds() {
         totals.disconnected_at_total_bound += r.disconnected_at_total_bound;
         totals.reloads += r.reloads;
         totals.reloads_applied += r.reloads_applied;
+        totals.admin_drains += r.admin_drains;
+        totals.admin_undrains += r.admin_undrains;
+        totals.undrained_boards_reallocated += r.undrained_boards_reallocated;
+        totals.emergency_stops += r.emergency_stops;
+        totals.emergency_stops_with_jobs += r.emergency_stops_with_jobs;
+        totals.jobs_created_in_emergency += r.jobs_created_in_emergency;
+        totals.emergency_resumes += r.emergency_resumes;
+        totals.allocations_after_resume += r.allocations_after_resume;
+        totals.problem_reports += r.problem_reports;
+        totals.boards_drained_by_reports += r.boards_drained_by_reports;
     }
     let took = started.elapsed().as_secs_f64();
     eprintln!(
@@ -94,7 +104,10 @@ fn properties_hold_over_many_seeds() {
          power-offs failed; {} clients paused reading ({} read again), {} stopped, {} \
          disconnected for not reading ({} at the total bound), largest backlog {} bytes, \
          {} writable with a backlog; \
-         {} reloads ({} applied)",
+         {} reloads ({} applied); admin: {} drains, {} undrains ({} boards given to a job \
+         again), {} emergency stops ({} with live jobs; {} jobs created during one, cancelled), \
+         {} resumes ({} allocations after one); {} problem reports ({} boards drained by \
+         reports)",
         seeds.len(),
         seeds.len() as f64 / took,
         totals.passes,
@@ -121,7 +134,17 @@ fn properties_hold_over_many_seeds() {
         totals.backlog_max,
         totals.writable_with_backlog,
         totals.reloads,
-        totals.reloads_applied
+        totals.reloads_applied,
+        totals.admin_drains,
+        totals.admin_undrains,
+        totals.undrained_boards_reallocated,
+        totals.emergency_stops,
+        totals.emergency_stops_with_jobs,
+        totals.jobs_created_in_emergency,
+        totals.emergency_resumes,
+        totals.allocations_after_resume,
+        totals.problem_reports,
+        totals.boards_drained_by_reports
     );
     // The runs must exercise what they claim to (else a property holds vacuously).
     if seeds.len() > 1 {
@@ -145,6 +168,14 @@ fn properties_hold_over_many_seeds() {
         assert!(totals.slow_readers_disconnected > 0 && totals.readers_resumed > 0);
         assert!(totals.writable_with_backlog > 0);
         assert!(totals.reloads_applied > 0);
+        // The admin channel: drains and undrains done (undrained boards given to jobs
+        // again), emergency stops that destroyed jobs and cancelled new ones, resumes after
+        // which service went on; problem reports acknowledged, some draining their board.
+        assert!(totals.admin_drains > 0 && totals.admin_undrains > 0);
+        assert!(totals.undrained_boards_reallocated > 0);
+        assert!(totals.emergency_stops_with_jobs > 0 && totals.jobs_created_in_emergency > 0);
+        assert!(totals.emergency_resumes > 0 && totals.allocations_after_resume > 0);
+        assert!(totals.problem_reports > 0 && totals.boards_drained_by_reports > 0);
     }
 }
 
