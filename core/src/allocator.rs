@@ -526,6 +526,11 @@ impl Allocator {
         self.pack_tree.is_empty() && self.to_free.is_empty() && self.single_board_triads.is_empty()
     }
 
+    /// The boards no job may be given (dead, drained, unreachable), as last set.
+    pub fn dead_boards(&self) -> &BTreeSet<Board> {
+        &self.dead_boards
+    }
+
     /// The single-board triads with free boards and their free z indices, in use order (for
     /// tests).
     #[cfg(test)]

@@ -2285,6 +2285,18 @@ impl World {
             AdminReq::Undrain(b) => {
                 if said("undrained") {
                     self.report.admin_undrains += 1;
+                    // In service from the pass that folded it (the admin's events come
+                    // last in a pass: nothing after it can drain the board again there).
+                    let drained = self.process.as_ref().and_then(|p| {
+                        let h = p.server.core.health();
+                        h.drain_of(MACHINE, Board::new(b[0], b[1], b[2])).cloned()
+                    });
+                    if let Some(d) = drained {
+                        self.violation(format!(
+                            "board {b:?}, which the admin was told it undrained, is out of \
+                             service ({d:?})"
+                        ));
+                    }
                     self.admin_drained.remove(&b);
                     self.reports_acked.remove(&b);
                     self.reports_uncertain.remove(&b);

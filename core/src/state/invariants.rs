@@ -156,6 +156,23 @@ impl Core {
             if self.machines.get(&qm.name).map(|m| m.uid) != Some(qm.uid) {
                 return Err(format!("machine {} known to the queue only", qm.name));
             }
+            // The allocator keeps from new jobs exactly the boards out of service: dead in
+            // the configuration, drained, or in a frame whose BMP does not answer (an
+            // undrain the allocator missed would keep a board out of use for good).
+            if self.rules.board_health {
+                let c = &self.machines[&qm.name].config;
+                let mut dead: BTreeSet<Board> = c.dead_boards.iter().copied().collect();
+                dead.extend(super::machines::unavailable(&self.health, c));
+                if *qm.allocator.dead_boards() != dead {
+                    return Err(format!(
+                        "machine {}: the allocator's dead boards {:?} are not those out of \
+                         service {:?}",
+                        qm.name,
+                        qm.allocator.dead_boards(),
+                        dead
+                    ));
+                }
+            }
         }
         if self.machines.len() != self.queue.machines.len() {
             return Err("machine tables disagree".into());
