@@ -1,7 +1,9 @@
 //! Property tests over the deterministic simulation of the whole server loop
 //! (`spalloc::server::sim`): many seeds, each a run with crashes, journal outages, failing
-//! BMPs (some blaming boards), configuration reloads and clients speaking the line
-//! protocol (some of them not reading), checked as it goes.
+//! BMPs (some blaming boards), configuration reloads, an admin on the admin channel
+//! (drains, undrains, emergency stops and resumes) and clients speaking the line protocol
+//! (some of them not reading, some reporting problems with their boards), checked as it
+//! goes.
 //!
 //! A failing seed is printed; `SPALLOC_SEED=<seed> cargo test --test sim_server` runs only
 //! that seed, and prints its server log.
@@ -45,7 +47,9 @@ fn seeds() -> Vec<u64> {
 /// kept-alive job expires, no board is in two jobs; no job is given a board out of service,
 /// dead or held for a power-off, and no board is powered on while held or left on with no
 /// job; clients that read are served and never dropped, those that stop reading are dropped
-/// past the output bounds; reloads apply valid files only (see `spalloc::server::sim`).
+/// past the output bounds; reloads apply valid files only; admin drains hold until undrained,
+/// reported boards are drained, an emergency stop leaves no job live and nothing powered on
+/// (see `spalloc::server::sim`).
 #[test]
 fn properties_hold_over_many_seeds() {
     let cfg = SimConfig::default();

@@ -40,7 +40,18 @@
 //! a board dead or alive again or change a health threshold, or writes one that is not
 //! valid; afterwards the configuration in force is the file's (or the previous one, if the
 //! journal refused it), a file that is not valid changes nothing, and no job is given a
-//! board dead in the configuration. Output: a client that
+//! board dead in the configuration. The admin channel: an admin connected like one accepted
+//! from the admin socket ([`Server::connect_admin_simulated`]; the production admin code
+//! reads, journals, folds and answers) drains boards (undraining them later), undrains
+//! boards drained by anyone, asks for the status, and in some runs stops everything
+//! (`emergency_stop`) and resumes seconds later; clients report problems (`report_problem`)
+//! with boards of their jobs, by the IPs `get_job_machine_info` gave them. A board the
+//! admin was told it drained stays out of service (across restarts and reloads) and is given
+//! to no new job until it is told it undrained, after which it is in service; a board
+//! reported `drain_after_reports` times (acknowledged) since it was last put back in service
+//! is drained; an emergency stop destroys every live job with its reason, and while it is
+//! in force no job is live (a new one is cancelled at once), no power-on is issued anew and,
+//! with no BMP work in flight, no board is on. Output: a client that
 //! always reads is never disconnected and is never left waiting for a reply (whoever else
 //! stopped reading); the server disconnects only clients that stopped reading, and logs
 //! why; no backlog exceeds `output_bytes_max` plus one reply; a backlog always has write
