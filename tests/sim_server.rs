@@ -263,17 +263,12 @@ fn a_board_marked_dead_while_held_is_powered_off() {
     check(&run(0, &cfg));
 }
 
-/// KNOWN BUG (ignored until fixed): an emergency stop's power-off of a whole frame (the
-/// sweep, job id 0) that fails is only logged. Unlike a job's failed power-off
-/// (`Rules::hold_failed_power_off`: its boards are held, the power-off retried every
-/// `retry_delay`, until the BMP answers), the sweep is not retried and its boards are not
-/// held: after `resume`, a new job is given them and powered on while their power is
-/// unknown. Seed 4: after the stop, the sweep of cabinet 1, frame 0 fails; after the
-/// resume, job 8 is given boards (1, 0, 0..2) at t≈22.2 s and powers them on. With the
-/// sweep counted as holding its boards (as a job's power-off is), the hardware checks see
-/// it. (The default `SimConfig` does not count sweeps, so the other checks stay useful.)
+/// An emergency stop's power-off of a whole frame (the sweep, job id 0) holds the frame's
+/// boards from new jobs until it succeeds, and one that fails is retried, as a job's failed
+/// power-off is. It used to be only logged: seed 4 showed it (after the stop the sweep of
+/// cabinet 1, frame 0 failed; after the resume, job 8 was given boards (1, 0, 0..2) at
+/// t≈22.2 s and powered them on while their power was unknown).
 #[test]
-#[ignore = "known bug: a failed emergency-stop sweep neither holds its boards nor is retried"]
 fn an_emergency_stops_failed_sweep_holds_its_boards() {
     let cfg = SimConfig {
         sweep_holds_boards: true,

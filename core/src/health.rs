@@ -143,6 +143,12 @@ pub struct Health {
     pub unreachable: BTreeSet<(String, u32, u32)>,
     /// An emergency stop, while in force.
     pub emergency: Option<Emergency>,
+    /// Frames `(machine, cabinet, frame)` an emergency stop is powering off, or whose
+    /// power-off by an emergency stop failed (retried): their boards' power is not known
+    /// to be off, so they are not given to new jobs until that power-off succeeds (under
+    /// `Rules::hold_unswept_frames`; empty, and not written, otherwise).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub unswept: BTreeSet<(String, u32, u32)>,
 }
 
 /// Cut a client's text to [`MAX_DESCRIPTION_CHARS`].
@@ -201,7 +207,12 @@ impl Health {
 
     /// Whether any board of the machine is drained or any of its frames unreachable.
     pub fn affects(&self, machine: &str) -> bool {
-        !self.drained(machine).is_empty() || self.unreachable.iter().any(|(m, _, _)| m == machine)
+        !self.drained(machine).is_empty()
+            || self
+                .unreachable
+                .iter()
+                .chain(&self.unswept)
+                .any(|(m, _, _)| m == machine)
     }
 
     /// Take a board out of service. Returns false (and changes nothing) if it already is.
@@ -271,6 +282,7 @@ impl Health {
     /// Forget a machine's unreachable frames (it was removed or rebuilt).
     pub fn forget_frames(&mut self, machine: &str) {
         self.unreachable.retain(|(m, _, _)| m != machine);
+        self.unswept.retain(|(m, _, _)| m != machine);
     }
 
     /// Every record, in (machine, board) order.

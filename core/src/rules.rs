@@ -58,6 +58,13 @@ pub struct Rules {
     /// written while false, so states under the older rules encode as they always did.
     #[serde(default, skip_serializing_if = "is_false")]
     pub power_dead_held_boards: bool,
+    /// Whether an emergency stop's power-off of a whole frame holds the frame's boards from
+    /// new jobs until it succeeds, retried every `retry_delay` while it fails, as a job's
+    /// failed power-off holds its boards. (Old rule: a failed one was only logged, and after
+    /// `resume` the boards, their power unknown, could be given to a new job.) Not written
+    /// while false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub hold_unswept_frames: bool,
 }
 
 /// For `skip_serializing_if`.
@@ -81,5 +88,6 @@ impl Rules {
         power_change_gap_us: POWER_CHANGE_GAP_US,
         power_change_burst: POWER_CHANGE_BURST,
         power_dead_held_boards: true,
+        hold_unswept_frames: true,
     };
 }

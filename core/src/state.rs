@@ -241,6 +241,10 @@ pub struct Core {
     /// [`SWEEP_JOB_ID`]), not yet completed.
     #[serde(default)]
     sweeping: BTreeSet<BmpRequestId>,
+    /// An emergency stop's failed power-offs of whole frames, to be retried (under
+    /// [`Rules::hold_unswept_frames`]; their frames are in `health.unswept` meanwhile).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sweep_retries: Vec<PowerOffRetry>,
     /// Outputs not yet drained (transient: always empty in a snapshot taken between passes).
     #[serde(skip)]
     effects: VecDeque<PendingEffect>,
@@ -312,6 +316,7 @@ impl Core {
             health: Health::default(),
             recycling: Vec::new(),
             sweeping: BTreeSet::new(),
+            sweep_retries: Vec::new(),
             effects: VecDeque::new(),
             changed_jobs: BTreeSet::new(),
             changed_machines: BTreeSet::new(),
@@ -434,6 +439,7 @@ impl Core {
         }
         self.retry_power_offs(now);
         self.retry_recycle_power_offs(now);
+        self.retry_sweeps(now);
         let waited: Vec<JobId> = self
             .jobs
             .values()
@@ -612,6 +618,7 @@ impl Core {
                     .iter()
                     .flat_map(|r| r.retries.iter().map(|r| r.at_us)),
             )
+            .chain(self.sweep_retries.iter().map(|r| r.at_us))
             .min();
         [jobs, self.queue.next_release_us(), retry]
             .into_iter()

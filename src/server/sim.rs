@@ -442,11 +442,10 @@ pub struct SimConfig {
     pub admin_actions_max: u64,
     /// Chance that a run has an emergency stop (resumed some seconds later).
     pub emergency_stop_chance: f64,
-    /// Whether an emergency stop's power-offs of whole frames hold their boards, in the
-    /// hardware's record the checks use, as a job's power-offs do (no job may be given a
-    /// board whose power-off is in flight or failed last). False by default: the server
-    /// does not hold them (a known bug, `an_emergency_stops_failed_sweep_holds_its_boards`
-    /// in `tests/sim_server.rs`), and the other checks must stay useful meanwhile.
+    /// Whether an emergency stop's power-offs of whole frames count as holding their boards
+    /// in the hardware's record the checks use, as a job's power-offs do (no job may be
+    /// given a board whose power-off is in flight or failed last). True: the server holds
+    /// them ([`crate::core::rules::Rules::hold_unswept_frames`]).
     pub sweep_holds_boards: bool,
     /// Sabotage (see [`MemDisk::lose_on_crash`]): 0 for a correct disk.
     pub lose_on_crash: usize,
@@ -471,7 +470,7 @@ impl Default for SimConfig {
             reload_kills_held_boards: true,
             admin_actions_max: 6,
             emergency_stop_chance: 0.3,
-            sweep_holds_boards: false,
+            sweep_holds_boards: true,
             lose_on_crash: 0,
             keep_failed_batches: false,
             pipe_bytes_max: 8 * 1024,

@@ -596,6 +596,20 @@ impl Core {
                     }
                 }
                 self.sweeping.extend(sweep.iter().map(|r| r.id));
+                if self.rules.hold_unswept_frames {
+                    // Until each frame's power-off succeeds, its boards are not known to be
+                    // off: no new job gets them (after `resume`, too).
+                    let swept: BTreeSet<String> = sweep.iter().map(|r| r.machine.clone()).collect();
+                    self.health.unswept.extend(
+                        sweep
+                            .iter()
+                            .map(|r| (r.machine.clone(), r.cabinet, r.frame)),
+                    );
+                    self.sweep_retries.clear(); // (this sweep covers every frame again)
+                    for m in swept {
+                        self.apply_health(now, &m);
+                    }
+                }
                 let frames = self.issue(sweep);
                 Response::Json(
                     serde_json::json!({"destroyed": ids, "frames_powered_off": frames}).to_string(),

@@ -177,6 +177,22 @@ impl Core {
         if self.machines.len() != self.queue.machines.len() {
             return Err("machine tables disagree".into());
         }
+        // A frame held for an emergency stop's power-off has that power-off in flight or
+        // waiting to be retried: no frame is held for good.
+        for (m, c, f) in &self.health.unswept {
+            let covered = |r: &BmpRequest| r.machine == *m && (r.cabinet, r.frame) == (*c, *f);
+            let in_flight = self
+                .sweeping
+                .iter()
+                .filter_map(|id| self.outstanding.get(id))
+                .any(covered);
+            if !in_flight && !self.sweep_retries.iter().any(|r| covered(&r.request)) {
+                return Err(format!(
+                    "frame ({c}, {f}) of {m} is held for an emergency stop's power-off that is \
+                     neither in flight nor to be retried"
+                ));
+            }
+        }
         Ok(())
     }
 }

@@ -119,19 +119,25 @@ impl Machine {
 }
 
 /// The boards of a machine not to be given to new jobs besides its dead ones: the drained
-/// boards, and every board of a frame whose BMP does not answer.
+/// boards, and every board of a frame whose BMP does not answer or that an emergency stop
+/// has not yet powered off.
 pub(super) fn unavailable(health: &Health, config: &MachineConfig) -> BTreeSet<Board> {
     let mut out = health.drained(&config.name);
-    if health.unreachable.iter().any(|(m, _, _)| *m == config.name) {
+    let held = |c: u32, f: u32| {
+        let frame = (config.name.clone(), c, f);
+        health.unreachable.contains(&frame) || health.unswept.contains(&frame)
+    };
+    if health
+        .unreachable
+        .iter()
+        .chain(&health.unswept)
+        .any(|(m, _, _)| *m == config.name)
+    {
         out.extend(
             config
                 .boards
                 .iter()
-                .filter(|b| {
-                    health
-                        .unreachable
-                        .contains(&(config.name.clone(), b.cabinet, b.frame))
-                })
+                .filter(|b| held(b.cabinet, b.frame))
                 .map(|b| b.logical),
         );
     }

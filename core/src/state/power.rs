@@ -120,6 +120,71 @@ pub(super) fn power_requests(
 }
 
 impl Core {
+    /// An emergency stop's power-off of a whole frame completed: on success the frame's
+    /// boards are known to be off and go back into use; on failure they stay held and the
+    /// power-off is retried after `retry_delay` (under [`Rules::hold_unswept_frames`]).
+    fn sweep_done(&mut self, now: TimeUs, req: BmpRequest, failure: Option<&str>) {
+        let frame = (req.machine.clone(), req.cabinet, req.frame);
+        if failure.is_some() {
+            // Every frame of a sweep is held from its issue until it succeeds; one no longer
+            // held was forgotten because a new configuration removed or replaced its
+            // machine, which starts afresh (its boards are not held, nor powered off again).
+            if !self.health.unswept.contains(&frame) {
+                return;
+            }
+            let delay_us = (self.config.bmp.retry_delay_s.max(0.0) * 1e6) as TimeUs;
+            self.log(format!(
+                "emergency stop: the boards of cabinet {}, frame {} of {} are kept from new \
+                 jobs and their power-off is retried in {:.1} s",
+                req.cabinet,
+                req.frame,
+                req.machine,
+                delay_us as f64 / 1e6
+            ));
+            self.sweep_retries.push(PowerOffRetry {
+                at_us: now.saturating_add(delay_us),
+                request: req,
+            });
+        } else if self.health.unswept.remove(&frame) {
+            self.log(format!(
+                "emergency stop: cabinet {}, frame {} of {} is powered off: its boards are \
+                 back in use",
+                req.cabinet, req.frame, req.machine
+            ));
+            self.apply_health(now, &req.machine);
+        }
+    }
+
+    /// Issue again, with new ids, an emergency stop's failed power-offs of whole frames
+    /// whose retry time has come (those of a machine since removed are dropped).
+    pub(super) fn retry_sweeps(&mut self, now: TimeUs) {
+        if self.sweep_retries.iter().all(|r| r.at_us > now) {
+            return;
+        }
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sweep_retries)
+            .into_iter()
+            .partition(|r| r.at_us <= now);
+        self.sweep_retries = waiting;
+        let mut requests = Vec::new();
+        for r in due {
+            if !self.machines.contains_key(&r.request.machine) {
+                continue;
+            }
+            let mut request = r.request;
+            request.id = self.next_request_id;
+            self.next_request_id += 1;
+            self.sweeping.insert(request.id);
+            requests.push(request);
+        }
+        if !requests.is_empty() {
+            self.log(format!(
+                "emergency stop: retrying {} failed power-offs of whole frames",
+                requests.len()
+            ));
+            self.issue(requests);
+        }
+    }
+
     /// Issue again, with new ids, the failed power-offs whose retry time has come.
     pub(super) fn retry_power_offs(&mut self, now: TimeUs) {
         // A machine removed by a new configuration has no boards left to hold back.
@@ -208,6 +273,9 @@ impl Core {
                      failed: {reason}",
                     req.address, req.cabinet, req.frame
                 ));
+            }
+            if self.rules.hold_unswept_frames {
+                self.sweep_done(now, req, failure);
             }
             return;
         }

@@ -69,6 +69,7 @@ impl Core {
             }
             self.queue.machines.retain(|m| m.name != *name);
             self.health.forget_frames(name);
+            self.sweep_retries.retain(|r| r.request.machine != *name);
             self.machines.remove(name);
         }
         for name in &changed {
