@@ -491,7 +491,11 @@ fn an_emergency_stops_failed_power_off_holds_its_frame_until_a_retry_succeeds() 
             );
             continue;
         }
-        // Only the frame whose power-off succeeded is given out.
+        // The admin sees the frame held; only the frame whose power-off succeeded is given out.
+        assert_eq!(
+            sim.core.health_boards_json(false)["unswept_frames"],
+            serde_json::json!([{"machine": "m", "cabinet": failed.cabinet, "frame": failed.frame}])
+        );
         assert!(!boards_of(&mut sim, a).is_empty());
         assert!(!on_failed_frame(&mut sim, a));
         assert_eq!(
@@ -528,6 +532,10 @@ fn an_emergency_stops_failed_power_off_holds_its_frame_until_a_retry_succeeds() 
         assert!(
             on_failed_frame(&mut sim, b),
             "b gets the frame once it is off"
+        );
+        assert_eq!(
+            sim.core.health_boards_json(false)["unswept_frames"],
+            serde_json::json!([])
         );
     }
 }

@@ -402,9 +402,17 @@ impl Core {
             .iter()
             .map(|(m, c, f)| serde_json::json!({"machine": m, "cabinet": c, "frame": f}))
             .collect();
+        // Frames an emergency stop has not yet powered off (kept from new jobs until it has).
+        let unswept: Vec<serde_json::Value> = self
+            .health
+            .unswept
+            .iter()
+            .map(|(m, c, f)| serde_json::json!({"machine": m, "cabinet": c, "frame": f}))
+            .collect();
         serde_json::json!({
             "boards": out,
             "unreachable_frames": unreachable,
+            "unswept_frames": unswept,
             "emergency_stop": self.health.emergency.as_ref().map(|e| serde_json::json!({
                 "reason": e.reason, "by": e.by, "at": crate::timefmt::format_iso(e.at_us),
             })),
