@@ -522,13 +522,7 @@ fn an_emergency_stops_failed_power_off_holds_its_frame_until_a_retry_succeeds() 
         assert_eq!((r.cabinet, r.frame), (failed.cabinet, failed.frame));
         assert_eq!(r.action, failed.action);
         assert_ne!(r.id, failed.id, "a retry has a new id");
-        sim.event(Event::BmpDone {
-            now_us: sim.now_us,
-            request_id: r.id,
-            failure: None,
-            failed_boards: Vec::new(),
-            bmp_unreachable: false,
-        });
+        succeed(&mut sim, &r);
         assert!(
             on_failed_frame(&mut sim, b),
             "b gets the frame once it is off"
@@ -544,14 +538,19 @@ fn an_emergency_stops_failed_power_off_holds_its_frame_until_a_retry_succeeds() 
 fn settle_jobs_only(sim: &mut Sim) {
     while let Some(i) = sim.bmp_pending.iter().position(|r| r.job_id != 0) {
         let r = sim.bmp_pending.remove(i).unwrap();
-        sim.event(Event::BmpDone {
-            now_us: sim.now_us,
-            request_id: r.id,
-            failure: None,
-            failed_boards: Vec::new(),
-            bmp_unreachable: false,
-        });
+        succeed(sim, &r);
     }
+}
+
+/// Complete `r` (taken from the pending requests) successfully.
+fn succeed(sim: &mut Sim, r: &BmpRequest) {
+    sim.event(Event::BmpDone {
+        now_us: sim.now_us,
+        request_id: r.id,
+        failure: None,
+        failed_boards: Vec::new(),
+        bmp_unreachable: false,
+    });
 }
 
 /// Random mixes of jobs, failures blamed on boards, reports, drains and undrains: the

@@ -242,9 +242,7 @@ impl Core {
                 .partition(|t| t.at_us <= now);
             r.retries = waiting;
             for t in due {
-                let mut request = t.request;
-                request.id = self.next_request_id;
-                self.next_request_id += 1;
+                let request = super::power::renumbered(t.request, &mut self.next_request_id);
                 r.requests.insert(request.id);
                 issue.push(request);
             }

@@ -119,6 +119,17 @@ pub(super) fn power_requests(
     requests
 }
 
+/// `request` to be issued again under the next request id: a retry is a new request (a late
+/// completion of the old id is ignored as unknown).
+pub(super) fn renumbered(
+    mut request: BmpRequest,
+    next_request_id: &mut BmpRequestId,
+) -> BmpRequest {
+    request.id = *next_request_id;
+    *next_request_id += 1;
+    request
+}
+
 impl Core {
     /// An emergency stop's power-off of a whole frame completed: on success the frame's
     /// boards are known to be off and go back into use; on failure they stay held and the
@@ -170,9 +181,7 @@ impl Core {
             if !self.machines.contains_key(&r.request.machine) {
                 continue;
             }
-            let mut request = r.request;
-            request.id = self.next_request_id;
-            self.next_request_id += 1;
+            let request = renumbered(r.request, &mut self.next_request_id);
             self.sweeping.insert(request.id);
             requests.push(request);
         }
@@ -219,12 +228,7 @@ impl Core {
         for (job_id, ready) in due {
             let requests: Vec<BmpRequest> = ready
                 .into_iter()
-                .map(|r| {
-                    let mut request = r.request;
-                    request.id = self.next_request_id;
-                    self.next_request_id += 1;
-                    request
-                })
+                .map(|r| renumbered(r.request, &mut self.next_request_id))
                 .collect();
             self.log(format!(
                 "job {job_id}: retrying {} failed power-off requests",

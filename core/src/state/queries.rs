@@ -396,23 +396,16 @@ impl Core {
                 })).collect::<Vec<_>>(),
             }));
         }
-        let unreachable: Vec<serde_json::Value> = self
-            .health
-            .unreachable
-            .iter()
-            .map(|(m, c, f)| serde_json::json!({"machine": m, "cabinet": c, "frame": f}))
-            .collect();
-        // Frames an emergency stop has not yet powered off (kept from new jobs until it has).
-        let unswept: Vec<serde_json::Value> = self
-            .health
-            .unswept
-            .iter()
-            .map(|(m, c, f)| serde_json::json!({"machine": m, "cabinet": c, "frame": f}))
-            .collect();
+        let frames = |set: &BTreeSet<(String, u32, u32)>| -> Vec<serde_json::Value> {
+            set.iter()
+                .map(|(m, c, f)| serde_json::json!({"machine": m, "cabinet": c, "frame": f}))
+                .collect()
+        };
         serde_json::json!({
             "boards": out,
-            "unreachable_frames": unreachable,
-            "unswept_frames": unswept,
+            "unreachable_frames": frames(&self.health.unreachable),
+            // Frames an emergency stop has not yet powered off (kept from new jobs until then).
+            "unswept_frames": frames(&self.health.unswept),
             "emergency_stop": self.health.emergency.as_ref().map(|e| serde_json::json!({
                 "reason": e.reason, "by": e.by, "at": crate::timefmt::format_iso(e.at_us),
             })),
