@@ -295,6 +295,67 @@ struct Server {
     buffers: pass::PassBuffers,
 }
 
+/// What a [`Server`] is made of that the one starting it chooses: the production start-up
+/// ([`Server::start`]) or the simulation. Everything else starts empty ([`Server::assemble`]).
+struct ServerParts {
+    opts: Options,
+    log: Logger,
+    poller: Arc<Poller>,
+    listener: TcpListener,
+    core: Core,
+    durability: Durability,
+    clock: EventClock,
+    bmp: BmpRuntime,
+    completions: crossbeam::channel::Receiver<BmpCompletion>,
+    signals: Arc<SignalFlags>,
+    spare_fd: Option<std::fs::File>,
+    simulator: Option<crate::bmp::Simulator>,
+    admin_listener: Option<std::os::unix::net::UnixListener>,
+    admin_path: PathBuf,
+    http: Option<http::Http>,
+}
+
+impl Server {
+    /// A server from its parts, with no client, nothing pending and every count at zero:
+    /// the one place the loop's own state gets its starting values.
+    fn assemble(parts: ServerParts) -> Server {
+        Server {
+            opts: parts.opts,
+            log: parts.log,
+            poller: parts.poller,
+            listener: parts.listener,
+            clients: BTreeMap::new(),
+            next_client_key: 0,
+            core: parts.core,
+            durability: parts.durability,
+            clock: parts.clock,
+            bmp: parts.bmp,
+            completions: parts.completions,
+            unjournaled_completions: VecDeque::new(),
+            kept_alive_unrecorded: BTreeSet::new(),
+            signals: parts.signals,
+            accept_paused_until_us: 0,
+            accept_paused: false,
+            accept_errors: 0,
+            accept_error_logged_us: 0,
+            spare_fd: parts.spare_fd,
+            output_total: 0,
+            watch_total: 0,
+            input_total: 0,
+            unfinished_input: BTreeSet::new(),
+            _simulator: parts.simulator,
+            admin_listener: parts.admin_listener,
+            admin_path: parts.admin_path,
+            admin_conns: BTreeMap::new(),
+            next_admin_key: admin::ADMIN_KEY_BASE,
+            http: parts.http,
+            metrics: metrics::Metrics::new(),
+            bmp_started: BTreeMap::new(),
+            buffers: pass::PassBuffers::default(),
+        }
+    }
+}
+
 /// Run the server until SIGINT or SIGTERM. Errors are start-up failures, worded for an admin.
 pub fn run(opts: Options) -> Result<(), String> {
     let log = Logger::new(opts.quiet);

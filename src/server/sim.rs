@@ -73,7 +73,7 @@ use spalloc_journal::Error as JournalError;
 use super::client::{self, Client, PipeState, SimPipe, Stream};
 use super::clock::EventClock;
 use super::durability::{Durability, Storage};
-use super::{recovery, startup, Limits, Logger, Options, Server};
+use super::{recovery, startup, Limits, Logger, Options, Server, ServerParts};
 use crate::bmp::{BmpCompletion, BmpRuntime};
 use crate::config::Config;
 use crate::core::coordinates::Board;
@@ -315,40 +315,23 @@ impl Server {
             opts.snapshot_every_events,
             log.clone(),
         );
-        let mut server = Server {
+        let mut server = Server::assemble(ServerParts {
             opts,
             log,
             poller,
             listener,
-            clients: BTreeMap::new(),
-            next_client_key: 0,
             core,
             durability,
             clock: EventClock::anchored(now, now, Instant::now()),
             bmp,
             completions,
-            unjournaled_completions: VecDeque::new(),
-            kept_alive_unrecorded: BTreeSet::new(),
             signals: Arc::default(),
-            accept_paused_until_us: 0,
-            accept_paused: false,
-            accept_errors: 0,
-            accept_error_logged_us: 0,
             spare_fd: None,
-            output_total: 0,
-            watch_total: 0,
-            input_total: 0,
-            unfinished_input: BTreeSet::new(),
-            buffers: Default::default(),
-            _simulator: None,
+            simulator: None,
             admin_listener: None,
             admin_path: PathBuf::new(),
-            admin_conns: BTreeMap::new(),
-            next_admin_key: super::admin::ADMIN_KEY_BASE,
             http: None,
-            metrics: super::metrics::Metrics::new(),
-            bmp_started: BTreeMap::new(),
-        };
+        });
         server.resume();
         Ok(Process {
             server,

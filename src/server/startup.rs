@@ -4,7 +4,6 @@
 //! the end, close everything and take a last snapshot. Also the configuration reload on
 //! SIGHUP and the signal thread that notices it.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,7 +13,7 @@ use polling::{Event as PollEvent, Poller};
 use super::clock::EventClock;
 use super::durability::{Durability, Storage};
 use super::{
-    admin, encode_event, http, limits, metrics, recovery, Limits, Logger, Options, Server,
+    admin, encode_event, http, limits, recovery, Limits, Logger, Options, Server, ServerParts,
     SignalFlags, ADMIN_LISTENER_KEY, LISTENER_KEY,
 };
 use crate::bmp::BmpRuntime;
@@ -185,40 +184,23 @@ impl Server {
             Arc::clone(&poller),
             log.clone(),
         )?;
-        let mut server = Server {
+        let mut server = Server::assemble(ServerParts {
             opts,
             log,
             poller,
             listener,
-            clients: BTreeMap::new(),
-            next_client_key: 0,
             core,
             durability,
             clock,
             bmp,
             completions,
-            unjournaled_completions: VecDeque::new(),
-            kept_alive_unrecorded: BTreeSet::new(),
             signals,
-            accept_paused_until_us: 0,
-            accept_paused: false,
-            accept_errors: 0,
-            accept_error_logged_us: 0,
             spare_fd: std::fs::File::open("/dev/null").ok(),
-            output_total: 0,
-            watch_total: 0,
-            input_total: 0,
-            unfinished_input: BTreeSet::new(),
-            buffers: Default::default(),
-            _simulator: simulator,
+            simulator,
             admin_listener,
             admin_path,
-            admin_conns: BTreeMap::new(),
-            next_admin_key: admin::ADMIN_KEY_BASE,
             http,
-            metrics: metrics::Metrics::new(),
-            bmp_started: BTreeMap::new(),
-        };
+        });
         server.resume();
         Ok(server)
     }
